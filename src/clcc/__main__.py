@@ -1,0 +1,3 @@
+from clcc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Command line: `clcc data|train|evaluate|predict|demo`. Bad input ends with one clear line
+(exit status 2), not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clcc.errors import ClccError
+
+
+def _parse_labelled(text: str) -> float:
+    value = float(text)
+    return int(value) if value >= 1 else value
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.split(",") if t.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(t) for t in text.split(","))
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from clcc.data.prepare import prepare
+
+    summary = prepare(
+        args.kind, args.source, args.output, fractions=args.split, labelled=args.labelled,
+        selections=args.selections, split_seed=args.split_seed, size=args.size or None,
+    )
+    print(
+        f"prepared {args.output}: train {summary['train']} / val {summary['val']} / "
+        f"test {summary['test']}; labelled {summary['labelled']}, unlabelled "
+        f"{summary['unlabelled']} (selections {','.join(map(str, args.selections))})"
+    )
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from clcc.data.synthetic import write_synthetic
+
+    write_synthetic(args.output, count=args.count, size=args.size, seed=args.seed)
+    print(f"wrote {args.count} synthetic cases to {args.output}")
+
+
+def cmd_data_download(args: argparse.Namespace) -> None:
+    from clcc.data.download import download
+
+    folder = download(args.name, args.output, url=args.url)
+    print(f"downloaded and verified {args.name} in {folder}")
+
+
+def _load_cfg(args: argparse.Namespace):
+    from clcc.config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "method", None):
+        overrides.append(f"method.name={args.method}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from clcc.engine.trainer import train
+
+    cfg = _load_cfg(args)
+    results = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(_results_line(results))
+
+
+def _results_line(results: dict) -> str:
+    t = results["test"]
+    return (
+        f"{results['run']}: best epoch {results['best_epoch']}; test Dice "
+        f"{100 * t['dice']['mean']:.2f}±{100 * t['dice']['std']:.2f} IoU "
+        f"{100 * t['iou']['mean']:.2f} MAE {100 * t['mae']['mean']:.2f} HD95 "
+        f"{t['hd95']['mean']:.1f}px"
+    )
+
+
+def _load_model(checkpoint: Path, device: str):
+    from clcc.engine.checkpoint import load_checkpoint
+    from clcc.engine.runtime import make_runtime
+    from clcc.engine.trainer import build_model, config_of_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    cfg = config_of_checkpoint(state)
+    runtime = make_runtime(device, "fp32")
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return cfg, model.to(runtime.device).eval(), runtime
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from clcc.data.prepare import PreparedData
+    from clcc.engine.evaluate import evaluate, write_per_image_csv
+    from clcc.files import write_json
+
+    cfg, model, runtime = _load_model(args.checkpoint, args.device)
+    data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
+    idx = data.split(args.split)
+    rows, summary = evaluate(
+        model, data.images[idx], data.masks[idx], [data.names[i] for i in idx], runtime
+    )
+    out = Path(args.output or Path(args.checkpoint).parent / f"evaluate-{args.split}")
+    write_per_image_csv(out / "per_image.csv", rows)
+    write_json(out / "summary.json", summary)
+    for name, v in summary.items():
+        scale = 1 if name == "hd95" else 100
+        print(f"{name:>9}: {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
+    print(f"per-image metrics: {out / 'per_image.csv'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from clcc.engine.predict import Predictor, predict_folder
+
+    cfg, model, runtime = _load_model(args.checkpoint, args.device)
+    predictor = Predictor(model, cfg.data.size, runtime)
+    written = predict_folder(
+        predictor, args.input, args.output, overlays=args.overlay, probabilities=args.probabilities
+    )
+    print(f"wrote {len(written)} masks to {args.output}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from clcc.demo import run_demo
+
+    run_demo(Path(args.workdir), methods=args.methods.split(","), epochs=args.epochs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clcc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare, generate or download data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("prepare", help="raw layout → prepared data set (splits + cache)")
+    p.add_argument("kind", choices=["kvasir-seg", "isic2018", "folder"])
+    p.add_argument("--source", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--split", type=_floats, default=(0.6, 0.2, 0.2), help="train,val,test")
+    p.add_argument("--labelled", type=_parse_labelled, default=0.2,
+                   help="labelled subset of train: a count (120) or a fraction (0.2)")
+    p.add_argument("--selections", type=_ints, default=(0, 1, 2),
+                   help="selection seeds of the labelled subset")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=320, help="cache resolution (0: no cache yet)")
+    p.set_defaults(func=cmd_data_prepare)
+    p = dsub.add_parser("synth", help="write the embedded synthetic data set")
+    p.add_argument("--output", type=Path, default=Path("data/synthetic"))
+    p.add_argument("--count", type=int, default=160)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_synth)
+    p = dsub.add_parser("download", help="fetch and verify an official archive")
+    p.add_argument("name", choices=["kvasir-seg"])
+    p.add_argument("--output", type=Path, default=Path("data/raw/kvasir-seg"))
+    p.add_argument("--url", help="a mirror or file:// address instead of the official one")
+    p.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("train", help="train one method on one labelled selection")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--method", help="shorthand for --set method.name=...")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
+    p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing run first")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", type=Path, help="prepared data set (default: the training one)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--output", type=Path)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="masks for a folder of new images")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--overlay", action="store_true", help="also write overlays/")
+    p.add_argument("--probabilities", action="store_true", help="also write probabilities/")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
+    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--methods", default="supervised")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClccError as err:
+        print(f"clcc: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

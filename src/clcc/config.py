@@ -1,0 +1,133 @@
+"""Configuration: typed dataclasses, loaded from YAML and overridden with `key.sub=value`.
+
+The CLI builds everything from a `Config` at the edge; modules receive plain typed arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clcc.errors import ClccError
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/prepared/synthetic"  # a folder written by `clcc data prepare`
+    size: int = 96  # training resolution (square); images are cached at this size
+    selection: int = 0  # which labelled subset (splits/labelled-<selection>.txt)
+
+
+@dataclass
+class ModelConfig:
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    dropout: list[float] | None = None  # per encoder level; None = no dropout
+
+
+@dataclass
+class MethodConfig:
+    name: str = "supervised"
+    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the method
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # AdamW defaults, as in the paper
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine | constant; advanced every step
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300  # one epoch = one pass over the labelled subset
+    labelled_batch: int = 4
+    unlabelled_batch: int = 4
+    eval_every: int = 5  # validate every N epochs (and after the last)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = False
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    augment: bool = True  # random flips and 90° rotations, on the device
+    output: str = "runs"
+    name: str = ""  # run folder name; default "<method>-sel<selection>-seed<seed>"
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def run_dir(self) -> Path:
+        name = self.train.name or (
+            f"{self.method.name}-sel{self.data.selection}-seed{self.train.seed}"
+        )
+        return Path(self.train.output) / name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ClccError(f"unknown config key {where}{unknown[0]}; choose from {', '.join(hints)}")
+    kwargs = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ClccError(f"config {where}{name} must be a mapping, got {value!r}")
+            kwargs[name] = _build(hints[name], value, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
+    if "=" not in dotted:
+        raise ClccError(f"override {dotted!r} must look like key.sub=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ClccError(f"override {dotted!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← YAML file ← `key.sub=value` overrides (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as err:
+            raise ClccError(f"{path}: config file not found") from err
+        except yaml.YAMLError as err:
+            raise ClccError(f"{path}: invalid YAML ({err})") from err
+        if not isinstance(tree, dict):
+            raise ClccError(f"{path}: a config must be a mapping of sections")
+    for item in overrides or []:
+        _set_dotted(tree, item)
+    return _build(Config, tree, "")
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    return _build(Config, values, "")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

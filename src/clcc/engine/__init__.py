@@ -1,0 +1,1 @@
+"""The training engine: one loop, evaluation, prediction and checkpoints for every method."""

@@ -1,0 +1,82 @@
+"""Prediction on new images of any size and format: binary PNG masks at the original size,
+optionally overlays and probability maps. The network sees each image resized to the training
+resolution; its probabilities are resized back (bilinear) before thresholding at 0.5."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from clcc.data.images import IMAGE_SUFFIXES, read_image
+from clcc.engine.evaluate import predict_probabilities
+from clcc.engine.runtime import Runtime
+from clcc.errors import ClccError
+from clcc.files import atomic_path
+
+OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
+
+
+@dataclass
+class Predictor:
+    model: nn.Module
+    size: int
+    runtime: Runtime
+
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Foreground probability (H, W) float32 for one uint8 RGB image at its own size."""
+        height, width = image.shape[:2]
+        small = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        prob = predict_probabilities(self.model, small[None], self.runtime)
+        full = F.interpolate(prob[None], size=(height, width), mode="bilinear", align_corners=False)
+        return full[0, 0].numpy()
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image with the mask tinted green and its outline drawn."""
+    out = image.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * OVERLAY_COLOUR
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    inner = -F.max_pool2d(-m, 3, stride=1, padding=1)[0, 0].numpy() > 0.5
+    out[mask & ~inner] = OVERLAY_COLOUR
+    return out.astype(np.uint8)
+
+
+def predict_folder(
+    predictor: Predictor,
+    input_dir: Path,
+    output_dir: Path,
+    overlays: bool = False,
+    probabilities: bool = False,
+) -> list[Path]:
+    """Write <stem>.png (0/255) for every image in `input_dir`; returns the mask paths."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise ClccError(f"{input_dir}: input folder not found")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ClccError(f"{input_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    written = []
+    for path in files:
+        image = read_image(path)
+        prob = predictor.probabilities(image)
+        mask = prob > 0.5
+        target = output_dir / f"{path.stem}.png"
+        _save_png(mask.astype(np.uint8) * 255, target)
+        if overlays:
+            _save_png(overlay(image, mask), output_dir / "overlays" / f"{path.stem}.png")
+        if probabilities:
+            _save_png(np.round(prob * 255).astype(np.uint8), output_dir / "probabilities" /
+                      f"{path.stem}.png")
+        written.append(target)
+    return written

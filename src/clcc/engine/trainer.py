@@ -1,0 +1,246 @@
+"""The training loop, written once for every method.
+
+Per step: draw 4 labelled + 4 unlabelled images (host, uint8) → device → normalise → augment
+on the device → `method.training_step` under autocast → backward → AdamW step → schedule step
+(every step) → `method.after_step` (EMA). Every `eval_every` epochs the method's eval model is
+validated; the best validation Dice decides `best.pt`. `last.pt` is written after every epoch
+and holds everything to resume exactly: a resumed run ends with the same weights as an
+uninterrupted one (batch order and augmentation are seeded per epoch; the global RNG is saved).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clcc.config import Config, config_from_dict, dump_config
+from clcc.data.augment import augment_batch
+from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
+from clcc.data.prepare import PreparedData
+from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from clcc.engine.evaluate import evaluate, write_per_image_csv
+from clcc.engine.logging import MetricsLog
+from clcc.engine.runtime import Runtime, make_runtime
+from clcc.errors import ClccError
+from clcc.files import write_json, write_text
+from clcc.methods import Method, build_method
+from clcc.models.unet import UNet
+
+AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
+RESUME_IGNORED = ("progress", "tensorboard", "threads")  # may differ on resume
+
+
+def build_model(cfg: Config) -> UNet:
+    return UNet(in_channels=3, widths=cfg.model.widths, dropout=cfg.model.dropout)
+
+
+def lr_lambda(warmup: int, total: int, schedule: str):
+    """Multiplier of the base learning rate at optimiser step `s` (linear warmup, cosine)."""
+    if schedule not in ("cosine", "constant"):
+        raise ClccError(f"unknown schedule {schedule!r}; choose cosine or constant")
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        t = (s - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+def _device_batch(host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None):
+    fmt = runtime.memory_format()
+    batch = {"image": to_input(host["image"].to(runtime.device, non_blocking=True)),
+             "mask": to_target(host["mask"].to(runtime.device, non_blocking=True))}
+    if "image_u" in host:
+        batch["image_u"] = to_input(host["image_u"].to(runtime.device, non_blocking=True))
+    if gen is not None:
+        augment_batch(batch, gen)
+    return {k: v.contiguous(memory_format=fmt) for k, v in batch.items()}
+
+
+def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    now = cfg.to_dict()
+    diffs = [
+        f"{section}.{key}"
+        for section, values in now.items()
+        for key, value in values.items()
+        if saved[section].get(key) != value and key not in RESUME_IGNORED
+    ]
+    if diffs:
+        raise ClccError(f"{path}: cannot resume, the config differs in {', '.join(diffs)}")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir()
+        last = self.run_dir / "last.pt"
+        if self.run_dir.exists() and overwrite:
+            shutil.rmtree(self.run_dir)
+        elif last.exists() and not resume:
+            raise ClccError(
+                f"{self.run_dir}: a run exists; pass --resume to continue it or --overwrite"
+            )
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.runtime = make_runtime(t.device, t.precision, t.channels_last)
+        self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
+        torch.manual_seed(t.seed)
+        self.method: Method = build_method(cfg.method.name, build_model(cfg), cfg.method.params)
+        self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
+        unlabelled = (
+            self.data.unlabelled(cfg.data.selection)
+            if self.method.uses_unlabelled
+            else np.empty(0, np.int64)
+        )
+        self.batches = TrainBatches(
+            self.data.images, self.data.masks, self.data.labelled(cfg.data.selection),
+            unlabelled, t.labelled_batch, t.unlabelled_batch, t.seed,
+            pin_memory=self.runtime.device.type == "cuda",
+        )
+        self.total_steps = t.epochs * len(self.batches)
+        self.optimizer = torch.optim.AdamW(
+            self.method.trainable_parameters(), lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_lambda(cfg.optim.warmup_steps, self.total_steps, cfg.optim.schedule),
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.runtime.device.type, enabled=self.runtime.needs_scaler
+        )
+        self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
+        if resume and last.exists():
+            self._restore(load_checkpoint(last, self.runtime.device), last)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", dump_config(cfg))
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", t.tensorboard, self.epoch)
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        _check_resumable(state["config"], self.cfg, path)
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
+        set_rng_state(state["rng"])
+
+    def _split(self, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        idx = self.data.split(name)
+        return self.data.images[idx], self.data.masks[idx], [self.data.names[i] for i in idx]
+
+    def _model_state(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "model": self.method.eval_model().state_dict(),
+            "epoch": self.epoch,
+        }
+
+    def _train_epoch(self) -> dict[str, float]:
+        cfg = self.cfg.train
+        gen = epoch_generator(cfg.seed, self.epoch, AUGMENT_STREAM) if cfg.augment else None
+        self.method.train()
+        sums: dict[str, torch.Tensor] = {}
+        bar = tqdm(
+            total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress, leave=False, dynamic_ncols=True,
+        )
+        for i, host in enumerate(self.batches.epoch(self.epoch)):
+            batch = _device_batch(host, self.runtime, gen)
+            with self.runtime.autocast():
+                loss, logs = self.method.training_step(batch, self.step / self.total_steps)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            self.method.after_step(self.step)
+            for key, value in {"loss": loss.detach(), **logs}.items():
+                sums[key] = sums.get(key, 0) + value.float()
+            bar.update()
+            if cfg.progress and (i % 10 == 0 or i + 1 == len(self.batches)):
+                bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
+        bar.close()
+        return {f"train/{k}": v.item() / len(self.batches) for k, v in sums.items()}
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured epoch count, then evaluate the best model on the test set."""
+        cfg = self.cfg.train
+        val = self._split("val")
+        while self.epoch < cfg.epochs:
+            started = time.perf_counter()
+            record: dict[str, Any] = {"epoch": self.epoch + 1}
+            record.update(self._train_epoch())
+            self.epoch += 1
+            record["lr"] = self.scheduler.get_last_lr()[0]
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                _, summary = evaluate(self.method.eval_model(), *val, self.runtime, False)
+                record.update({f"val/{k}": v["mean"] for k, v in summary.items()})
+                if summary["dice"]["mean"] > self.best_dice:
+                    self.best_dice, self.best_epoch = summary["dice"]["mean"], self.epoch
+                    save_checkpoint(self.run_dir / "best.pt", self._model_state())
+            record["time_s"] = round(time.perf_counter() - started, 3)
+            self.log.write(record)
+            save_checkpoint(self.run_dir / "last.pt", self._full_state())
+            if cfg.progress:
+                tqdm.write(_epoch_line(record))
+        self.log.close()
+        return self.final_evaluation()
+
+    def _full_state(self) -> dict[str, Any]:
+        return {
+            **self._model_state(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "rng": rng_state(),
+        }
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Validation and test metrics (with HD95) of the best checkpoint, written to the run."""
+        model = build_model(self.cfg).to(self.runtime.device)
+        model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
+        results: dict[str, Any] = {
+            "run": str(self.run_dir), "method": self.cfg.method.name,
+            "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
+            "best_epoch": self.best_epoch, "epochs": self.cfg.train.epochs,
+        }
+        for split in ("val", "test"):
+            rows, summary = evaluate(model, *self._split(split), self.runtime)
+            write_per_image_csv(self.run_dir / f"{split}_per_image.csv", rows)
+            results[split] = summary
+        write_json(self.run_dir / "results.json", results)
+        return results
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}"]
+    parts += [f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("train/", "val/"))]
+    return "  ".join(parts) + f"  ({record['time_s']:.1f}s)"
+
+
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
+
+
+def config_of_checkpoint(state: dict[str, Any]) -> Config:
+    return config_from_dict(state["config"])

@@ -1,0 +1,65 @@
+"""The method interface and its registry.
+
+A method owns the networks it trains (the U-Net, and for example an EMA teacher or a
+projection head) as an `nn.Module`, so one `state_dict` holds everything to resume. The engine
+does the rest: devices, precision, optimiser, schedule, evaluation, checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from clcc.errors import ClccError
+from clcc.models.unet import UNet
+
+Batch = dict[str, torch.Tensor]
+Logs = dict[str, torch.Tensor]
+
+
+class Method(nn.Module):
+    """Base class. `batch` holds normalised float tensors on the device:
+    "image" (B,3,H,W) and "mask" (B,1,H,W) labelled, "image_u" (B',3,H,W) unlabelled."""
+
+    uses_unlabelled: ClassVar[bool] = True
+
+    def __init__(self, model: UNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step (EMA updates)."""
+
+    def eval_model(self) -> nn.Module:
+        """The network evaluated, checkpointed as `model` and used for prediction."""
+        return self.model
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    def add(cls: type[Method]) -> type[Method]:
+        METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def build_method(name: str, model: UNet, params: dict[str, Any] | None = None) -> Method:
+    if name not in METHODS:
+        raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[name](model, **(params or {}))
+    except TypeError as err:
+        raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err

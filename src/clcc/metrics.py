@@ -1,0 +1,81 @@
+"""Per-image segmentation metrics on binary masks (prediction = probability > 0.5).
+
+Conventions for empty masks (P = prediction, G = ground truth, both binary):
+- Dice, IoU: 1 when both are empty, else 2|P∩G|/(|P|+|G|) and |P∩G|/|P∪G|.
+- Precision |P∩G|/|P|: when P is empty, 1 if G is empty too, else 0.
+- Recall |P∩G|/|G|: when G is empty, 1 if P is empty too, else 0.
+- MAE: mean |P − G| over pixels (the paper reports it ×100).
+- HD95 (pixels; MONAI's symmetric 95th-percentile Hausdorff distance): 0 when both are empty;
+  when exactly one is empty, the image diagonal (the largest distance possible), so a missed
+  lesion is penalised instead of silently dropped from the mean.
+
+Dice and IoU are the *foreground* Dice and IoU of each image averaged over images, which is what
+the CLCC authors' code calls Dice and mIoU.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+METRICS = ("dice", "iou", "mae", "precision", "recall", "hd95")
+
+
+def _ratio(num: float, den: float, both_empty: float) -> float:
+    return both_empty if den == 0 else num / den
+
+
+def hd95(pred: np.ndarray, target: np.ndarray) -> float:
+    """Symmetric 95th-percentile Hausdorff distance in pixels, with the conventions above."""
+    if not pred.any() and not target.any():
+        return 0.0
+    if not pred.any() or not target.any():
+        return math.hypot(*pred.shape)
+    from monai.metrics import compute_hausdorff_distance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MONAI's own internal deprecation
+        value = compute_hausdorff_distance(
+            torch.from_numpy(pred)[None, None].float(),
+            torch.from_numpy(target)[None, None].float(),
+            include_background=True,
+            percentile=95,
+        )
+    return float(value.item())
+
+
+def image_metrics(
+    pred: np.ndarray, target: np.ndarray, with_hd95: bool = True
+) -> dict[str, float]:
+    """Metrics of one image; `pred` and `target` are boolean (H, W) arrays. HD95 is the slow
+    one, so validation during training leaves it out."""
+    pred = np.asarray(pred, bool)
+    target = np.asarray(target, bool)
+    tp = float(np.logical_and(pred, target).sum())
+    n_pred, n_true = float(pred.sum()), float(target.sum())
+    union = n_pred + n_true - tp
+    row = {
+        "dice": _ratio(2 * tp, n_pred + n_true, 1.0),
+        "iou": _ratio(tp, union, 1.0),
+        "mae": float(np.mean(pred != target)),
+        "precision": _ratio(tp, n_pred, 1.0 if n_true == 0 else 0.0),
+        "recall": _ratio(tp, n_true, 1.0 if n_pred == 0 else 0.0),
+    }
+    if with_hd95:
+        row["hd95"] = hd95(pred, target)
+    return row
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and (population) standard deviation over images of each metric present."""
+    return {
+        name: {
+            "mean": float(np.mean([r[name] for r in rows])),
+            "std": float(np.std([r[name] for r in rows])),
+        }
+        for name in METRICS
+        if rows and name in rows[0]
+    }

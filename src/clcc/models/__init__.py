@@ -1,0 +1,1 @@
+"""Networks: the U-Net backbone and the heads methods attach to it."""
