@@ -2,6 +2,8 @@
 
 - `supervised_loss`: L_sup = ½(Dice + CE), eq. (4) of the CLCC paper, CE being binary
   cross-entropy on the logit.
+- `cross_level_contrastive_loss`, eq. (1), and `cross_level_consistency_loss`, eq. (2), with the
+  patch geometry (`to_patches`, `from_patches`) they share.
 """
 
 from __future__ import annotations
@@ -24,3 +26,73 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """½(Dice + BCE), eq. (4)."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return 0.5 * (dice_loss(logits, target) + bce)
+
+
+def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B,C,H,W) → (B·n²,C,H/n,W/n): n×n non-overlapping patches, row-major per image."""
+    b, c, h, w = x.shape
+    if h % n or w % n:
+        raise ValueError(f"image {h}x{w} cannot be cut into {n}x{n} equal patches")
+    ph, pw = h // n, w // n
+    return (
+        x.reshape(b, c, n, ph, n, pw).permute(0, 2, 4, 1, 3, 5).reshape(b * n * n, c, ph, pw)
+    )
+
+
+def from_patches(p: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of `to_patches`."""
+    bnn, c, ph, pw = p.shape
+    b = bnn // (n * n)
+    return p.reshape(b, n, n, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, n * ph, n * pw)
+
+
+def cross_level_contrastive_loss(
+    image_vectors: torch.Tensor,
+    patch_vectors: torch.Tensor,
+    tau: float = 0.07,
+    negatives: str = "image",
+    norm: int = 2,
+) -> torch.Tensor:
+    """Cross-level contrastive loss, eq. (1) of the CLCC paper, averaged over positions and images.
+
+    `image_vectors` p(Z)_i and `patch_vectors` p(z_i) are (B, N, D) with N = n² positions. For
+    query p(Z)_i the positive is p(z_i). Negatives:
+    - "image" (eq. 1): the full-image vectors p(Z)_n, n ≠ i, of the same image;
+    - "patch" (the authors' code): the patch vectors p(z_n), n ≠ i.
+    Vectors are normalised with the L`norm` norm (2: cosine similarity, standard for InfoNCE;
+    the authors' code uses 1).
+    """
+    q = F.normalize(image_vectors.float(), p=norm, dim=-1)
+    k = F.normalize(patch_vectors.float(), p=norm, dim=-1)
+    if negatives == "patch":
+        logits = q @ k.transpose(1, 2)
+    elif negatives == "image":
+        logits = q @ q.transpose(1, 2)  # off-diagonal: q_i·q_n, the negatives of eq. (1)
+        eye = torch.eye(q.shape[1], dtype=torch.bool, device=q.device)
+        logits = torch.where(eye, (q * k).sum(-1).diag_embed(), logits)  # diagonal: q_i·k_i
+    else:
+        raise ValueError(f"negatives must be 'image' or 'patch', got {negatives!r}")
+    b, n, _ = logits.shape
+    target = torch.arange(n, device=q.device).repeat(b)
+    return F.cross_entropy(logits.reshape(b * n, n) / tau, target)
+
+
+def cross_level_consistency_loss(
+    patch_logits: torch.Tensor, image_logits: torch.Tensor, n: int, reduce: str = "sum"
+) -> torch.Tensor:
+    """Cross-level consistency, eq. (2): Σ_i MSE(h(z_i), h(Z)_i) on sigmoid probabilities.
+
+    `patch_logits` (B·n²,1,P,P) come from the patches fed alone; `image_logits` (B,1,nP,nP)
+    from the full image. The full-image side is detached: it sees the whole context and is
+    the target the context-free patch predictions are pulled towards (as in the authors' code).
+    Each position's MSE is a mean over its pixels (and the batch); "sum" adds the n² positions
+    as eq. (2) does, "mean" averages them.
+    """
+    target = to_patches(torch.sigmoid(image_logits.detach().float()), n)
+    per_position = (torch.sigmoid(patch_logits.float()) - target).pow(2)
+    per_position = per_position.reshape(-1, n * n, *per_position.shape[1:]).mean(dim=(0, 2, 3, 4))
+    if reduce == "sum":
+        return per_position.sum()
+    if reduce == "mean":
+        return per_position.mean()
+    raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")

@@ -97,7 +97,9 @@ class Trainer:
         self.runtime = make_runtime(t.device, t.precision, t.channels_last)
         self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
         torch.manual_seed(t.seed)
-        self.method: Method = build_method(cfg.method.name, build_model(cfg), cfg.method.params)
+        self.method: Method = build_method(
+            cfg.method.name, build_model(cfg), cfg.data.size, cfg.method.params
+        )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         unlabelled = (
             self.data.unlabelled(cfg.data.selection)
@@ -197,8 +199,7 @@ class Trainer:
             record["time_s"] = round(time.perf_counter() - started, 3)
             self.log.write(record)
             save_checkpoint(self.run_dir / "last.pt", self._full_state())
-            if cfg.progress:
-                tqdm.write(_epoch_line(record))
+            tqdm.write(_epoch_line(record))
         self.log.close()
         return self.final_evaluation()
 

@@ -3,6 +3,6 @@
 from clcc.methods.base import METHODS, Method, build_method, register
 
 # Importing the modules registers the methods.
-from clcc.methods import supervised  # noqa: E402, F401, I001
+from clcc.methods import clcc, supervised  # noqa: E402, F401, I001
 
 __all__ = ["METHODS", "Method", "build_method", "register"]

@@ -26,9 +26,10 @@ class Method(nn.Module):
 
     uses_unlabelled: ClassVar[bool] = True
 
-    def __init__(self, model: UNet) -> None:
+    def __init__(self, model: UNet, image_size: int) -> None:
         super().__init__()
         self.model = model
+        self.image_size = image_size
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
@@ -56,10 +57,13 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
     return add
 
 
-def build_method(name: str, model: UNet, params: dict[str, Any] | None = None) -> Method:
+def build_method(
+    name: str, model: UNet, image_size: int, params: dict[str, Any] | None = None
+) -> Method:
+    """The registered method `name` around `model`, for square images of `image_size`."""
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     try:
-        return METHODS[name](model, **(params or {}))
-    except TypeError as err:
+        return METHODS[name](model, image_size, **(params or {}))
+    except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err

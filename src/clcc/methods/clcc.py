@@ -1,0 +1,137 @@
+"""CLCC: cross-level contrastive learning and consistency constraint (Zhao et al., ISBI 2022).
+
+Every image of the batch (labelled and unlabelled) is also cut into n×n patches that go
+through the same U-Net (Sec. 2.1). Stage 1 (the first `stage1` fraction of training) adds
+α·L_contrast, eq. (1), between the projected full-image map p(Z) and the patch vectors p(z_i);
+stage 2 adds β·L_consist, eq. (2), between patch predictions and the full-image prediction.
+L_sup = ½(Dice + CE) on the labelled images throughout, eq. (3)–(4).
+
+Options beyond the paper, each off by default so that the default is the paper's method:
+- `variant="authors"`: the public implementation's contrastive loss (negatives from the patch
+  vectors, patch vectors detached as keys, L1 normalisation) instead of eq. (1).
+- `patch_bn="frozen"`: patch batches use their batch statistics but leave BatchNorm's running
+  statistics alone, so evaluation statistics describe full images only.
+- `consistency="mean"`: average eq. (2) over the n² positions instead of summing them.
+Ablations of Table 1 keep the two-stage schedule: `alpha=0` is "w/o contrast" (stage 1 is
+supervised only) and `beta=0` is "w/o consistency" (stage 2 is supervised only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from clcc.losses import (
+    cross_level_consistency_loss,
+    cross_level_contrastive_loss,
+    supervised_loss,
+    to_patches,
+)
+from clcc.methods.base import Batch, Logs, Method, register
+from clcc.models.heads import ProjectionHead
+from clcc.models.unet import UNet
+
+VARIANTS = {  # negatives, norm, detach patch vectors
+    "paper": ("image", 2, False),
+    "authors": ("patch", 1, True),
+}
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers keep normalising with batch statistics but update no running stats."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, saved, strict=True):
+            m.momentum = momentum
+
+
+@register("clcc")
+class CLCC(Method):
+    def __init__(
+        self,
+        model: UNet,
+        image_size: int,
+        n: int = 5,
+        dim: int = 128,
+        tau: float = 0.07,
+        stage1: float = 1 / 3,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        variant: str = "paper",
+        patch_bn: str = "update",
+        consistency: str = "sum",
+    ) -> None:
+        super().__init__(model, image_size)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        if patch_bn not in ("update", "frozen"):
+            raise ValueError(f"patch_bn must be 'update' or 'frozen', got {patch_bn!r}")
+        self.n, self.tau, self.stage1 = n, tau, stage1
+        self.alpha, self.beta = alpha, beta
+        self.negatives, self.norm, self.detach_patches = VARIANTS[variant]
+        self.patch_bn, self.consistency = patch_bn, consistency
+        self.head = ProjectionHead(model.widths[0], self.patch_size(image_size), dim)
+
+    def patch_size(self, image_size: int) -> int:
+        """Side of one patch; the image must split into n×n patches the U-Net can take."""
+        divisor = self.model.divisor
+        if image_size % self.n or (image_size // self.n) % divisor:
+            raise ValueError(
+                f"CLCC: image size {image_size} must split into {self.n}x{self.n} patches whose "
+                f"side is divisible by {divisor} (the U-Net's downsampling); e.g. "
+                f"{self.n * divisor * max(1, round(image_size / (self.n * divisor)))}"
+            )
+        return image_size // self.n
+
+    def weights(self, progress: float) -> tuple[float, float]:
+        """(α, β) at this point of training: stage 1 contrast, stage 2 consistency."""
+        return (self.alpha, 0.0) if progress < self.stage1 else (0.0, self.beta)
+
+    def _patch_pass(self, patches: torch.Tensor, need_grad: bool):
+        bn = frozen_bn_statistics(self.model) if self.patch_bn == "frozen" else (
+            contextlib.nullcontext()
+        )
+        with bn, torch.set_grad_enabled(need_grad and torch.is_grad_enabled()):
+            return self.model(patches)
+
+    def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        n_labelled = batch["image"].shape[0]
+        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            raise ValueError(f"CLCC was built for {self.image_size}px images, got {x.shape}")
+        out = self.model(x)
+        loss = supervised_loss(out.logits[:n_labelled], batch["mask"])
+        logs: Logs = {"sup": loss.detach()}
+        alpha, beta = self.weights(progress)
+        if alpha or beta:
+            patch_out = self._patch_pass(
+                to_patches(x, self.n), need_grad=bool(beta) or not self.detach_patches
+            )
+        if alpha:
+            b, n2 = x.shape[0], self.n * self.n
+            image_vectors = self.head(out.features).flatten(2).transpose(1, 2)  # (B, n², D)
+            patch_vectors = self.head(patch_out.features).reshape(b, n2, -1)
+            if self.detach_patches:
+                patch_vectors = patch_vectors.detach()
+            contrast = cross_level_contrastive_loss(
+                image_vectors, patch_vectors, self.tau, self.negatives, self.norm
+            )
+            loss = loss + alpha * contrast
+            logs["contrast"] = contrast.detach()
+        if beta:
+            consist = cross_level_consistency_loss(
+                patch_out.logits, out.logits, self.n, self.consistency
+            )
+            loss = loss + beta * consist
+            logs["consist"] = consist.detach()
+        logs["stage"] = torch.tensor(1.0 if progress < self.stage1 else 2.0, device=x.device)
+        return loss, logs

@@ -1,0 +1,60 @@
+import stat
+import zipfile
+
+import pytest
+
+from clcc.data import download as dl
+from clcc.errors import ClccError
+from helpers import write_pair
+
+
+def _kvasir_zip(tmp_path):
+    src = tmp_path / "src" / "Kvasir-SEG"
+    for name in ("a", "b"):
+        write_pair(src / "images" / f"{name}.jpg", src / "masks" / f"{name}.jpg")
+    archive = tmp_path / "kvasir-seg.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(src.rglob("*")):
+            zf.write(path, path.relative_to(src.parent).as_posix())
+    return archive, dl.content_digest(src)
+
+
+def test_download_verifies_content_and_extracts(tmp_path, monkeypatch):
+    archive, digest = _kvasir_zip(tmp_path)
+    spec = dl.ARCHIVES["kvasir-seg"]
+    monkeypatch.setitem(dl.ARCHIVES, "kvasir-seg", dl.Archive(spec.url, spec.top, digest))
+    folder = dl.download("kvasir-seg", tmp_path / "out", url=archive.as_uri())
+    assert sorted(p.name for p in (folder / "images").iterdir()) == ["a.jpg", "b.jpg"]
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_checksum_mismatch_leaves_no_data(tmp_path):
+    archive, _ = _kvasir_zip(tmp_path)  # real digest table: these files are not Kvasir-SEG
+    with pytest.raises(ClccError, match="content checksum mismatch"):
+        dl.download("kvasir-seg", tmp_path / "out", url=archive.as_uri())
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_recorded_digest_matches_the_real_data_set(kvasir_dir):
+    assert dl.content_digest(kvasir_dir) == dl.ARCHIVES["kvasir-seg"].content_sha256
+
+
+def test_zip_slip_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Kvasir-SEG/images/ok.jpg", b"x")
+        zf.writestr("../../escaped.txt", b"pwned")
+    with pytest.raises(ClccError, match="would be written outside"):
+        dl.safe_extract(archive, tmp_path / "target")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "target" / "Kvasir-SEG").exists()
+
+
+def test_links_are_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("Kvasir-SEG/images/link.jpg")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ClccError, match="is a link"):
+        dl.safe_extract(archive, tmp_path / "target")

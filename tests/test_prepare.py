@@ -1,0 +1,87 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clcc.data.prepare import PreparedData, prepare, select_labelled, split_cases
+from clcc.errors import ClccError
+from helpers import write_pair
+
+
+def test_split_sizes_of_the_paper():
+    kvasir = split_cases([f"k{i:04d}" for i in range(1000)], (0.6, 0.2, 0.2), seed=0)
+    assert [len(kvasir[s]) for s in ("train", "val", "test")] == [600, 200, 200]
+    isic = split_cases([f"ISIC_{i:07d}" for i in range(2594)], (0.6, 0.2, 0.2), seed=0)
+    assert [len(isic[s]) for s in ("train", "val", "test")] == [1556, 519, 519]
+    assert set(kvasir["train"]).isdisjoint(kvasir["val"]) and set(kvasir["val"]).isdisjoint(
+        kvasir["test"]
+    )
+
+
+def test_split_depends_only_on_names_and_seed():
+    names = [f"case{i}" for i in range(50)]
+    a = split_cases(names, (0.6, 0.2, 0.2), seed=3)
+    assert a == split_cases(list(reversed(names)), (0.6, 0.2, 0.2), seed=3)
+    assert a != split_cases(names, (0.6, 0.2, 0.2), seed=4)
+    # pinned from `printf "split:3:caseN" | sha256sum` ranking: same on every machine
+    assert a["val"][:3] == ["case0", "case11", "case18"]
+
+
+def test_selection_seed_is_separate_from_split_seed():
+    train = [f"t{i}" for i in range(600)]
+    s0, s1 = select_labelled(train, 120, 0), select_labelled(train, 120, 1)
+    assert len(s0) == 120 and set(s0) <= set(train)
+    assert s0 == select_labelled(train, 120, 0) and s0 != s1
+
+
+def _raw(root, n=10, size=(24, 16)):
+    for i in range(n):
+        write_pair(root / "images" / f"c{i}.png", root / "masks" / f"c{i}.png", size, seed=i)
+
+
+def test_prepare_writes_readable_lists_and_cache(tmp_path):
+    _raw(tmp_path / "raw")
+    summary = prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    assert summary == {"train": 6, "val": 2, "test": 2, "labelled": 2, "unlabelled": 4}
+    lines = (tmp_path / "p" / "splits" / "labelled-0.txt").read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("c") for line in lines)
+    data = PreparedData.open(tmp_path / "p", 16)
+    assert data.images.shape == (10, 16, 16, 3) and data.masks.shape == (10, 16, 16)
+    assert set(np.unique(data.masks)) <= {0, 1}
+    assert len(data.labelled(0)) == 2 and len(data.unlabelled(0)) == 4
+
+
+def test_cache_is_rebuilt_when_the_source_or_size_changes(tmp_path):
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    before = PreparedData.open(tmp_path / "p", 16).images[0].copy()
+    new = np.full((16, 24, 3), 7, np.uint8)
+    Image.fromarray(new).save(tmp_path / "raw" / "images" / "c0.png")
+    os.utime(tmp_path / "raw" / "images" / "c0.png", ns=(1, 10**18))
+    after = PreparedData.open(tmp_path / "p", 16)
+    assert not np.array_equal(before, after.images[0]) and (after.images[0] == 7).all()
+    assert PreparedData.open(tmp_path / "p", 8).images.shape == (10, 8, 8, 3)
+
+
+def test_bad_case_leaves_no_output(tmp_path):
+    _raw(tmp_path / "raw")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "raw" / "masks" / "c3.png")
+    with pytest.raises(ClccError, match=r"c3.png: mask is 5x5 but its image is 24x16"):
+        prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    assert not (tmp_path / "p").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".p")]
+
+
+def test_edited_list_with_unknown_case_is_reported(tmp_path):
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    (tmp_path / "p" / "splits" / "labelled-0.txt").write_text("c1\nnot_a_case\n")
+    with pytest.raises(ClccError, match="labelled-0.txt lists unknown case 'not_a_case'"):
+        PreparedData.open(tmp_path / "p", 16).labelled(0)
+
+
+def test_labelled_count_out_of_range(tmp_path):
+    _raw(tmp_path / "raw")
+    with pytest.raises(ClccError, match="labelled subset 50 gives 50 of 6 training cases"):
+        prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=50, size=16)
