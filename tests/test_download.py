@@ -5,6 +5,7 @@ import pytest
 
 from clcc.data import download as dl
 from clcc.errors import ClccError
+
 from helpers import write_pair
 
 

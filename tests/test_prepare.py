@@ -6,6 +6,7 @@ from PIL import Image
 
 from clcc.data.prepare import PreparedData, prepare, select_labelled, split_cases
 from clcc.errors import ClccError
+
 from helpers import write_pair
 
 

@@ -2,6 +2,7 @@ import pytest
 
 from clcc.data.sources import read_source
 from clcc.errors import ClccError
+
 from helpers import write_pair
 
 

@@ -25,7 +25,7 @@ def predict_probabilities(
     out = []
     try:
         for start in range(0, len(images), batch_size):
-            chunk = torch.as_tensor(np.asarray(images[start : start + batch_size]))
+            chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
             x = to_input(chunk.to(runtime.device)).contiguous(
                 memory_format=runtime.memory_format()
             )

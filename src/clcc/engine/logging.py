@@ -14,8 +14,7 @@ class MetricsLog:
         """Open `path`, keeping only records of the first `keep_epochs` epochs: lines a killed
         run wrote after its last checkpoint are dropped, so a resumed log has no duplicates."""
         self.path = Path(path)
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] <= keep_epochs]
+        kept = [json.dumps(r) for r in read_log(self.path) if r["epoch"] <= keep_epochs]
         write_text(self.path, "".join(f"{ln}\n" for ln in kept))
         self.writer = None
         if tensorboard:
@@ -38,4 +37,13 @@ class MetricsLog:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+    """The records of a log; a line cut short by a killed process is skipped."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -57,7 +57,10 @@ def lr_lambda(warmup: int, total: int, schedule: str):
     return factor
 
 
-def _device_batch(host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None):
+def to_device_batch(
+    host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """uint8 host batch → normalised float tensors on the device, augmented when `gen` is set."""
     fmt = runtime.memory_format()
     batch = {"image": to_input(host["image"].to(runtime.device, non_blocking=True)),
              "mask": to_target(host["mask"].to(runtime.device, non_blocking=True))}
@@ -162,7 +165,7 @@ class Trainer:
             disable=not cfg.progress, leave=False, dynamic_ncols=True,
         )
         for i, host in enumerate(self.batches.epoch(self.epoch)):
-            batch = _device_batch(host, self.runtime, gen)
+            batch = to_device_batch(host, self.runtime, gen)
             with self.runtime.autocast():
                 loss, logs = self.method.training_step(batch, self.step / self.total_steps)
             self.optimizer.zero_grad(set_to_none=True)

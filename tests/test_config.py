@@ -1,0 +1,29 @@
+import pytest
+
+from clcc.config import dump_config, load_config
+from clcc.errors import ClccError
+
+
+def test_yaml_then_dotted_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\nmethod:\n  name: clcc\n  params: {n: 4}\n")
+    cfg = load_config(path, ["train.epochs=9", "method.params.tau=0.1", "model.widths=[8,16]"])
+    assert cfg.train.epochs == 9 and cfg.method.name == "clcc"
+    assert cfg.method.params == {"n": 4, "tau": 0.1} and cfg.model.widths == [8, 16]
+    assert load_config(None, []).train.labelled_batch == 4  # paper default: 4 + 4
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config(None, ["data.size=64", "method.params.variant=authors"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    with pytest.raises(ClccError, match="unknown config key train.epoch; choose from epochs"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ClccError, match="must look like key.sub=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ClccError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")

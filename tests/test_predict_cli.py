@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from clcc.cli import main
+from clcc.engine.trainer import train
+
+from helpers import write_pair
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, synth_prepared):
+    from clcc.config import load_config
+
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [*TINY, f"data.root={synth_prepared}", f"train.output={out}"])
+    train(cfg)
+    return cfg.run_dir() / "best.pt"
+
+
+def test_predict_writes_masks_at_original_size(checkpoint, tmp_path):
+    write_pair(tmp_path / "in" / "wide.jpg", None, size=(70, 30))
+    grey = np.full((45, 20), 120, np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "in" / "grey.png")
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--overlay", "--probabilities",
+                 "--device", "cpu"])
+    assert code == 0
+    wide = np.asarray(Image.open(tmp_path / "out" / "wide.png"))
+    assert wide.shape == (30, 70) and set(np.unique(wide)) <= {0, 255}
+    assert np.asarray(Image.open(tmp_path / "out" / "grey.png")).shape == (45, 20)
+    assert np.asarray(Image.open(tmp_path / "out" / "overlays" / "wide.png")).shape == (30, 70, 3)
+    assert (tmp_path / "out" / "probabilities" / "grey.png").exists()
+
+
+def test_evaluate_command(checkpoint, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "e"),
+                 "--device", "cpu"]) == 0
+    assert "dice" in capsys.readouterr().out
+    assert (tmp_path / "e" / "per_image.csv").read_text().startswith("case,dice,iou")
+
+
+def test_prepare_command_prints_the_split(tmp_path, capsys):
+    for i in range(10):
+        write_pair(tmp_path / "raw" / "images" / f"c{i}.jpg", tmp_path / "raw" / "masks" /
+                   f"c{i}.jpg", seed=i)
+    assert main(["data", "prepare", "kvasir-seg", "--source", str(tmp_path / "raw"),
+                 "--output", str(tmp_path / "p"), "--labelled", "0.5", "--size", "16"]) == 0
+    assert "train 6 / val 2 / test 2; labelled 3, unlabelled 3" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    code = main(["data", "prepare", "folder", "--source", str(tmp_path), "--output",
+                 str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("clcc: error: ") and "no images found" in err
+    assert main(["predict", "--checkpoint", str(tmp_path / "nope.pt"), "--input", ".",
+                 "--output", str(tmp_path / "o")]) == 2
+    assert "nope.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt")]) == 2
+    assert "bad.pt: not a readable clcc checkpoint" in capsys.readouterr().err

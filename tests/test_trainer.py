@@ -1,0 +1,91 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from clcc.config import dump_config
+from clcc.engine.checkpoint import load_checkpoint
+from clcc.engine.logging import read_log
+from clcc.engine.trainer import lr_lambda, train
+from clcc.errors import ClccError
+
+
+def test_fit_writes_checkpoints_logs_and_test_metrics(tiny_config):
+    cfg = tiny_config("train.epochs=3")
+    results = train(cfg)
+    run = cfg.run_dir()
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "results.json", "config.yaml",
+                 "test_per_image.csv", "val_per_image.csv"):
+        assert (run / name).exists(), name
+    log = read_log(run / "metrics.jsonl")
+    assert [r["epoch"] for r in log] == [1, 2, 3] and all("val/dice" in r for r in log)
+    assert log[0]["lr"] > log[1]["lr"] > log[2]["lr"] == pytest.approx(0, abs=1e-12)
+    assert 0 <= results["test"]["dice"]["mean"] <= 1 and "hd95" in results["test"]
+    rows = (run / "test_per_image.csv").read_text().splitlines()
+    assert rows[0] == "case,dice,iou,mae,precision,recall,hd95" and len(rows) == 1 + 8
+    state = load_checkpoint(run / "last.pt")  # weights_only=True
+    assert state["epoch"] == 3 and state["step"] == 3 * 4 and "optimizer" in state
+
+
+def test_cosine_schedule_advances_every_step():
+    f = lr_lambda(warmup=0, total=100, schedule="cosine")
+    values = [f(s) for s in range(101)]
+    assert values[0] == 1.0 and values[50] == pytest.approx(0.5) and values[100] == 0.0
+    assert all(a > b for a, b in zip(values[:100], values[1:], strict=True))
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_config):
+    cfg = tiny_config("train.epochs=1")
+    train(cfg)
+    with pytest.raises(ClccError, match="a run exists; pass --resume"):
+        train(cfg)
+    with pytest.raises(ClccError, match="cannot resume, the config differs in optim.lr"):
+        train(tiny_config("train.epochs=1", "optim.lr=0.5"), resume=True)
+    train(cfg, overwrite=True)
+
+
+def _launch(config_path, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "clcc", "train", "--config", str(config_path), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path):
+    overrides = ("train.epochs=40", "train.eval_every=3", "method.name=clcc",
+                 "method.params={n: 2}", "train.threads=1")
+    interrupted = tiny_config(*overrides, "train.name=interrupted")
+    straight = tiny_config(*overrides, "train.name=straight")
+    for cfg in (interrupted, straight):
+        (tmp_path / f"{cfg.train.name}.yaml").write_text(dump_config(cfg))
+    proc = _launch(tmp_path / "interrupted.yaml")
+    log = interrupted.run_dir() / "metrics.jsonl"
+    deadline = time.time() + 120
+    while len(read_log(log)) < 5 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    time.sleep(0.1)  # somewhere inside an epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(interrupted.run_dir() / "last.pt")["epoch"]
+    assert 5 <= killed_at < 40
+    resumed = _launch(tmp_path / "interrupted.yaml", "--resume")
+    reference = _launch(tmp_path / "straight.yaml")
+    for p in (resumed, reference):
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out
+    a = load_checkpoint(interrupted.run_dir() / "last.pt")
+    b = load_checkpoint(straight.run_dir() / "last.pt")
+    for key, value in a["method"].items():
+        assert torch.equal(value, b["method"][key]), key
+    ra = json.loads((interrupted.run_dir() / "results.json").read_text())
+    rb = json.loads((straight.run_dir() / "results.json").read_text())
+    assert ra["test"] == rb["test"] and ra["best_epoch"] == rb["best_epoch"]
+    assert [r["epoch"] for r in read_log(log)] == list(range(1, 41))
