@@ -25,7 +25,6 @@ from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.runtime import make_runtime
 from clcc.engine.trainer import to_device_batch
 from clcc.methods import build_method
-from clcc.models.unet import UNet
 
 
 def timed(fn, repeats: int) -> float:
@@ -73,7 +72,7 @@ def main() -> None:
     loader_ips = n_images / (time.perf_counter() - start)
 
     torch.manual_seed(0)
-    method = build_method(args.method, UNet(), args.size, yaml.safe_load(args.params))
+    method = build_method(args.method, args.size, yaml.safe_load(args.params))
     method.to(runtime.device, memory_format=runtime.memory_format())
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3)
     host = next(iter(batches.epoch(0)))

@@ -3,15 +3,14 @@ import torch
 
 from clcc.errors import ClccError
 from clcc.methods import build_method
-from clcc.methods.clcc import frozen_bn_statistics
-from clcc.models.unet import UNet
+from clcc.models.norm import frozen_bn_statistics
 
 from test_methods import _batch
 
 
 def _clcc(**params):
     torch.manual_seed(0)
-    return build_method("clcc", UNet(widths=(8, 16, 32)), 64, {"n": 4, **params})
+    return build_method("clcc", 64, {"n": 4, **params}, widths=(8, 16, 32))
 
 
 def test_two_stage_schedule():
@@ -61,4 +60,4 @@ def test_frozen_patch_bn_leaves_running_statistics_alone():
 
 def test_bad_patch_geometry_is_explained():
     with pytest.raises(ClccError, match="image size 100 must split into 4x4 patches"):
-        build_method("clcc", UNet(), 100, {"n": 4})
+        build_method("clcc", 100, {"n": 4})

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from clcc.methods import METHODS, build_method
-from clcc.models.unet import UNet
 
 SIZE = 64
+WIDTHS = (4, 8, 16, 32, 64)
 PARAMS = {"clcc": {"n": 4}}
 
 
@@ -25,7 +25,7 @@ def _batch():
 @pytest.mark.parametrize("progress", [0.1, 0.9])
 def test_one_step_gives_finite_loss_and_backbone_gradients(name, progress):
     torch.manual_seed(0)
-    method = build_method(name, UNet(widths=(8, 16, 32)), SIZE, PARAMS.get(name))
+    method = build_method(name, SIZE, PARAMS.get(name), widths=WIDTHS)
     loss, logs = method.training_step(_batch(), progress)
     assert math.isfinite(loss.item()) and all(torch.isfinite(v).all() for v in logs.values())
     loss.backward()
@@ -37,4 +37,4 @@ def test_unknown_method_lists_the_choices():
     from clcc.errors import ClccError
 
     with pytest.raises(ClccError, match="unknown method 'fixmatch'; choose one of .*clcc"):
-        build_method("fixmatch", UNet(), SIZE)
+        build_method("fixmatch", SIZE)

@@ -58,9 +58,12 @@ def _launch(config_path, *extra):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path):
-    overrides = ("train.epochs=40", "train.eval_every=3", "method.name=clcc",
-                 "method.params={n: 2}", "train.threads=1")
+@pytest.mark.parametrize("method", ["clcc", "mean-teacher"])
+def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path, method):
+    """Everything resumes exactly: student, EMA teacher, projection head, optimiser, RNG."""
+    params = "{n: 2}" if method == "clcc" else "{}"
+    overrides = ("train.epochs=40", "train.eval_every=3", f"method.name={method}",
+                 f"method.params={params}", "train.threads=1")
     interrupted = tiny_config(*overrides, "train.name=interrupted")
     straight = tiny_config(*overrides, "train.name=straight")
     for cfg in (interrupted, straight):

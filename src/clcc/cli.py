@@ -122,6 +122,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} masks to {args.output}")
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from clcc.experiment import run_grid
+
+    run_grid(args.config, list(args.set or []), args.methods.split(),
+             list(args.selections), Path(args.output), jobs=args.jobs)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from clcc.demo import run_demo
 
@@ -182,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write probabilities/")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("experiment", help="methods × labelled selections → runs → tables")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--methods", required=True,
+                   help="space-separated entries, e.g. 'supervised clcc clcc:alpha=0'")
+    p.add_argument("--selections", type=_ints, default=(0, 1, 2))
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each)")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
     p.add_argument("--workdir", default="runs/demo")

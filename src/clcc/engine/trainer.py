@@ -101,7 +101,8 @@ class Trainer:
         self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
-            cfg.method.name, build_model(cfg), cfg.data.size, cfg.method.params
+            cfg.method.name, cfg.data.size, cfg.method.params,
+            widths=cfg.model.widths, dropout=cfg.model.dropout,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         unlabelled = (
@@ -151,7 +152,7 @@ class Trainer:
         return {
             "format": 1,
             "config": self.cfg.to_dict(),
-            "model": self.method.eval_model().state_dict(),
+            "model": self.method.eval_model().plain_state_dict(),
             "epoch": self.epoch,
         }
 

@@ -25,6 +25,7 @@ class Method(nn.Module):
     "image" (B,3,H,W) and "mask" (B,1,H,W) labelled, "image_u" (B',3,H,W) unlabelled."""
 
     uses_unlabelled: ClassVar[bool] = True
+    model_class: ClassVar[type[UNet]] = UNet  # URPC swaps in its pyramid variant
 
     def __init__(self, model: UNet, image_size: int) -> None:
         super().__init__()
@@ -58,12 +59,14 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def build_method(
-    name: str, model: UNet, image_size: int, params: dict[str, Any] | None = None
+    name: str, image_size: int, params: dict[str, Any] | None = None, **model_args: Any
 ) -> Method:
-    """The registered method `name` around `model`, for square images of `image_size`."""
+    """The registered method `name` with a fresh network of its `model_class` (built from
+    `model_args`: widths, dropout), for square images of `image_size`."""
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
     try:
-        return METHODS[name](model, image_size, **(params or {}))
+        return cls(cls.model_class(**model_args), image_size, **(params or {}))
     except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err

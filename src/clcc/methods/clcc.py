@@ -19,10 +19,8 @@ supervised only) and `beta=0` is "w/o consistency" (stage 2 is supervised only).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from clcc.losses import (
     cross_level_consistency_loss,
@@ -32,26 +30,13 @@ from clcc.losses import (
 )
 from clcc.methods.base import Batch, Logs, Method, register
 from clcc.models.heads import ProjectionHead
+from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import UNet
 
 VARIANTS = {  # negatives, norm, detach patch vectors
     "paper": ("image", 2, False),
     "authors": ("patch", 1, True),
 }
-
-
-@contextlib.contextmanager
-def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers keep normalising with batch statistics but update no running stats."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, momentum in zip(layers, saved, strict=True):
-            m.momentum = momentum
 
 
 @register("clcc")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,6 +58,8 @@ class UNet(nn.Module):
     default; UAMT's stochastic passes and URPC's perturbations add their own noise).
     """
 
+    extra_prefixes: tuple[str, ...] = ()  # weights a plain U-Net does not have
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -79,6 +82,10 @@ class UNet(nn.Module):
             UpBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(len(widths) - 1))
         )
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
+
+    def plain_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights a plain `UNet` of the same widths loads (what prediction needs)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.extra_prefixes)}
 
     @property
     def divisor(self) -> int:
@@ -108,3 +115,53 @@ class UNet(nn.Module):
             )
         features = self.decode(self.encode(x))[-1]
         return SegOutput(logits=self.head(features), features=features)
+
+
+class FeatureNoise(nn.Module):
+    """Multiplicative uniform noise x·(1 + U(−r, r)), shared over channels (URPC)."""
+
+    def __init__(self, ratio: float = 0.3) -> None:
+        super().__init__()
+        self.ratio = ratio
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.empty_like(x[:, :1]).uniform_(-self.ratio, self.ratio)
+        return x + x * noise
+
+
+class FeatureDropout(nn.Module):
+    """Drops the most activated positions: where the channel-mean activation exceeds
+    U(0.7, 0.9) × its per-image maximum (URPC)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attention = x.mean(dim=1, keepdim=True)
+        peak = attention.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        threshold = peak * torch.empty_like(peak).uniform_(0.7, 0.9)
+        return x * (attention < threshold).to(x.dtype)
+
+
+class PyramidUNet(UNet):
+    """U-Net with auxiliary 1×1 heads on the three coarser decoder scales (URPC, Luo et al.
+    2021), upsampled to the input size. In training each auxiliary branch sees a perturbed
+    feature map (dropout 0.5, feature dropout, feature noise: coarsest to finest)."""
+
+    extra_prefixes = ("aux_heads.", "perturb.")
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128, 256),
+                 dropout: Sequence[float] | None = None) -> None:
+        super().__init__(in_channels, widths, dropout)
+        if len(self.widths) < 5:
+            raise ValueError("PyramidUNet needs at least 5 levels for three auxiliary scales")
+        decoder_widths = list(reversed(self.widths[:-1]))  # coarsest to finest
+        self.aux_heads = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in decoder_widths[-4:-1])
+        self.perturb = nn.ModuleList([nn.Dropout2d(0.5), FeatureDropout(), FeatureNoise()])
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        maps = self.decode(self.encode(x))
+        features = maps[-1]
+        aux = []
+        for head, perturb, fmap in zip(self.aux_heads, self.perturb, maps[-4:-1], strict=True):
+            logits = head(perturb(fmap) if self.training else fmap)
+            aux.append(F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
+                                     align_corners=False))
+        return SegOutput(logits=self.head(features), features=features, aux=aux)

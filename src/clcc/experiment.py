@@ -1,0 +1,168 @@
+"""Methods × labelled selections → runs → tables (the paper's Tables 1–2) with one command.
+
+A method entry is a registered name, optionally with parameters: `clcc:alpha=0` is CLCC
+without the contrastive stage, `clcc:beta=0,patch_bn=frozen` another variant. Each run gets
+its own folder and process; finished runs (with `results.json`) are skipped and interrupted ones
+resume from `last.pt`, so the whole grid can be stopped and restarted at will. `jobs` runs
+several single-threaded trainings side by side, which uses a multi-core CPU better than one
+multi-threaded run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from clcc.config import Config, load_config
+from clcc.errors import ClccError
+from clcc.files import write_json, write_text
+
+TABLE_METRICS = ("mae", "dice", "iou")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A method name with parameter overrides, e.g. `clcc:alpha=0`."""
+
+    spec: str
+
+    @property
+    def method(self) -> str:
+        return self.spec.split(":", 1)[0]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if ":" not in self.spec:
+            return {}
+        pairs = [p for p in self.spec.split(":", 1)[1].split(",") if p]
+        if not all("=" in p for p in pairs):
+            raise ClccError(f"method entry {self.spec!r} must look like name:key=value,key=value")
+        return {k.strip(): yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+
+    @property
+    def slug(self) -> str:
+        suffix = "".join(f"-{k}{v}" for k, v in self.params.items())
+        return f"{self.method}{suffix}".replace("/", "_").replace(" ", "")
+
+
+def run_config(base: Path | None, overrides: list[str], variant: Variant, selection: int,
+               output: Path) -> tuple[Config, list[str]]:
+    sets = [*overrides, f"method.name={variant.method}", f"data.selection={selection}",
+            f"train.output={output}", f"train.name={variant.slug}-sel{selection}"]
+    sets += [f"method.params.{k}={json.dumps(v)}" for k, v in variant.params.items()]
+    return load_config(base, sets), sets
+
+
+def _fmt(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+def run_grid(
+    config: Path | None,
+    overrides: list[str],
+    methods: list[str],
+    selections: list[int],
+    output: Path,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Train every (method, selection) pair not yet finished, then write the tables."""
+    variants = [Variant(m) for m in methods]
+    grid = []
+    for variant in variants:
+        for selection in selections:
+            cfg, sets = run_config(config, overrides, variant, selection, output)
+            grid.append((variant, selection, cfg, sets))
+    todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
+    print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
+    started, durations = time.perf_counter(), []
+    running: list[tuple[subprocess.Popen, Any, float, Any]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else dict(os.environ)
+    while todo or running:
+        while todo and len(running) < jobs:
+            variant, selection, cfg, sets = todo.pop(0)
+            cfg.run_dir().mkdir(parents=True, exist_ok=True)
+            log = open(cfg.run_dir() / "train.log", "a")
+            cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set",
+                   "train.progress=false"]
+            if config is not None:
+                cmd += ["--config", str(config)]
+            for s in sets:
+                cmd += ["--set", s]
+            if jobs > 1:
+                cmd += ["--set", "train.threads=1"]
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                            cfg, time.perf_counter(), log))
+            print(f"  start {cfg.run_dir().name}")
+        time.sleep(2)
+        for item in list(running):
+            proc, cfg, t0, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            if proc.returncode != 0:
+                raise ClccError(f"run {cfg.run_dir()} failed; see {cfg.run_dir() / 'train.log'}")
+            durations.append(time.perf_counter() - t0)
+            done = len(grid) - len(todo) - len(running)
+            left = (len(todo) + len(running)) * float(np.mean(durations)) / max(1, jobs)
+            print(f"  done  {cfg.run_dir().name} in {_fmt(durations[-1])}  "
+                  f"[{done}/{len(grid)}, elapsed {_fmt(time.perf_counter() - started)}, "
+                  f"about {_fmt(left)} left]")
+    results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in grid]
+    for r, g in zip(results, grid, strict=True):
+        r["variant"] = g[0].spec
+    return write_tables(results, output)
+
+
+def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant: mean ± std over selections of each test metric (×100), plus per selection."""
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in results):
+        runs = sorted((r for r in results if r["variant"] == variant),
+                      key=lambda r: r["selection"])
+        row: dict[str, Any] = {"method": variant, "selections": [r["selection"] for r in runs]}
+        for metric in TABLE_METRICS:
+            values = [100 * r["test"][metric]["mean"] for r in runs]
+            row[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                           "per_selection": values}
+        row["val_dice"] = [100 * r["val"]["dice"]["mean"] for r in runs]
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| method | MAE | Dice | mIoU | Dice per selection | val Dice per selection |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        per = " / ".join(f"{v:.2f}" for v in row["dice"]["per_selection"])
+        val = " / ".join(f"{v:.2f}" for v in row["val_dice"])
+        lines.append(
+            f"| {row['method']} | {row['mae']['mean']:.2f} ± {row['mae']['std']:.2f} | "
+            f"{row['dice']['mean']:.2f} ± {row['dice']['std']:.2f} | "
+            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | {per} | {val} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(results: list[dict[str, Any]], output: Path) -> dict[str, Any]:
+    rows = summarise_runs(results)
+    write_json(output / "table.json", {"rows": rows, "runs": results})
+    write_text(output / "table.md", markdown_table(rows))
+    csv = ["method,selection,mae,dice,iou,val_dice"]
+    for r in results:
+        t = r["test"]
+        csv.append(f"{r['variant']},{r['selection']},{100 * t['mae']['mean']:.4f},"
+                   f"{100 * t['dice']['mean']:.4f},{100 * t['iou']['mean']:.4f},"
+                   f"{100 * r['val']['dice']['mean']:.4f}")
+    write_text(output / "table.csv", "\n".join(csv) + "\n")
+    print(markdown_table(rows))
+    return {"rows": rows}

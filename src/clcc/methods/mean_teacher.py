@@ -1,0 +1,84 @@
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), as in SSL4MIS, for binary segmentation.
+
+The teacher is an exponential moving average of the student (decay min(1 − 1/(step+1), 0.99));
+it sees the images with clamped Gaussian noise (N(0, 0.1) clipped to ±0.2) and the student is
+pulled towards its sigmoid probabilities by an MSE, on all images of the batch, weighted by
+w·exp(−5(1 − t)²) with t the ramp-up progress. Binary adaptation: one logit channel and the
+sigmoid instead of a two-class softmax, so the MSE is over one probability map. The teacher runs
+in training mode (batch statistics, as in SSL4MIS) without touching its running statistics; the
+EMA covers parameters and BatchNorm buffers. Evaluation uses the student (`evaluate="teacher"`
+to use the teacher).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from clcc.losses import supervised_loss
+from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.ramps import sigmoid_rampup
+from clcc.models.norm import frozen_bn_statistics
+from clcc.models.unet import UNet
+
+
+@register("mean-teacher")
+class MeanTeacher(Method):
+    def __init__(
+        self,
+        model: UNet,
+        image_size: int,
+        ema_decay: float = 0.99,
+        consistency: float = 0.1,
+        rampup: float = 1.0,
+        noise_std: float = 0.1,
+        noise_clip: float = 0.2,
+        evaluate: str = "student",
+    ) -> None:
+        super().__init__(model, image_size)
+        if evaluate not in ("student", "teacher"):
+            raise ValueError(f"evaluate must be 'student' or 'teacher', got {evaluate!r}")
+        self.teacher = copy.deepcopy(model).requires_grad_(False)
+        self.ema_decay, self.consistency, self.rampup = ema_decay, consistency, rampup
+        self.noise_std, self.noise_clip, self.evaluate = noise_std, noise_clip, evaluate
+
+    def noisy(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn_like(x) * self.noise_std
+        return x + noise.clamp(-self.noise_clip, self.noise_clip)
+
+    @torch.no_grad()
+    def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        with frozen_bn_statistics(self.teacher):
+            return torch.sigmoid(self.teacher(self.noisy(x)).logits.float())
+
+    def consistency_loss(
+        self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
+    ) -> torch.Tensor:
+        """MSE between student and teacher probabilities; UAMT overrides this one hook."""
+        return (student - self.teacher_probabilities(x)).pow(2).mean()
+
+    def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        n_labelled = batch["image"].shape[0]
+        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        logits = self.model(x).logits
+        sup = supervised_loss(logits[:n_labelled], batch["mask"])
+        logs: Logs = {"sup": sup.detach()}
+        consist = self.consistency_loss(torch.sigmoid(logits.float()), x, progress, logs)
+        weight = self.consistency * sigmoid_rampup(progress, self.rampup)
+        logs["consist"] = consist.detach()
+        return sup + weight * consist, logs
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        decay = min(1.0 - 1.0 / (step + 1), self.ema_decay)
+        student = self.model.state_dict()
+        for name, value in self.teacher.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.lerp_(student[name], 1.0 - decay)
+            else:
+                value.copy_(student[name])
+
+    def eval_model(self) -> nn.Module:
+        return self.teacher if self.evaluate == "teacher" else self.model

@@ -1,0 +1,50 @@
+"""Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), as in SSL4MIS, binary.
+
+Mean Teacher with one change, the uncertainty mask: the teacher makes T (8) stochastic passes
+(input noise, and dropout when the U-Net has any); the uncertainty of a pixel is the
+predictive entropy of the mean probability, −p̄ log p̄ − (1 − p̄) log(1 − p̄) (natural log, at
+most ln 2 for two classes), and only pixels whose uncertainty is below a threshold that ramps
+from 0.75·ln 2 to ln 2 count in the consistency MSE (normalised by the number of such pixels).
+The target is the teacher's first noisy pass, as SSL4MIS's separate noisy teacher pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from clcc.methods.base import Logs, register
+from clcc.methods.mean_teacher import MeanTeacher
+from clcc.methods.ramps import sigmoid_rampup
+from clcc.models.unet import UNet
+
+EPS = 1e-6
+
+
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(EPS, 1 - EPS)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def uncertainty_mask(passes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """`passes` (T, B, 1, H, W) probabilities → bool mask of pixels with entropy < threshold."""
+    return binary_entropy(passes.mean(0)) < threshold
+
+
+@register("uamt")
+class UAMT(MeanTeacher):
+    def __init__(self, model: UNet, image_size: int, passes: int = 8, **mean_teacher) -> None:
+        super().__init__(model, image_size, **mean_teacher)
+        self.passes = passes
+
+    def threshold(self, progress: float) -> float:
+        return (0.75 + 0.25 * sigmoid_rampup(progress, self.rampup)) * math.log(2)
+
+    def consistency_loss(
+        self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
+    ) -> torch.Tensor:
+        passes = torch.stack([self.teacher_probabilities(x) for _ in range(self.passes)])
+        mask = uncertainty_mask(passes, self.threshold(progress)).float()
+        logs["certain"] = mask.mean().detach()
+        return (mask * (student - passes[0]).pow(2)).sum() / (mask.sum() + 1e-16)

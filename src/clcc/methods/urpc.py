@@ -1,0 +1,60 @@
+"""Uncertainty rectified pyramid consistency (URPC; Luo et al., MICCAI 2021), as in SSL4MIS.
+
+The network is a `PyramidUNet`: the main head plus auxiliary heads on three decoder scales,
+upsampled to the input size, with feature perturbations in training. Supervised loss
+½(Dice + CE) on every head, averaged. Consistency, on all images: with p̄ the mean of the four
+heads' probabilities and D_s = KL(p̄ ‖ p_s) per pixel, each head contributes
+mean(exp(−D_s)·(p̄ − p_s)²) / mean(exp(−D_s)) + mean(D_s); the four are averaged and weighted
+by w·exp(−5(1 − t)²). Binary adaptation: one sigmoid channel, the KL taken over the two classes
+(p, 1 − p). Prediction and export use the main head only (`UNet.plain_state_dict`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clcc.losses import supervised_loss
+from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.ramps import sigmoid_rampup
+from clcc.models.unet import PyramidUNet
+
+EPS = 1e-6
+
+
+def binary_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-pixel KL(p ‖ q) between Bernoulli distributions."""
+    p, q = p.clamp(EPS, 1 - EPS), q.clamp(EPS, 1 - EPS)
+    return p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
+
+
+def rectified_consistency(probs: list[torch.Tensor]) -> torch.Tensor:
+    """URPC's uncertainty-rectified consistency over the heads' probability maps."""
+    mean = torch.stack(probs).mean(0)
+    terms = []
+    for p in probs:
+        divergence = binary_kl(mean, p)
+        weight = torch.exp(-divergence)
+        squared = (mean - p).pow(2)
+        terms.append((weight * squared).mean() / (weight.mean() + 1e-8) + divergence.mean())
+    return torch.stack(terms).mean()
+
+
+@register("urpc")
+class URPC(Method):
+    model_class = PyramidUNet
+
+    def __init__(
+        self, model: PyramidUNet, image_size: int, consistency: float = 0.1, rampup: float = 1.0
+    ) -> None:
+        super().__init__(model, image_size)
+        self.consistency, self.rampup = consistency, rampup
+
+    def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        n_labelled = batch["image"].shape[0]
+        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        out = self.model(x)
+        heads = [out.logits, *out.aux]
+        sup = torch.stack([supervised_loss(h[:n_labelled], batch["mask"]) for h in heads]).mean()
+        consist = rectified_consistency([torch.sigmoid(h.float()) for h in heads])
+        weight = self.consistency * sigmoid_rampup(progress, self.rampup)
+        return sup + weight * consist, {"sup": sup.detach(), "consist": consist.detach()}
