@@ -27,3 +27,23 @@ def test_config_errors_name_the_problem(tmp_path):
         load_config(None, ["train.epochs"])
     with pytest.raises(ClccError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_base_chain_and_the_shipped_configs():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    ablation = load_config(configs / "ablations" / "kvasir-quick-clcc-wo-contrast.yaml")
+    assert ablation.method.name == "clcc" and ablation.method.params == {"n": 4, "alpha": 0.0}
+    assert ablation.data.size == 128 and ablation.train.epochs == 60  # from the base
+    paper = load_config(configs / "kvasir.yaml")
+    assert (paper.data.size, paper.train.epochs, paper.train.labelled_batch) == (320, 300, 4)
+    for path in configs.rglob("*.yaml"):
+        load_config(path)
+
+
+def test_base_loop_is_reported(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ClccError, match="loops back"):
+        load_config(tmp_path / "a.yaml")

@@ -132,7 +132,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from clcc.demo import run_demo
 
-    run_demo(Path(args.workdir), methods=args.methods.split(","), epochs=args.epochs)
+    run_demo(Path(args.workdir), methods=args.methods.split(), epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--methods", default="supervised,clcc", help="comma-separated")
+    p.add_argument("--methods", default="supervised clcc:n=3",
+                   help="space-separated entries, as for `clcc experiment`")
     p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(func=cmd_demo)
     return parser

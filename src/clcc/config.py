@@ -108,18 +108,37 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        both_maps = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_maps else value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config; a top-level `base: other.yaml` (relative to this file) is read first and
+    this file's keys override it, so variants state only what differs."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ClccError(f"{path}: config `base` chain loops back to itself")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ClccError(f"{path}: config file not found") from err
+    except yaml.YAMLError as err:
+        raise ClccError(f"{path}: invalid YAML ({err})") from err
+    if not isinstance(tree, dict):
+        raise ClccError(f"{path}: a config must be a mapping of sections")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), tree)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults ← YAML file ← `key.sub=value` overrides (values parsed as YAML)."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError as err:
-            raise ClccError(f"{path}: config file not found") from err
-        except yaml.YAMLError as err:
-            raise ClccError(f"{path}: invalid YAML ({err})") from err
-        if not isinstance(tree, dict):
-            raise ClccError(f"{path}: a config must be a mapping of sections")
+    """Defaults ← YAML file (and its `base` chain) ← `key.sub=value` overrides (YAML values)."""
+    tree = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides or []:
         _set_dotted(tree, item)
     return _build(Config, tree, "")

@@ -10,6 +10,7 @@ from clcc.config import load_config
 from clcc.data.prepare import prepare
 from clcc.data.synthetic import write_synthetic
 from clcc.engine.trainer import train
+from clcc.experiment import Variant
 
 DEMO_SETTINGS = [
     "data.size=96",
@@ -22,6 +23,7 @@ DEMO_SETTINGS = [
 
 
 def run_demo(workdir: Path, methods: list[str], epochs: int | None = None) -> list[dict]:
+    """`methods` are experiment entries such as "clcc:n=3" (96-pixel images → 32-pixel patches)."""
     started = time.perf_counter()
     raw, prepared = workdir / "synthetic", workdir / "prepared"
     if not (raw / "images").is_dir():
@@ -32,19 +34,21 @@ def run_demo(workdir: Path, methods: list[str], epochs: int | None = None) -> li
         f"{summary['val']} val, {summary['test']} test → {prepared}"
     )
     results = []
-    for method in methods:
-        overrides = [*DEMO_SETTINGS, f"data.root={prepared}", f"method.name={method}",
-                     f"train.output={workdir / 'runs'}"]
+    for spec in methods:
+        variant = Variant(spec)
+        overrides = [*DEMO_SETTINGS, f"data.root={prepared}", f"method.name={variant.method}",
+                     f"train.output={workdir / 'runs'}", f"train.name={variant.slug}"]
+        overrides += [f"method.params.{k}={v}" for k, v in variant.params.items()]
         if epochs:
             overrides.append(f"train.epochs={epochs}")
-        print(f"\n== {method} ==")
+        print(f"\n== {spec} ==")
         results.append(train(load_config(None, overrides), overwrite=True))
     print("\n| method | test Dice % | test IoU % | test MAE % | best epoch | run folder |")
     print("|---|---|---|---|---|---|")
-    for r in results:
+    for spec, r in zip(methods, results, strict=True):
         t = r["test"]
         print(
-            f"| {r['method']} | {100 * t['dice']['mean']:.1f} ± {100 * t['dice']['std']:.1f} | "
+            f"| {spec} | {100 * t['dice']['mean']:.1f} ± {100 * t['dice']['std']:.1f} | "
             f"{100 * t['iou']['mean']:.1f} | {100 * t['mae']['mean']:.2f} | {r['best_epoch']} | "
             f"{r['run']} |"
         )
