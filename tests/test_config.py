@@ -47,3 +47,15 @@ def test_base_loop_is_reported(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ClccError, match="loops back"):
         load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=ten", "train.epochs must be int, got 'ten'"),
+    ("train.epochs=true", "train.epochs must be int, got True"),
+    ("optim.lr=fast", "optim.lr must be float, got 'fast'"),
+    ("train.augment=3", "train.augment must be bool, got 3"),
+])
+def test_wrong_value_types_are_refused(override, message):
+    with pytest.raises(ClccError, match=message):
+        load_config(None, [override])
+    assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0

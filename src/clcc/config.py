@@ -91,8 +91,17 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                 raise ClccError(f"config {where}{name} must be a mapping, got {value!r}")
             kwargs[name] = _build(hints[name], value, f"{where}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _checked(hints[name], value, f"{where}{name}")
     return cls(**kwargs)
+
+
+def _checked(hint: Any, value: Any, key: str) -> Any:
+    """Refuse a value of the wrong scalar type (`train.epochs=ten`) before anything runs."""
+    expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
+    is_bool = isinstance(value, bool)  # YAML's true is an int to Python; not to us
+    if expected and not (isinstance(value, expected) and is_bool == (hint is bool)):
+        raise ClccError(f"config {key} must be {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
