@@ -65,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = _load_cfg(args)
     results = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(_results_line(results))
+    if results:  # empty on ranks other than 0 under torchrun
+        print(_results_line(results))
 
 
 def _results_line(results: dict) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from clcc.config import Config, config_from_dict, dump_config
@@ -25,6 +26,13 @@ from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import PreparedData
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from clcc.engine.distributed import (
+    all_reduce_sum,
+    barrier,
+    close_distributed,
+    init_distributed,
+    parameters_in_sync,
+)
 from clcc.engine.evaluate import evaluate, write_per_image_csv
 from clcc.engine.logging import MetricsLog
 from clcc.engine.runtime import Runtime, make_runtime
@@ -86,18 +94,23 @@ def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
 class Trainer:
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
         self.cfg = cfg
+        self.dist = init_distributed()
         self.run_dir = cfg.run_dir()
         last = self.run_dir / "last.pt"
-        if self.run_dir.exists() and overwrite:
-            shutil.rmtree(self.run_dir)
-        elif last.exists() and not resume:
+        if last.exists() and not resume and not overwrite:
             raise ClccError(
                 f"{self.run_dir}: a run exists; pass --resume to continue it or --overwrite"
             )
+        if self.run_dir.exists() and overwrite and self.dist.is_main:
+            shutil.rmtree(self.run_dir)
+        barrier(self.dist)
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.runtime = make_runtime(t.device, t.precision, t.channels_last)
+        device = t.device
+        if self.dist.enabled and torch.cuda.is_available() and device in ("auto", "cuda"):
+            device = f"cuda:{self.dist.local_rank}"
+        self.runtime = make_runtime(device, t.precision, t.channels_last)
         self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
@@ -113,8 +126,14 @@ class Trainer:
         self.batches = TrainBatches(
             self.data.images, self.data.masks, self.data.labelled(cfg.data.selection),
             unlabelled, t.labelled_batch, t.unlabelled_batch, t.seed,
+            rank=self.dist.rank, world=self.dist.world,
             pin_memory=self.runtime.device.type == "cuda",
         )
+        self.step_module: torch.nn.Module = self.method
+        if self.dist.enabled:
+            self.step_module = DistributedDataParallel(
+                self.method, find_unused_parameters=self.method.has_unused_parameters
+            )
         self.total_steps = t.epochs * len(self.batches)
         self.optimizer = torch.optim.AdamW(
             self.method.trainable_parameters(), lr=cfg.optim.lr,
@@ -130,9 +149,11 @@ class Trainer:
         self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
         if resume and last.exists():
             self._restore(load_checkpoint(last, self.runtime.device), last)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", dump_config(cfg))
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", t.tensorboard, self.epoch)
+        self.log: MetricsLog | None = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.yaml", dump_config(cfg))
+            self.log = MetricsLog(self.run_dir / "metrics.jsonl", t.tensorboard, self.epoch)
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         _check_resumable(state["config"], self.cfg, path)
@@ -163,12 +184,12 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         bar = tqdm(
             total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress, leave=False, dynamic_ncols=True,
+            disable=not (cfg.progress and self.dist.is_main), leave=False, dynamic_ncols=True,
         )
         for i, host in enumerate(self.batches.epoch(self.epoch)):
             batch = to_device_batch(host, self.runtime, gen)
             with self.runtime.autocast():
-                loss, logs = self.method.training_step(batch, self.step / self.total_steps)
+                loss, logs = self.step_module(batch, self.step / self.total_steps)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -182,7 +203,20 @@ class Trainer:
             if cfg.progress and (i % 10 == 0 or i + 1 == len(self.batches)):
                 bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
         bar.close()
-        return {f"train/{k}": v.item() / len(self.batches) for k, v in sums.items()}
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
+        steps = len(self.batches) * self.dist.world
+        return {f"train/{k}": v / steps for k, v in zip(keys, totals.tolist(), strict=True)}
+
+    def _validate(self, val: tuple[np.ndarray, np.ndarray, list[str]]) -> dict[str, float]:
+        """Mean validation metrics; with several ranks each scores a shard, then all-reduce."""
+        shard = slice(self.dist.rank, None, self.dist.world)
+        images, masks, names = val[0][shard], val[1][shard], val[2][shard]
+        rows, _ = evaluate(self.method.eval_model(), images, masks, names, self.runtime, False)
+        keys = [k for k in rows[0] if k != "case"] if rows else []
+        local = torch.tensor([[r[k] for k in keys] + [1.0] for r in rows], dtype=torch.float64)
+        totals = all_reduce_sum(local.sum(0).to(self.runtime.device), self.dist).cpu()
+        return {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)}
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured epoch count, then evaluate the best model on the test set."""
@@ -195,17 +229,23 @@ class Trainer:
             self.epoch += 1
             record["lr"] = self.scheduler.get_last_lr()[0]
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
-                _, summary = evaluate(self.method.eval_model(), *val, self.runtime, False)
-                record.update({f"val/{k}": v["mean"] for k, v in summary.items()})
-                if summary["dice"]["mean"] > self.best_dice:
-                    self.best_dice, self.best_epoch = summary["dice"]["mean"], self.epoch
-                    save_checkpoint(self.run_dir / "best.pt", self._model_state())
+                scores = self._validate(val)
+                record.update({f"val/{k}": v for k, v in scores.items()})
+                if scores["dice"] > self.best_dice:
+                    self.best_dice, self.best_epoch = scores["dice"], self.epoch
+                    if self.dist.is_main:
+                        save_checkpoint(self.run_dir / "best.pt", self._model_state())
             record["time_s"] = round(time.perf_counter() - started, 3)
-            self.log.write(record)
-            save_checkpoint(self.run_dir / "last.pt", self._full_state())
-            tqdm.write(_epoch_line(record))
-        self.log.close()
-        return self.final_evaluation()
+            if self.log is not None:
+                self.log.write(record)
+                save_checkpoint(self.run_dir / "last.pt", self._full_state())
+                tqdm.write(_epoch_line(record))
+        if self.log is not None:
+            self.log.close()
+        in_sync = parameters_in_sync(self.method, self.dist)
+        results = self.final_evaluation(in_sync) if self.dist.is_main else {}
+        close_distributed(self.dist)
+        return results
 
     def _full_state(self) -> dict[str, Any]:
         return {
@@ -220,7 +260,7 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    def final_evaluation(self) -> dict[str, Any]:
+    def final_evaluation(self, ranks_in_sync: bool = True) -> dict[str, Any]:
         """Validation and test metrics (with HD95) of the best checkpoint, written to the run."""
         model = build_model(self.cfg).to(self.runtime.device)
         model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
@@ -228,6 +268,7 @@ class Trainer:
             "run": str(self.run_dir), "method": self.cfg.method.name,
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
             "best_epoch": self.best_epoch, "epochs": self.cfg.train.epochs,
+            "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
         }
         for split in ("val", "test"):
             rows, summary = evaluate(model, *self._split(split), self.runtime)

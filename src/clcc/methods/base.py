@@ -26,6 +26,7 @@ class Method(nn.Module):
 
     uses_unlabelled: ClassVar[bool] = True
     model_class: ClassVar[type[UNet]] = UNet  # URPC swaps in its pyramid variant
+    has_unused_parameters: ClassVar[bool] = False  # some steps leave parameters unused (DDP)
 
     def __init__(self, model: UNet, image_size: int) -> None:
         super().__init__()
@@ -35,6 +36,10 @@ class Method(nn.Module):
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
         raise NotImplementedError
+
+    def forward(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        """The training step, as `forward`, so DistributedDataParallel can wrap the method."""
+        return self.training_step(batch, progress)
 
     def after_step(self, step: int) -> None:
         """Called after each optimiser step (EMA updates)."""

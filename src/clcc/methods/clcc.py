@@ -41,6 +41,7 @@ VARIANTS = {  # negatives, norm, detach patch vectors
 
 @register("clcc")
 class CLCC(Method):
+    has_unused_parameters = True  # the projection head rests in stage 2
     def __init__(
         self,
         model: UNet,
