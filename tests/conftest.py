@@ -30,6 +30,17 @@ def synth_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "prepared"
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, synth_prepared: Path) -> Path:
+    """best.pt of a tiny supervised run, shared by the prediction and export tests."""
+    from clcc.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [*TINY, f"data.root={synth_prepared}", f"train.output={out}"])
+    train(cfg)
+    return cfg.run_dir() / "best.pt"
+
+
 @pytest.fixture
 def tiny_config(synth_prepared: Path, tmp_path: Path):
     def make(*overrides: str) -> Config:

@@ -1,23 +1,9 @@
 import numpy as np
-import pytest
 from PIL import Image
 
 from clcc.cli import main
-from clcc.engine.trainer import train
 
 from helpers import write_pair
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, synth_prepared):
-    from clcc.config import load_config
-
-    from conftest import TINY
-
-    out = tmp_path_factory.mktemp("run")
-    cfg = load_config(None, [*TINY, f"data.root={synth_prepared}", f"train.output={out}"])
-    train(cfg)
-    return cfg.run_dir() / "best.pt"
 
 
 def test_predict_writes_masks_at_original_size(checkpoint, tmp_path):

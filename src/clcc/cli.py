@@ -115,8 +115,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from clcc.engine.predict import Predictor, predict_folder
 
-    cfg, model, runtime = _load_model(args.checkpoint, args.device)
-    predictor = Predictor(model, cfg.data.size, runtime)
+    if (args.checkpoint is None) == (args.onnx is None):
+        raise ClccError("predict needs exactly one of --checkpoint and --onnx")
+    if args.onnx is not None:
+        predictor = Predictor.from_onnx(args.onnx)
+    else:
+        cfg, model, runtime = _load_model(args.checkpoint, args.device)
+        predictor = Predictor.from_model(model, cfg.data.size, runtime)
     written = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay, probabilities=args.probabilities
     )
@@ -128,6 +133,15 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
     run_grid(args.config, list(args.set or []), args.methods.split(),
              list(args.selections), Path(args.output), jobs=args.jobs)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from clcc.engine.export import export_onnx
+
+    cfg, model, _ = _load_model(args.checkpoint, "cpu")
+    export_onnx(model, cfg.data.size, args.output)
+    print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
+          f"{model.divisor}; output: foreground probability N×1×H×W; trained at {cfg.data.size})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -183,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks for a folder of new images")
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--onnx", type=Path, help="an exported model, run with onnxruntime")
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--overlay", action="store_true", help="also write overlays/")
@@ -200,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each)")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
     p.add_argument("--workdir", default="runs/demo")

@@ -4,7 +4,7 @@ resolution; its probabilities are resized back (bilinear) before thresholding at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +22,31 @@ from clcc.files import atomic_path
 OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
 
 
-@dataclass
 class Predictor:
-    model: nn.Module
-    size: int
-    runtime: Runtime
+    """Resizes an image to the training size, asks a backend for probabilities, resizes back.
+
+    The backend maps uint8 images (N,S,S,3) to probabilities (N,S,S): the PyTorch model, or an
+    exported ONNX model run by onnxruntime (`Predictor.from_onnx`)."""
+
+    def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int) -> None:
+        self.backend, self.size = backend, size
+
+    @classmethod
+    def from_model(cls, model: nn.Module, size: int, runtime: Runtime) -> Predictor:
+        return cls(lambda images: predict_probabilities(model, images, runtime), size)
+
+    @classmethod
+    def from_onnx(cls, path: Path) -> Predictor:
+        from clcc.engine.export import OnnxModel
+
+        onnx = OnnxModel(path)
+        return cls(onnx.probabilities, onnx.size)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Foreground probability (H, W) float32 for one uint8 RGB image at its own size."""
         height, width = image.shape[:2]
         small = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        prob = predict_probabilities(self.model, small[None], self.runtime)
+        prob = self.backend(small[None])
         full = F.interpolate(prob[None], size=(height, width), mode="bilinear", align_corners=False)
         return full[0, 0].numpy()
 

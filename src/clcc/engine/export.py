@@ -1,0 +1,88 @@
+"""ONNX export for deployment where PyTorch is not installed, and its onnxruntime runner.
+
+The graph takes float RGB in [0, 1] (N,3,H,W; H and W divisible by the U-Net's 2^(levels−1))
+and returns the foreground probability (N,1,H,W): normalisation and sigmoid are inside, so a
+user only scales pixels by 1/255. Batch, height and width are dynamic. The training size is
+stored in the model's metadata (`clcc.size`). Needs the `onnx` extra (onnx, onnxscript,
+onnxruntime).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from clcc.data.loaders import MEAN, STD
+from clcc.errors import ClccError
+from clcc.files import atomic_path
+from clcc.models.unet import UNet
+
+SIZE_KEY = "clcc.size"
+
+
+class ProbabilityModel(nn.Module):
+    """RGB in [0, 1] → foreground probability: the deployable form of a trained U-Net."""
+
+    def __init__(self, model: UNet) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", MEAN.clone())
+        self.register_buffer("std", STD.clone())
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model((rgb - self.mean) / self.std).logits)
+
+
+def _require(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError as err:
+        raise ClccError(f"ONNX support needs {module}: pip install 'clcc[onnx]'") from err
+
+
+def export_onnx(model: UNet, size: int, output: Path) -> Path:
+    _require("onnx")
+    _require("onnxscript")
+    import onnx
+
+    wrapper = ProbabilityModel(model).eval()
+    example = torch.rand(1, 3, size, size)
+    batch, height, width = (torch.export.Dim(n, min=1) for n in ("batch", "height", "width"))
+    dims = {"rgb": {0: batch, 2: height * model.divisor, 3: width * model.divisor}}
+    program = torch.onnx.export(
+        wrapper, (example,), input_names=["rgb"], output_names=["probability"],
+        dynamic_shapes=dims, dynamo=True, verbose=False,
+    )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size)})
+    with atomic_path(Path(output)) as tmp:
+        onnx.save(proto, tmp)
+    return Path(output)
+
+
+class OnnxModel:
+    """An exported model in onnxruntime, with the interface of `predict_probabilities`."""
+
+    def __init__(self, path: Path) -> None:
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        if not Path(path).exists():
+            raise ClccError(f"{path}: ONNX model not found")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
+            raise ClccError(f"{path}: not a readable ONNX model ({err})") from err
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if SIZE_KEY not in meta:
+            raise ClccError(f"{path}: not exported by `clcc export` (no {SIZE_KEY} metadata)")
+        self.size = int(meta[SIZE_KEY])
+
+    def probabilities(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (N,H,W,3) → probabilities (N,H,W)."""
+        rgb = np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2), np.float32) / 255
+        (prob,) = self.session.run(["probability"], {"rgb": rgb})
+        return torch.from_numpy(prob[:, 0])
