@@ -52,6 +52,13 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+def all_images(batch: Batch) -> torch.Tensor:
+    """Labelled then unlabelled images in one tensor (the labelled ones come first)."""
+    if "image_u" not in batch:
+        return batch["image"]
+    return torch.cat([batch["image"], batch["image_u"]])
+
+
 METHODS: dict[str, type[Method]] = {}
 
 

@@ -28,7 +28,7 @@ from clcc.losses import (
     supervised_loss,
     to_patches,
 )
-from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.models.heads import ProjectionHead
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import UNet
@@ -91,7 +91,7 @@ class CLCC(Method):
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         n_labelled = batch["image"].shape[0]
-        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        x = all_images(batch)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"CLCC was built for {self.image_size}px images, got {x.shape}")
         out = self.model(x)

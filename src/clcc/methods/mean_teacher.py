@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from clcc.losses import supervised_loss
-from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import UNet
@@ -61,7 +61,7 @@ class MeanTeacher(Method):
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         n_labelled = batch["image"].shape[0]
-        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        x = all_images(batch)
         logits = self.model(x).logits
         sup = supervised_loss(logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": sup.detach()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from clcc.losses import supervised_loss
-from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.unet import PyramidUNet
 
@@ -51,7 +51,7 @@ class URPC(Method):
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         n_labelled = batch["image"].shape[0]
-        x = torch.cat([batch["image"], batch["image_u"]]) if "image_u" in batch else batch["image"]
+        x = all_images(batch)
         out = self.model(x)
         heads = [out.logits, *out.aux]
         sup = torch.stack([supervised_loss(h[:n_labelled], batch["mask"]) for h in heads]).mean()
