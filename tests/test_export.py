@@ -21,13 +21,13 @@ def test_probability_model_matches_the_trainer_path():
 
 
 def test_onnx_export_matches_pytorch_at_other_sizes(checkpoint, tmp_path):
-    from clcc.cli import _load_model
     from clcc.engine.evaluate import predict_probabilities
+    from clcc.engine.predict import load_trained_model
 
     out = tmp_path / "model.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(out)]) == 0
     onnx_model = OnnxModel(out)
-    cfg, model, runtime = _load_model(checkpoint, "cpu")
+    cfg, model, runtime = load_trained_model(checkpoint, "cpu")
     assert onnx_model.size == cfg.data.size
     rng = np.random.default_rng(0)
     for shape in [(1, 32, 32, 3), (3, 48, 64, 3)]:  # batch and size differ from the export

@@ -79,25 +79,13 @@ def _results_line(results: dict) -> str:
     )
 
 
-def _load_model(checkpoint: Path, device: str):
-    from clcc.engine.checkpoint import load_checkpoint
-    from clcc.engine.runtime import make_runtime
-    from clcc.engine.trainer import build_model, config_of_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    cfg = config_of_checkpoint(state)
-    runtime = make_runtime(device, "fp32")
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    return cfg, model.to(runtime.device).eval(), runtime
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.data.prepare import PreparedData
     from clcc.engine.evaluate import evaluate, write_per_image_csv
+    from clcc.engine.predict import load_trained_model
     from clcc.files import write_json
 
-    cfg, model, runtime = _load_model(args.checkpoint, args.device)
+    cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
     data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
     idx = data.split(args.split)
     rows, summary = evaluate(
@@ -113,14 +101,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from clcc.engine.predict import Predictor, predict_folder
+    from clcc.engine.predict import Predictor, load_trained_model, predict_folder
 
     if (args.checkpoint is None) == (args.onnx is None):
         raise ClccError("predict needs exactly one of --checkpoint and --onnx")
     if args.onnx is not None:
         predictor = Predictor.from_onnx(args.onnx)
     else:
-        cfg, model, runtime = _load_model(args.checkpoint, args.device)
+        cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
         predictor = Predictor.from_model(model, cfg.data.size, runtime)
     written = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay, probabilities=args.probabilities
@@ -132,13 +120,21 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from clcc.experiment import run_grid
 
     run_grid(args.config, list(args.set or []), args.methods.split(),
-             list(args.selections), Path(args.output), jobs=args.jobs)
+             list(args.selections), Path(args.output), jobs=args.jobs,
+             report=not args.no_report)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from clcc.report.build import build_report
+
+    print(f"wrote {build_report(args.experiment)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from clcc.engine.export import export_onnx
+    from clcc.engine.predict import load_trained_model
 
-    cfg, model, _ = _load_model(args.checkpoint, "cpu")
+    cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
     export_onnx(model, cfg.data.size, args.output)
     print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
           f"{model.divisor}; output: foreground probability N×1×H×W; trained at {cfg.data.size})")
@@ -214,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each)")
+    p.add_argument("--no-report", action="store_true", help="tables only, no figures/HTML")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="(re)build the figures and HTML report of an experiment")
+    p.add_argument("--experiment", required=True, type=Path)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
     p.add_argument("--checkpoint", required=True, type=Path)

@@ -73,8 +73,10 @@ def run_grid(
     selections: list[int],
     output: Path,
     jobs: int = 1,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Train every (method, selection) pair not yet finished, then write the tables."""
+    """Train every (method, selection) pair not yet finished, then write the tables and
+    (with `report`) the figures and HTML report."""
     variants = [Variant(m) for m in methods]
     grid = []
     for variant in variants:
@@ -120,7 +122,12 @@ def run_grid(
     results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in grid]
     for r, g in zip(results, grid, strict=True):
         r["variant"] = g[0].spec
-    return write_tables(results, output)
+    summary = write_tables(results, output)
+    if report:
+        from clcc.report.build import build_report
+
+        print(f"report: {build_report(output)}")
+    return summary
 
 
 def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

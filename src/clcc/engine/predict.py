@@ -13,13 +13,26 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from clcc.config import Config, config_from_dict
 from clcc.data.images import IMAGE_SUFFIXES, read_image
+from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.evaluate import predict_probabilities
-from clcc.engine.runtime import Runtime
+from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
+from clcc.models.unet import UNet
 
 OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
+
+
+def load_trained_model(checkpoint: Path, device: str = "auto") -> tuple[Config, UNet, Runtime]:
+    """The training config, the evaluation U-Net (eval mode) and an fp32 runtime."""
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"])
+    runtime = make_runtime(device, "fp32")
+    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout)
+    model.load_state_dict(state["model"])
+    return cfg, model.to(runtime.device).eval(), runtime
 
 
 class Predictor:

@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from clcc.config import Config, config_from_dict, dump_config
+from clcc.config import Config, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import PreparedData
@@ -35,18 +35,14 @@ from clcc.engine.distributed import (
 )
 from clcc.engine.evaluate import evaluate, write_per_image_csv
 from clcc.engine.logging import MetricsLog
+from clcc.engine.predict import load_trained_model
 from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
 from clcc.methods import Method, build_method
-from clcc.models.unet import UNet
 
 AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
 RESUME_IGNORED = ("progress", "tensorboard", "threads")  # may differ on resume
-
-
-def build_model(cfg: Config) -> UNet:
-    return UNet(in_channels=3, widths=cfg.model.widths, dropout=cfg.model.dropout)
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -262,8 +258,7 @@ class Trainer:
 
     def final_evaluation(self, ranks_in_sync: bool = True) -> dict[str, Any]:
         """Validation and test metrics (with HD95) of the best checkpoint, written to the run."""
-        model = build_model(self.cfg).to(self.runtime.device)
-        model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
+        _, model, runtime = load_trained_model(self.run_dir / "best.pt", str(self.runtime.device))
         results: dict[str, Any] = {
             "run": str(self.run_dir), "method": self.cfg.method.name,
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
@@ -271,7 +266,7 @@ class Trainer:
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
         }
         for split in ("val", "test"):
-            rows, summary = evaluate(model, *self._split(split), self.runtime)
+            rows, summary = evaluate(model, *self._split(split), runtime)
             write_per_image_csv(self.run_dir / f"{split}_per_image.csv", rows)
             results[split] = summary
         write_json(self.run_dir / "results.json", results)
@@ -287,6 +282,3 @@ def _epoch_line(record: dict[str, Any]) -> str:
 def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
 
-
-def config_of_checkpoint(state: dict[str, Any]) -> Config:
-    return config_from_dict(state["config"])

@@ -1,0 +1,118 @@
+"""Build the report of an experiment folder written by `clcc experiment`.
+
+Everything comes from the runs on disk: `table.json`, each run's `metrics.jsonl`,
+`test_per_image.csv` and `best.pt` (re-run on the test images for masks and overlays). The
+gallery and the qualitative figure show one labelled selection (the smallest number), on which
+every method can be compared image by image; the paired statistics average each image's Dice over
+the selections first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clcc.data.prepare import PreparedData
+from clcc.engine.evaluate import predict_probabilities
+from clcc.engine.logging import read_log
+from clcc.engine.predict import load_trained_model, overlay
+from clcc.errors import ClccError
+from clcc.files import write_json, write_text
+from clcc.report.figures import qualitative_figure, training_curves
+from clcc.report.html import render_report
+from clcc.report.stats import paired_comparison
+
+
+def _per_image_dice(run: Path) -> dict[str, float]:
+    with open(run / "test_per_image.csv") as f:
+        return {row["case"]: float(row["dice"]) for row in csv.DictReader(f)}
+
+
+def _save_asset(array: np.ndarray, report: Path, name: str) -> str:
+    """Write report/assets/<name> and return its address relative to the page."""
+    path = report / "assets" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return f"assets/{name}"
+
+
+def figure_cases(dice: dict[str, np.ndarray], names: list[str], count: int) -> list[int]:
+    """Half the rows where the methods disagree most (std of Dice), half drawn with seed 0."""
+    spread = np.std(np.stack(list(dice.values())), axis=0)
+    hard = [int(i) for i in np.argsort(-spread, kind="stable")[: count - count // 2]]
+    rest = [i for i in range(len(names)) if i not in hard]
+    rng = np.random.default_rng(0)
+    drawn = rng.choice(rest, size=min(count // 2, len(rest)), replace=False).tolist()
+    return hard + sorted(int(i) for i in drawn)
+
+
+def build_report(experiment: Path, figure_rows: int = 6) -> Path:
+    experiment = Path(experiment)
+    table_path = experiment / "table.json"
+    if not table_path.exists():
+        raise ClccError(f"{experiment}: no table.json; run `clcc experiment` first")
+    table = json.loads(table_path.read_text())
+    runs = table["runs"]
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    shown = min(r["selection"] for r in runs)
+    out = experiment / "report"
+
+    curves = {f"{r['variant']} sel{r['selection']}": read_log(Path(r["run"]) / "metrics.jsonl")
+              for r in runs}
+    training_curves(curves, out / "curves.png")
+
+    per_image = {v: [_per_image_dice(Path(r["run"])) for r in runs if r["variant"] == v]
+                 for v in variants}
+    cases = sorted(per_image[variants[0]][0])
+    mean_dice = {v: np.array([np.mean([sel[c] for sel in per_image[v]]) for c in cases])
+                 for v in variants}
+    comparisons = [
+        {"a": v, "b": variants[0], **paired_comparison(mean_dice[v], mean_dice[variants[0]])}
+        for v in variants[1:]
+    ]
+
+    first = next(r for r in runs if r["selection"] == shown)
+    cfg, _, runtime = load_trained_model(Path(first["run"]) / "best.pt", "cpu")
+    data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
+    idx = data.split("test")
+    names = [data.names[i] for i in idx]
+    images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx]) > 0
+    masks: dict[str, np.ndarray] = {}
+    shown_dice: dict[str, np.ndarray] = {}
+    for v in variants:
+        run = next(r for r in runs if r["variant"] == v and r["selection"] == shown)
+        _, model, runtime = load_trained_model(Path(run["run"]) / "best.pt", "cpu")
+        masks[v] = predict_probabilities(model, images, runtime).numpy() > 0.5
+        by_case = _per_image_dice(Path(run["run"]))
+        shown_dice[v] = np.array([by_case[n] for n in names])
+
+    rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
+    qualitative_figure(images[rows] / 255.0, truths[rows].astype(float),
+                       {v: masks[v][rows].astype(float) for v in variants},
+                       [names[i] for i in rows], out / "qualitative.png")
+
+    gallery = []
+    for i, name in enumerate(names):
+        entry: dict[str, Any] = {
+            "case": name,  # shown with textContent; asset names never contain it
+            "image": _save_asset(images[i], out, f"{i:05d}-image.png"),
+            "truth": _save_asset(overlay(images[i], truths[i]), out, f"{i:05d}-truth.png"),
+            "overlays": {}, "dice": {},
+        }
+        for k, v in enumerate(variants):
+            entry["overlays"][v] = _save_asset(overlay(images[i], masks[v][i]), out,
+                                               f"{i:05d}-m{k}.png")
+            entry["dice"][v] = round(100 * float(shown_dice[v][i]), 2)
+        gallery.append(entry)
+    page = render_report(
+        title=f"clcc experiment: {experiment.name}", rows=table["rows"],
+        comparisons=comparisons, gallery=gallery, methods=variants, selection=shown,
+    )
+    write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
+    write_text(out / "index.html", page)
+    return out / "index.html"

@@ -1,0 +1,76 @@
+"""PNG figures: training curves (CLCC's stage boundary marked) and the qualitative grid of
+Fig. 3 (image | each method | ground truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from clcc.files import atomic_path  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def stage_boundary(log: list[dict[str, Any]]) -> int | None:
+    """First epoch whose mean stage exceeds 1 (CLCC's switch to stage 2), if any."""
+    for record in log:
+        if record.get("train/stage", 1.0) > 1.0:
+            return record["epoch"]
+    return None
+
+
+def training_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """`runs`: label → per-epoch records. Validation Dice and training loss per epoch."""
+    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for label, log in runs.items():
+        val = [(r["epoch"], 100 * r["val/dice"]) for r in log if "val/dice" in r]
+        line = ax_val.plot(*zip(*val, strict=True), label=label, lw=1.2)[0] if val else None
+        colour = line.get_color() if line else None
+        ax_loss.plot([r["epoch"] for r in log], [r["train/loss"] for r in log], lw=1.0,
+                     label=label, color=colour)
+        boundary = stage_boundary(log)
+        if boundary is not None:
+            for ax in (ax_val, ax_loss):
+                ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
+    ax_val.set(xlabel="epoch", ylabel="validation Dice (%)", title="Validation Dice")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (dashed: CLCC stage 2 starts)")
+    ax_val.legend(fontsize=7)
+    ax_loss.legend(fontsize=7)
+    _save(fig, path)
+    return Path(path)
+
+
+def qualitative_figure(
+    images: np.ndarray,
+    truths: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    names: list[str],
+    path: Path,
+) -> Path:
+    """Rows of cases; columns image | each method's mask | ground truth (as in Fig. 3)."""
+    columns = ["image", *predictions, "ground truth"]
+    fig, axes = plt.subplots(len(names), len(columns), figsize=(1.7 * len(columns),
+                                                              1.7 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        panels = [images[row], *(p[row] for p in predictions.values()), truths[row]]
+        for col, panel in enumerate(panels):
+            ax = axes[row][col]
+            ax.imshow(panel, cmap=None if panel.ndim == 3 else "gray", vmin=0, vmax=1 if
+                      panel.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=8)
+        axes[row][0].set_ylabel(name[:14], fontsize=6)
+    _save(fig, path)
+    return Path(path)

@@ -1,0 +1,136 @@
+"""The HTML report: one static page plus its PNG assets; nothing is loaded from the network.
+
+Safety: every string that can come from users' data (case names, method entries) is either
+HTML-escaped in the static parts or inserted with `textContent` by the script; the embedded JSON
+escapes `<`, so a crafted file name cannot close the script element or inject markup.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+CSP = (
+    "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; "
+    "script-src 'unsafe-inline'"
+)
+"""Nothing from the network: only the page's own images, inline style and script."""
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;font-size:.9em}
+th{background:#f2f2f2} td.name,th.name{text-align:left}
+img.thumb{width:96px;height:96px;image-rendering:pixelated}
+.controls{margin:.5em 0} figure{margin:0} .note{color:#555;font-size:.9em}
+"""
+
+SCRIPT = """
+const data = JSON.parse(document.getElementById('data').textContent);
+const body = document.getElementById('gallery-body');
+const sortKey = document.getElementById('sort-key');
+const gapA = document.getElementById('gap-a'), gapB = document.getElementById('gap-b');
+const order = document.getElementById('sort-order');
+function gap(c){ return c.dice[gapA.value] - c.dice[gapB.value]; }
+function keyOf(c){ return sortKey.value === '__gap__' ? gap(c) : c.dice[sortKey.value]; }
+function cell(row, text, cls){ const td = document.createElement('td');
+  td.textContent = text; if (cls) td.className = cls; row.appendChild(td); return td; }
+function image(row, src, alt){ const td = document.createElement('td');
+  const img = document.createElement('img'); img.className = 'thumb';
+  img.setAttribute('src', src); img.setAttribute('alt', alt); td.appendChild(img);
+  row.appendChild(td); }
+function render(){
+  const sign = order.value === 'asc' ? 1 : -1;
+  const cases = data.gallery.slice().sort((x, y) => sign * (keyOf(x) - keyOf(y)));
+  body.replaceChildren();
+  for (const c of cases){
+    const row = document.createElement('tr');
+    cell(row, c.case, 'name case');
+    image(row, c.image, 'image'); image(row, c.truth, 'ground truth');
+    for (const m of data.methods){ image(row, c.overlays[m], m); }
+    for (const m of data.methods){ cell(row, c.dice[m].toFixed(2), 'dice'); }
+    cell(row, gap(c).toFixed(2), 'gap');
+    body.appendChild(row);
+  }
+}
+for (const el of [sortKey, gapA, gapB, order]) el.addEventListener('change', render);
+render();
+"""
+
+
+def _options(values: list[str], selected: str) -> str:
+    return "".join(
+        f'<option value="{escape(v)}"{" selected" if v == selected else ""}>{escape(v)}</option>'
+        for v in values
+    )
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> str:
+    head = ("<tr><th class=name>method</th><th>MAE</th><th>Dice</th><th>mIoU</th>"
+            "<th>Dice per selection</th></tr>")
+    body = "".join(
+        f"<tr><td class=name>{escape(r['method'])}</td>"
+        f"<td>{r['mae']['mean']:.2f} ± {r['mae']['std']:.2f}</td>"
+        f"<td class=dice-mean>{r['dice']['mean']:.2f} ± {r['dice']['std']:.2f}</td>"
+        f"<td>{r['iou']['mean']:.2f} ± {r['iou']['std']:.2f}</td>"
+        f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td></tr>"
+        for r in rows
+    )
+    return f'<table id="summary">{head}{body}</table>'
+
+
+def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
+    if not comparisons:
+        return "<p class=note>One method only: nothing to compare.</p>"
+    body = "".join(
+        f"<tr><td class=name>{escape(c['a'])} − {escape(c['b'])}</td>"
+        f"<td>{100 * c['mean_diff']:+.2f}</td>"
+        f"<td>[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]</td>"
+        f"<td>{c['p_wilcoxon']:.3g}</td><td>{c['n']}</td></tr>"
+        for c in comparisons
+    )
+    return ("<table id=comparisons><tr><th class=name>pair</th><th>mean ΔDice</th>"
+            "<th>95 % bootstrap CI</th><th>Wilcoxon p</th><th>images</th></tr>"
+            f"{body}</table>")
+
+
+def render_report(
+    title: str,
+    rows: list[dict[str, Any]],
+    comparisons: list[dict[str, Any]],
+    gallery: list[dict[str, Any]],
+    methods: list[str],
+    selection: int,
+) -> str:
+    payload = json.dumps({"methods": methods, "gallery": gallery}).replace("<", "\\u003c")
+    method_heads = "".join(f"<th>{escape(m)}</th>" for m in methods)
+    dice_heads = "".join(f"<th>Dice {escape(m)}</th>" for m in methods)
+    sort_options = _options(methods, methods[0]) + '<option value="__gap__">gap A − B</option>'
+    second = methods[1] if len(methods) > 1 else methods[0]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>{escape(title)}</title><style>{STYLE}</style></head><body>
+<h1>{escape(title)}</h1>
+<h2>Test metrics (×100; mean ± std over labelled selections)</h2>
+{_summary_table(rows)}
+<h2>Paired per-image comparison (test Dice, averaged over selections per image)</h2>
+{_comparison_table(comparisons)}
+<h2>Training curves</h2><figure><img src="curves.png" alt="training curves" width="900"></figure>
+<h2>Qualitative results (selection {selection})</h2>
+<p class=note>Rows: the test images where the methods disagree most, then images drawn with
+seed 0.</p>
+<figure><img src="qualitative.png" alt="qualitative results"></figure>
+<h2>Gallery (selection {selection}; green: predicted or true foreground)</h2>
+<div class=controls>sort by <select id="sort-key">{sort_options}</select>
+gap A <select id="gap-a">{_options(methods, second)}</select>
+− B <select id="gap-b">{_options(methods, methods[0])}</select>
+<select id="sort-order"><option value="asc">ascending</option>
+<option value="desc">descending</option></select></div>
+<table id="gallery"><thead><tr><th class=name>case</th><th>image</th><th>truth</th>
+{method_heads}{dice_heads}<th>gap A − B</th></tr></thead><tbody id="gallery-body"></tbody></table>
+<script type="application/json" id="data">{payload}</script>
+<script>{SCRIPT}</script>
+</body></html>
+"""

@@ -1,0 +1,121 @@
+"""The experiment grid → tables, figures and the HTML report, checked in a headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clcc.data.prepare import prepare
+from clcc.data.synthetic import write_synthetic
+from clcc.experiment import Variant, markdown_table, run_grid, summarise_runs
+from clcc.report.stats import paired_comparison
+
+from conftest import TINY
+
+CRAFTED = "<img src=x onerror=window.pwned=1>"  # a legal file name that is also markup
+
+
+def test_variant_entries():
+    v = Variant("clcc:n=4,alpha=0")
+    assert (v.method, v.params, v.slug) == ("clcc", {"n": 4, "alpha": 0}, "clcc-n4-alpha0")
+    assert Variant("supervised").params == {}
+
+
+def test_table_rows_by_hand():
+    def run(variant, selection, dice):
+        metric = {"mean": dice, "std": 0.0}
+        return {"variant": variant, "selection": selection,
+                "test": {"dice": metric, "iou": metric, "mae": metric},
+                "val": {"dice": metric}}
+
+    rows = summarise_runs([run("a", 0, 0.5), run("a", 1, 0.7), run("b", 0, 0.6)])
+    assert rows[0]["dice"]["mean"] == pytest.approx(60.0)
+    assert rows[0]["dice"]["std"] == pytest.approx(10.0)
+    assert rows[0]["dice"]["per_selection"] == pytest.approx([50.0, 70.0])
+    assert "| a | 60.00 ± 10.00 | 60.00 ± 10.00 |" in markdown_table(rows)
+
+
+def test_paired_comparison_by_hand():
+    a, b = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    result = paired_comparison(a, b)
+    assert result["mean_diff"] == pytest.approx(0.1)
+    assert result["ci_low"] == pytest.approx(0.1) and result["ci_high"] == pytest.approx(0.1)
+    assert result["p_wilcoxon"] == pytest.approx(0.03125)  # all 6 differences positive: 2/2^6
+    assert paired_comparison(a, a)["p_wilcoxon"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("experiment")
+    write_synthetic(root / "raw", count=30, size=48)
+    for folder in ("images", "masks"):  # every case name carries the crafted markup
+        for path in sorted((root / "raw" / folder).iterdir()):
+            path.rename(path.with_name(CRAFTED + path.name))
+    prepare("folder", root / "raw", root / "prepared", labelled=6, selections=(0, 1), size=32)
+    overrides = [*TINY, f"data.root={root / 'prepared'}"]
+    run_grid(None, overrides, ["supervised", "mean-teacher"], [0, 1], root / "grid")
+    return root / "grid"
+
+
+@pytest.mark.slow
+def test_grid_writes_tables_figures_and_a_safe_page(experiment: Path):
+    for name in ("table.md", "table.csv", "table.json", "report/index.html",
+                 "report/curves.png", "report/qualitative.png"):
+        assert (experiment / name).exists(), name
+    page = (experiment / "report" / "index.html").read_text()
+    assert CRAFTED not in page and "onerror=window" in page  # present, but only as data
+    assert "http://" not in page and "https://" not in page
+    again = run_grid(None, [], ["supervised", "mean-teacher"], [0, 1], experiment, report=False)
+    assert len(again["rows"]) == 2  # every run skipped: the grid resumes instead of retraining
+
+
+@pytest.mark.slow
+def test_report_in_headless_chromium(experiment: Path, tmp_path: Path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_bin):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/test does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_bin))
+    try:
+        driver.set_window_size(1400, 1000)
+        driver.get((experiment / "report" / "index.html").as_uri())
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        assert driver.execute_script("return window.pwned") is None
+        rows = json.loads((experiment / "table.json").read_text())["rows"]
+        shown = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#summary td.dice-mean")]
+        assert shown == [f"{r['dice']['mean']:.2f} ± {r['dice']['std']:.2f}" for r in rows]
+        cases = driver.find_elements(By.CSS_SELECTOR, "#gallery-body td.case")
+        assert cases and all(c.text.startswith(CRAFTED) for c in cases)
+        images = driver.find_elements(By.CSS_SELECTOR, "#gallery-body img")
+        assert all(driver.execute_script("return arguments[0].naturalWidth", i) > 0
+                   for i in images[:6])
+        Select(driver.find_element(By.ID, "sort-key")).select_by_value("__gap__")
+        Select(driver.find_element(By.ID, "sort-order")).select_by_value("desc")
+        gap_cells = driver.find_elements(By.CSS_SELECTOR, "#gallery-body td.gap")
+        gaps = [float(c.text) for c in gap_cells]
+        assert gaps == sorted(gaps, reverse=True)
+        Select(driver.find_element(By.ID, "sort-key")).select_by_value("supervised")
+        Select(driver.find_element(By.ID, "sort-order")).select_by_value("asc")
+        first_dice = [float(r.find_elements(By.CSS_SELECTOR, "td.dice")[0].text)
+                      for r in driver.find_elements(By.CSS_SELECTOR, "#gallery-body tr")]
+        assert first_dice == sorted(first_dice)
+        shot = experiment / "report" / "screenshot.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
