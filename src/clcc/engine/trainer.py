@@ -144,7 +144,7 @@ class Trainer:
         )
         self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
         if resume and last.exists():
-            self._restore(load_checkpoint(last), last)  # on the CPU: RNG states must be
+            self._restore(load_checkpoint(last), last)  # mapped to CPU: RNG states stay there
         self.log: MetricsLog | None = None
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
