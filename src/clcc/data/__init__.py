@@ -1,0 +1,1 @@
+"""Data: raw layouts → prepared data set (manifest, splits, cached arrays) → training batches."""

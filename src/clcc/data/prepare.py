@@ -1,0 +1,271 @@
+"""Raw layout → prepared data set: a manifest, plain-text splits, and cached arrays.
+
+The split depends only on the sorted case names and the seeds: each name is ranked by the
+SHA-256 of "seed:name", which is the same on every machine and library version (and adding a
+case does not reshuffle the others). The labelled subset of the training split is drawn the same
+way with a *selection seed*, separate from the split seed, as the paper averages 3 selections.
+
+Layout of a prepared folder::
+
+    manifest.json            source, cases (name, image, mask), seeds
+    splits/train.txt         one case name per line; users may edit these lists
+    splits/val.txt, test.txt
+    splits/unlabelled.txt    cases without a mask (join the unlabelled training pool)
+    splits/labelled-K.txt    the labelled subset of train for selection seed K
+    cache/<size>/            images.npy (N,S,S,3) uint8, masks.npy (N,S,S) uint8, meta.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clcc.data.images import read_image, read_mask
+from clcc.data.sources import Case, read_source
+from clcc.errors import ClccError
+from clcc.files import atomic_dir, write_json, write_text
+
+MANIFEST = "manifest.json"
+DEFAULT_SELECTIONS = (0, 1, 2)
+
+
+def _rank(names: list[str], salt: str) -> list[str]:
+    return sorted(names, key=lambda n: hashlib.sha256(f"{salt}:{n}".encode()).hexdigest())
+
+
+def split_cases(
+    names: list[str], fractions: tuple[float, float, float], seed: int
+) -> dict[str, list[str]]:
+    """Deterministic train/val/test split of the labelled case names (each list sorted)."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ClccError(f"split fractions {fractions} must be three numbers summing to 1")
+    ranked = _rank(sorted(names), f"split:{seed}")
+    n_val = round(fractions[1] * len(ranked))
+    n_test = round(fractions[2] * len(ranked))
+    parts = {
+        "val": ranked[:n_val],
+        "test": ranked[n_val : n_val + n_test],
+        "train": ranked[n_val + n_test :],
+    }
+    return {k: sorted(v) for k, v in parts.items()}
+
+
+def labelled_count(spec: float, n_train: int) -> int:
+    """`spec` is a count (>= 1) or a fraction of the training split (< 1)."""
+    count = round(spec * n_train) if spec < 1 else int(spec)
+    if not 1 <= count <= n_train:
+        raise ClccError(f"labelled subset {spec} gives {count} of {n_train} training cases")
+    return count
+
+
+def select_labelled(train: list[str], count: int, selection: int) -> list[str]:
+    return sorted(_rank(sorted(train), f"select:{selection}")[:count])
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.exists():
+        raise ClccError(f"{path}: split list not found; run `clcc data prepare` first")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_list(path: Path, names: list[str]) -> None:
+    write_text(path, "".join(f"{n}\n" for n in names))
+
+
+def prepare(
+    kind: str,
+    source: Path,
+    output: Path,
+    *,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    labelled: float = 0.2,
+    selections: tuple[int, ...] = DEFAULT_SELECTIONS,
+    split_seed: int = 0,
+    size: int | None = 320,
+    workers: int | None = None,
+) -> dict[str, int]:
+    """Scan `source`, validate every case, write the prepared folder atomically.
+
+    Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
+    also what validates them); nothing is written unless all cases are good.
+    """
+    cases = read_source(kind, Path(source))
+    labelled_names = [c.name for c in cases if c.mask is not None]
+    splits = split_cases(labelled_names, fractions, split_seed)
+    count = labelled_count(labelled, len(splits["train"]))
+    output = Path(output)
+    with atomic_dir(output) as tmp:
+        write_json(
+            tmp / MANIFEST,
+            {
+                "version": 1,
+                "kind": kind,
+                "source": str(Path(source).resolve()),
+                "split_seed": split_seed,
+                "fractions": list(fractions),
+                "labelled": labelled,
+                "selections": list(selections),
+                "cases": [
+                    {"name": c.name, "image": str(c.image.resolve()),
+                     "mask": str(c.mask.resolve()) if c.mask else None}
+                    for c in cases
+                ],
+            },
+        )
+        for split, names in splits.items():
+            _write_list(tmp / "splits" / f"{split}.txt", names)
+        _write_list(tmp / "splits" / "unlabelled.txt", [c.name for c in cases if c.mask is None])
+        for k in selections:
+            _write_list(
+                tmp / "splits" / f"labelled-{k}.txt", select_labelled(splits["train"], count, k)
+            )
+        if size:
+            build_cache(tmp, size, workers=workers)
+    summary = {k: len(v) for k, v in splits.items()}
+    summary["labelled"] = count
+    summary["unlabelled"] = len(splits["train"]) - count + len(cases) - len(labelled_names)
+    return summary
+
+
+def _manifest(prepared: Path) -> dict:
+    path = Path(prepared) / MANIFEST
+    if not path.exists():
+        raise ClccError(f"{prepared}: not a prepared data set (no {MANIFEST}); run `clcc data prepare`")
+    return json.loads(path.read_text())
+
+
+def _cases(manifest: dict) -> list[Case]:
+    return [
+        Case(c["name"], Path(c["image"]), Path(c["mask"]) if c["mask"] else None)
+        for c in manifest["cases"]
+    ]
+
+
+def _fingerprint(cases: list[Case], size: int) -> str:
+    """Changes when any source file is replaced, touched, added or removed, or the size changes."""
+    h = hashlib.sha256(f"size={size}".encode())
+    for case in cases:
+        for path in (case.image, case.mask):
+            if path is None:
+                h.update(b"-")
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError as err:
+                raise ClccError(f"{path}: source file of case {case.name!r} is missing") from err
+            h.update(f"{case.name}|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def load_case(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode, check and resize one case to size×size: uint8 RGB image and uint8 0/1 mask."""
+    image = read_image(case.image)
+    height, width = image.shape[:2]
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    if case.mask is None:
+        return resized, np.zeros((size, size), np.uint8)
+    mask = read_mask(case.mask, expected_size=(width, height))
+    mask_img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)
+    return resized, (np.asarray(mask_img) > 127).astype(np.uint8)
+
+
+def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray] | str:
+    try:
+        return load_case(*args)
+    except ClccError as err:
+        return str(err)
+
+
+def build_cache(prepared: Path, size: int, workers: int | None = None) -> Path:
+    """Decode every case once at `size`, so that training epochs never decode a JPEG."""
+    prepared = Path(prepared)
+    manifest = _manifest(prepared)
+    cases = _cases(manifest)
+    fingerprint = _fingerprint(cases, size)
+    target = prepared / "cache" / str(size)
+    workers = workers or min(4, os.cpu_count() or 1)
+    images = np.empty((len(cases), size, size, 3), np.uint8)
+    masks = np.empty((len(cases), size, size), np.uint8)
+    errors: list[str] = []
+    jobs = [(c, size) for c in cases]
+    if workers > 1 and len(cases) > 16:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
+    else:
+        results = [_load_case_or_error(job) for job in jobs]
+    for i, result in enumerate(results):
+        if isinstance(result, str):
+            errors.append(result)
+        else:
+            images[i], masks[i] = result
+    if errors:
+        more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ClccError(f"{len(errors)} bad case(s):\n" + "\n".join(errors[:10]) + more)
+    with atomic_dir(target) as tmp:
+        np.save(tmp / "images.npy", images)
+        np.save(tmp / "masks.npy", masks)
+        write_json(
+            tmp / "meta.json",
+            {"fingerprint": fingerprint, "size": size, "names": [c.name for c in cases]},
+        )
+    return target
+
+
+@dataclass
+class PreparedData:
+    """A prepared data set opened at one resolution: cached arrays plus the split indices."""
+
+    root: Path
+    size: int
+    names: list[str]
+    images: np.ndarray  # (N, S, S, 3) uint8
+    masks: np.ndarray  # (N, S, S) uint8, 0/1
+
+    @classmethod
+    def open(cls, root: Path, size: int) -> PreparedData:
+        """Load the cache at `size`, (re)building it when missing or stale."""
+        root = Path(root)
+        cases = _cases(_manifest(root))
+        cache = root / "cache" / str(size)
+        meta_path = cache / "meta.json"
+        stale = not meta_path.exists() or (
+            json.loads(meta_path.read_text())["fingerprint"] != _fingerprint(cases, size)
+        )
+        if stale:
+            build_cache(root, size)
+        meta = json.loads(meta_path.read_text())
+        return cls(
+            root=root,
+            size=size,
+            names=meta["names"],
+            images=np.load(cache / "images.npy", mmap_mode="r"),
+            masks=np.load(cache / "masks.npy", mmap_mode="r"),
+        )
+
+    def indices(self, names: list[str], what: str) -> np.ndarray:
+        position = {n: i for i, n in enumerate(self.names)}
+        unknown = [n for n in names if n not in position]
+        if unknown:
+            raise ClccError(f"{self.root}: {what} lists unknown case {unknown[0]!r}")
+        return np.array([position[n] for n in names], dtype=np.int64)
+
+    def split(self, name: str) -> np.ndarray:
+        """Indices of `train`, `val`, `test` or `unlabelled` (from splits/<name>.txt)."""
+        return self.indices(_read_list(self.root / "splits" / f"{name}.txt"), f"{name}.txt")
+
+    def labelled(self, selection: int) -> np.ndarray:
+        path = self.root / "splits" / f"labelled-{selection}.txt"
+        return self.indices(_read_list(path), path.name)
+
+    def unlabelled(self, selection: int) -> np.ndarray:
+        """Training cases outside the labelled subset, plus the cases that have no mask."""
+        labelled = set(self.labelled(selection).tolist())
+        train = [i for i in self.split("train").tolist() if i not in labelled]
+        return np.array(train + self.split("unlabelled").tolist(), dtype=np.int64)

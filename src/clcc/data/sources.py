@@ -1,0 +1,129 @@
+"""Readers of raw data set layouts. Each turns a folder into a sorted list of `Case`s.
+
+- `kvasir-seg`: `images/*.jpg` and `masks/*.jpg` with the same names (as distributed).
+- `isic2018`: `ISIC2018_Task1-2_Training_Input/ISIC_*.jpg` and
+  `ISIC2018_Task1_Training_GroundTruth/ISIC_*_segmentation.png` (ISIC 2018 Task 1).
+- `folder`: users' own data: `images/` and `masks/` matched by file stem (an image without a
+  mask is unlabelled), and optionally `unlabelled/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clcc.data.images import IMAGE_SUFFIXES
+from clcc.errors import ClccError
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image, and its mask when labelled. `name` is unique within a data set."""
+
+    name: str
+    image: Path
+    mask: Path | None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _by_stem(files: Iterable[Path], strip: str = "") -> dict[str, Path]:
+    """Map stem → file, refusing two files with one stem (a.jpg and a.png)."""
+    found: dict[str, Path] = {}
+    for path in files:
+        stem = path.stem.removesuffix(strip) if strip else path.stem
+        if stem in found:
+            raise ClccError(
+                f"duplicate case name {stem!r}: {found[stem]} and {path}; rename one of them"
+            )
+        found[stem] = path
+    return found
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise ClccError(f"{path}: {what} folder not found")
+    return path
+
+
+def _pair(
+    images: dict[str, Path], masks: dict[str, Path], mask_dir: Path, allow_unlabelled: bool
+) -> list[Case]:
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise ClccError(f"{masks[orphans[0]]}: mask without an image ({len(orphans)} such)")
+    missing = sorted(set(images) - set(masks))
+    if missing and not allow_unlabelled:
+        raise ClccError(f"{images[missing[0]]}: no mask in {mask_dir} ({len(missing)} such)")
+    return [Case(stem, images[stem], masks.get(stem)) for stem in sorted(images)]
+
+
+def _nonempty(cases: list[Case], root: Path) -> list[Case]:
+    if not cases:
+        raise ClccError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return cases
+
+
+def kvasir_seg(root: Path) -> list[Case]:
+    root = Path(root)
+    if not (root / "images").is_dir() and (root / "Kvasir-SEG" / "images").is_dir():
+        root = root / "Kvasir-SEG"  # the archive's top folder
+    image_dir = _require_dir(root / "images", "Kvasir-SEG images")
+    mask_dir = _require_dir(root / "masks", "Kvasir-SEG masks")
+    images = _by_stem(_images_in(image_dir))
+    masks = _by_stem(_images_in(mask_dir))
+    return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), root)
+
+
+def isic2018(root: Path) -> list[Case]:
+    root = Path(root)
+    image_dir = _require_dir(root / "ISIC2018_Task1-2_Training_Input", "ISIC 2018 input")
+    mask_dir = _require_dir(root / "ISIC2018_Task1_Training_GroundTruth", "ISIC 2018 truth")
+    images = _by_stem(p for p in _images_in(image_dir) if p.name.startswith("ISIC_"))
+    masks = _by_stem(
+        (p for p in _images_in(mask_dir) if p.stem.endswith("_segmentation")),
+        strip="_segmentation",
+    )
+    return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), root)
+
+
+def folder(root: Path) -> list[Case]:
+    root = Path(root)
+    image_dir = _require_dir(root / "images", "images")
+    images = _by_stem(_images_in(image_dir))
+    mask_dir = root / "masks"
+    masks = _by_stem(_images_in(mask_dir)) if mask_dir.is_dir() else {}
+    cases = _pair(images, masks, mask_dir, allow_unlabelled=True)
+    extra_dir = root / "unlabelled"
+    if extra_dir.is_dir():
+        extra = _by_stem(_images_in(extra_dir))
+        clash = sorted(set(extra) & set(images))
+        if clash:
+            raise ClccError(
+                f"duplicate case name {clash[0]!r}: {images[clash[0]]} and {extra[clash[0]]}"
+            )
+        cases += [Case(stem, extra[stem], None) for stem in sorted(extra)]
+    _nonempty(cases, root)
+    if not any(c.mask for c in cases):
+        raise ClccError(f"{root}: no image has a mask in {mask_dir}; nothing to train on")
+    return sorted(cases, key=lambda c: c.name)
+
+
+SOURCES: dict[str, Callable[[Path], list[Case]]] = {
+    "kvasir-seg": kvasir_seg,
+    "isic2018": isic2018,
+    "folder": folder,
+}
+
+
+def read_source(kind: str, root: Path) -> list[Case]:
+    if kind not in SOURCES:
+        raise ClccError(f"unknown data source {kind!r}; choose one of {', '.join(SOURCES)}")
+    if not Path(root).is_dir():
+        raise ClccError(f"{root}: source folder not found")
+    return SOURCES[kind](Path(root))
