@@ -137,7 +137,9 @@ def prepare(
 def _manifest(prepared: Path) -> dict:
     path = Path(prepared) / MANIFEST
     if not path.exists():
-        raise ClccError(f"{prepared}: not a prepared data set (no {MANIFEST}); run `clcc data prepare`")
+        raise ClccError(
+            f"{prepared}: not a prepared data set (no {MANIFEST}); run `clcc data prepare`"
+        )
     return json.loads(path.read_text())
 
 
