@@ -14,7 +14,7 @@ from clcc.experiment import Variant
 
 DEMO_SETTINGS = [
     "data.size=96",
-    "train.epochs=40",
+    "train.epochs=30",
     "train.eval_every=4",
     "train.threads=0",
     "optim.lr=0.003",
