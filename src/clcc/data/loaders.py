@@ -20,8 +20,6 @@ import torch
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-Batch = dict[str, torch.Tensor]
-
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """The generator of one epoch's randomness; `stream` separates independent uses."""
