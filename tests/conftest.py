@@ -55,7 +55,7 @@ def tiny_config(synth_prepared: Path, tmp_path: Path):
 KVASIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kvasir-seg"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kvasir_dir() -> Path:
     if not (KVASIR / "images").is_dir():
         pytest.skip(f"real Kvasir-SEG not found at {KVASIR.resolve()}")
