@@ -52,3 +52,29 @@ def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt")]) == 2
     assert "bad.pt: not a readable clcc checkpoint" in capsys.readouterr().err
+
+
+def test_batchnorm_recalibration_is_the_plain_average():
+    import torch
+
+    from clcc.engine.evaluate import recalibrate_batchnorm
+    from clcc.engine.runtime import make_runtime
+    from clcc.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(widths=(4, 8, 16)).eval()
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    recalibrate_batchnorm(model, images, make_runtime("cpu", "fp32"), batch_size=3)
+    from clcc.data.loaders import to_input
+
+    conv, bn = model.encoder[0][0], model.encoder[0][1]
+    features = conv(to_input(torch.from_numpy(images)))
+    batch_means = [features[:3].mean((0, 2, 3)), features[3:].mean((0, 2, 3))]
+    assert torch.allclose(bn.running_mean, (batch_means[0] + batch_means[1]) / 2, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training
+
+
+def test_evaluate_with_recalibration(checkpoint, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--recalibrate-bn",
+                 "--output", str(tmp_path / "e"), "--device", "cpu"]) == 0
+    assert "dice" in capsys.readouterr().out

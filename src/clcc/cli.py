@@ -80,13 +80,19 @@ def _results_line(results: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from clcc.data.prepare import PreparedData
-    from clcc.engine.evaluate import evaluate, write_per_image_csv
+    from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
     from clcc.engine.predict import load_trained_model
     from clcc.files import write_json
 
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
     data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
+    if args.recalibrate_bn:
+        train = np.concatenate([data.split("train"), data.split("unlabelled")])
+        recalibrate_batchnorm(model, data.images[np.sort(train)], runtime)
+        model.eval()
     idx = data.split(args.split)
     rows, summary = evaluate(
         model, data.images[idx], data.masks[idx], [data.names[i] for i in idx], runtime
@@ -188,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--data", type=Path, help="prepared data set (default: the training one)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--recalibrate-bn", action="store_true",
+                   help="first re-estimate BatchNorm statistics on the training images")
     p.add_argument("--output", type=Path)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

@@ -37,6 +37,32 @@ def predict_probabilities(
     return torch.cat(out) if out else torch.empty(0)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, images: np.ndarray, runtime: Runtime, batch_size: int = 16
+) -> None:
+    """Re-estimate every BatchNorm's running statistics as the plain average over `images`.
+
+    A diagnostic (and a remedy) for training schemes that also push other inputs through the
+    network, such as CLCC's patches: afterwards the statistics describe full images only.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
+            model(to_input(chunk.to(runtime.device)))
+    finally:
+        for m, momentum in zip(layers, saved, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+
+
 def evaluate(
     model: nn.Module,
     images: np.ndarray,
