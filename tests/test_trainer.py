@@ -92,3 +92,17 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path, me
     rb = json.loads((straight.run_dir() / "results.json").read_text())
     assert ra["test"] == rb["test"] and ra["best_epoch"] == rb["best_epoch"]
     assert [r["epoch"] for r in read_log(log)] == list(range(1, 41))
+
+
+def test_validation_with_recalibrated_batchnorm(tiny_config):
+    from clcc.data.prepare import PreparedData
+    from clcc.engine.evaluate import recalibrate_batchnorm
+    from clcc.engine.predict import load_trained_model
+
+    cfg = tiny_config("train.recalibrate_bn=true", "train.epochs=1")
+    train(cfg)
+    _, model, runtime = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
+    saved = model.encoder[0][1].running_mean.clone()
+    data = PreparedData.open(cfg.data.root, cfg.data.size)
+    recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
+    assert torch.allclose(model.encoder[0][1].running_mean, saved, atol=1e-6)

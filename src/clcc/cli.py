@@ -80,8 +80,6 @@ def _results_line(results: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from clcc.data.prepare import PreparedData
     from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
     from clcc.engine.predict import load_trained_model
@@ -90,8 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
     data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
     if args.recalibrate_bn:
-        train = np.concatenate([data.split("train"), data.split("unlabelled")])
-        recalibrate_batchnorm(model, data.images[np.sort(train)], runtime)
+        recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
     idx = data.split(args.split)
     rows, summary = evaluate(

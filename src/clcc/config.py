@@ -55,6 +55,8 @@ class TrainConfig:
     channels_last: bool = False
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
+    recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full
+    # training images only (for methods that also feed patches: see docs/results.md)
     output: str = "runs"
     name: str = ""  # run folder name; default "<method>-sel<selection>-seed<seed>"
     tensorboard: bool = False

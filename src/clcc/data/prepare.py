@@ -266,6 +266,10 @@ class PreparedData:
         path = self.root / "splits" / f"labelled-{selection}.txt"
         return self.indices(_read_list(path), path.name)
 
+    def training_pool(self) -> np.ndarray:
+        """Every image training may see (train split and mask-less cases), sorted."""
+        return np.sort(np.concatenate([self.split("train"), self.split("unlabelled")]))
+
     def unlabelled(self, selection: int) -> np.ndarray:
         """Training cases outside the labelled subset, plus the cases that have no mask."""
         labelled = set(self.labelled(selection).tolist())

@@ -33,7 +33,7 @@ from clcc.engine.distributed import (
     init_distributed,
     parameters_in_sync,
 )
-from clcc.engine.evaluate import evaluate, write_per_image_csv
+from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
 from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
 from clcc.engine.runtime import Runtime, make_runtime
@@ -208,6 +208,9 @@ class Trainer:
         """Mean validation metrics; with several ranks each scores a shard, then all-reduce."""
         shard = slice(self.dist.rank, None, self.dist.world)
         images, masks, names = val[0][shard], val[1][shard], val[2][shard]
+        if self.cfg.train.recalibrate_bn:  # identical on every rank: all see all images
+            pool = self.data.images[self.data.training_pool()]
+            recalibrate_batchnorm(self.method.eval_model(), pool, self.runtime)
         rows, _ = evaluate(self.method.eval_model(), images, masks, names, self.runtime, False)
         keys = [k for k in rows[0] if k != "case"] if rows else []
         local = torch.tensor([[r[k] for k in keys] + [1.0] for r in rows], dtype=torch.float64)
