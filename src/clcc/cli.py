@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--methods", default="supervised clcc:n=3",
+    p.add_argument("--methods", default="supervised clcc:n=2",
                    help="space-separated entries, as for `clcc experiment`")
     p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(func=cmd_demo)

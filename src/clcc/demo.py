@@ -13,22 +13,23 @@ from clcc.engine.trainer import train
 from clcc.experiment import Variant
 
 DEMO_SETTINGS = [
-    "data.size=96",
+    "data.size=64",
     "train.epochs=30",
     "train.eval_every=4",
     "train.threads=0",
     "optim.lr=0.003",
 ]
-"""Small enough for a laptop CPU: 96×96 images, 32 labelled of 96 training cases."""
+"""Small enough for a laptop CPU: 64×64 images (generated at 96), 24 labelled of 96 training
+cases; CLCC cuts them into 2×2 patches of 32 pixels."""
 
 
 def run_demo(workdir: Path, methods: list[str], epochs: int | None = None) -> list[dict]:
-    """`methods` are experiment entries such as "clcc:n=3" (96-pixel images → 32-pixel patches)."""
+    """`methods` are experiment entries such as "clcc:n=2" (64-pixel images → 32-pixel patches)."""
     started = time.perf_counter()
     raw, prepared = workdir / "synthetic", workdir / "prepared"
     if not (raw / "images").is_dir():
         write_synthetic(raw, count=160, size=96)
-    summary = prepare("folder", raw, prepared, labelled=24, selections=(0,), size=96)
+    summary = prepare("folder", raw, prepared, labelled=24, selections=(0,), size=64)
     print(
         f"synthetic data: {summary['train']} train ({summary['labelled']} labelled), "
         f"{summary['val']} val, {summary['test']} test → {prepared}"
