@@ -1,5 +1,5 @@
-"""Command line: `clcc data|train|evaluate|predict|demo`. Bad input ends with one clear line
-(exit status 2), not a traceback."""
+"""Command line: `clcc data|train|evaluate|predict|export|experiment|report|demo`. Bad input
+ends with one clear line (exit status 2), not a traceback."""
 
 from __future__ import annotations
 
