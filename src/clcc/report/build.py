@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clcc.config import load_config
 from clcc.data.prepare import PreparedData
 from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.logging import read_log
@@ -77,7 +78,7 @@ def build_report(experiment: Path, figure_rows: int = 6) -> Path:
     ]
 
     first = next(r for r in runs if r["selection"] == shown)
-    cfg, _, runtime = load_trained_model(Path(first["run"]) / "best.pt", "cpu")
+    cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
     data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
     idx = data.split("test")
     names = [data.names[i] for i in idx]
