@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the step")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     import yaml
@@ -71,25 +72,30 @@ def main() -> None:
     start = time.perf_counter()
     n_images = load_epoch()
     loader_ips = n_images / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in batches.epoch(0):  # the host's share when the device is a GPU
+        pass
+    host_ips = n_images / (time.perf_counter() - start)
 
     torch.manual_seed(0)
     method = build_method(args.method, args.size, yaml.safe_load(args.params))
     method.to(runtime.device, memory_format=runtime.memory_format())
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3)
+    step_module = torch.compile(method) if args.compile else method
     host = next(iter(batches.epoch(0)))
     if not method.uses_unlabelled:
         host.pop("image_u")
     batch = to_device_batch(host, runtime, gen)
 
-    def step() -> None:
+    def step(module: torch.nn.Module = step_module) -> None:
         with runtime.autocast():
-            loss, _ = method.training_step(batch, args.progress)
+            loss, _ = module(batch, args.progress)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(method)  # eager: the counter does not see inside compiled graphs
     flops = counter.get_total_flops()
     step_s = timed(step, args.repeats)
     images = data.images[data.split("test")[:1]]
@@ -97,8 +103,9 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, device {runtime.device}, precision {args.precision}, "
-          f"channels_last {args.channels_last}")
-    print(f"loader + augmentation: {loader_ips:.0f} images/s ({n_images} images, {args.size}px)")
+          f"channels_last {args.channels_last}, compile {args.compile}")
+    print(f"loader + augmentation: {loader_ips:.0f} images/s ({n_images} images, {args.size}px); "
+          f"host batches alone: {host_ips:.0f} images/s")
     print(f"{args.method} training step ({args.batch} labelled"
           f"{'' if not method.uses_unlabelled else f' + {args.batch} unlabelled'}, "
           f"{args.size}px): {step_s:.3f} s, {flops / 1e9:.1f} GFLOP, "

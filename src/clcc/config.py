@@ -53,6 +53,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training step (minutes of compilation first)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
     recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full

@@ -26,10 +26,20 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 8 + stream)
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,H,W,3) on any device → normalised float (B,3,H,W) for the network."""
-    x = images.permute(0, 3, 1, 2).float().div_(255)
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
+def to_input(
+    images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
+    """uint8 (B,H,W,3) on any device → normalised float (B,3,H,W) for the network.
+
+    The arithmetic is (x/255 − mean)/std, done in place on the pixel-interleaved layout with the
+    statistics tiled along each row (long vectorised loops), so the result is channels-last for
+    free; `memory_format` asks for the layout the network runs in.
+    """
+    b, h, w, c = images.shape
+    x = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+    rows = x.view(b * h, w * c)
+    rows.sub_(MEAN.to(x.device).flatten().repeat(w)).div_(STD.to(x.device).flatten().repeat(w))
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
 def to_target(masks: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,7 @@ def predict_probabilities(
     try:
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
-            x = to_input(chunk.to(runtime.device)).contiguous(
-                memory_format=runtime.memory_format()
-            )
+            x = to_input(chunk.to(runtime.device), runtime.memory_format())
             with runtime.autocast():
                 logits = model(x).logits
             out.append(torch.sigmoid(logits.float())[:, 0].cpu())

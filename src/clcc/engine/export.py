@@ -66,14 +66,19 @@ def export_onnx(model: UNet, size: int, output: Path) -> Path:
 class OnnxModel:
     """An exported model in onnxruntime, with the interface of `predict_probabilities`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        """`threads` = 0 lets onnxruntime use every core."""
         _require("onnxruntime")
         import onnxruntime as ort
 
         if not Path(path).exists():
             raise ClccError(f"{path}: ONNX model not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types
             raise ClccError(f"{path}: not a readable ONNX model ({err})") from err
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -64,24 +64,28 @@ def lr_lambda(warmup: int, total: int, schedule: str):
 def to_device_batch(
     host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
-    """uint8 host batch → normalised float tensors on the device, augmented when `gen` is set."""
+    """uint8 host batch → normalised float tensors on the device, augmented when `gen` is set
+    (on the uint8 pixels, before the one float conversion)."""
     fmt = runtime.memory_format()
-    batch = {"image": to_input(host["image"].to(runtime.device, non_blocking=True)),
-             "mask": to_target(host["mask"].to(runtime.device, non_blocking=True))}
-    if "image_u" in host:
-        batch["image_u"] = to_input(host["image_u"].to(runtime.device, non_blocking=True))
+    raw = {k: v.to(runtime.device, non_blocking=True) for k, v in host.items()}
     if gen is not None:
-        augment_batch(batch, gen)
-    return {k: v.contiguous(memory_format=fmt) for k, v in batch.items()}
+        augment_batch(raw, gen)
+    batch = {"image": to_input(raw["image"], fmt), "mask": to_target(raw["mask"])}
+    if "image_u" in raw:
+        batch["image_u"] = to_input(raw["image_u"], fmt)
+    return batch
 
 
 def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    now = cfg.to_dict()
+    """Refuse to resume with a different config; keys newer than the saved run count as their
+    defaults, so that runs started before an option existed still resume."""
+    now, defaults = cfg.to_dict(), Config().to_dict()
     diffs = [
         f"{section}.{key}"
         for section, values in now.items()
         for key, value in values.items()
-        if saved[section].get(key) != value and key not in RESUME_IGNORED
+        if saved[section].get(key, defaults[section][key]) != value
+        and key not in RESUME_IGNORED
     ]
     if diffs:
         raise ClccError(f"{path}: cannot resume, the config differs in {', '.join(diffs)}")
@@ -130,6 +134,8 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 self.method, find_unused_parameters=self.method.has_unused_parameters
             )
+        if t.compile:
+            self.step_module = torch.compile(self.step_module)
         self.total_steps = t.epochs * len(self.batches)
         self.optimizer = torch.optim.AdamW(
             self.method.trainable_parameters(), lr=cfg.optim.lr,

@@ -1,0 +1,63 @@
+"""The training data path: uint8 augmentation, then one conversion to normalised floats."""
+
+import torch
+
+from clcc.data.augment import augment_batch
+from clcc.data.loaders import MEAN, STD, to_input
+from clcc.engine.runtime import make_runtime
+from clcc.engine.trainer import to_device_batch
+
+
+def _host_batch(b: int = 6, size: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, (b, size, size, 3), generator=g, dtype=torch.uint8)
+    return {"image": image, "mask": (image[..., 0] > 127).to(torch.uint8),
+            "image_u": torch.randint(0, 256, (b, size, size, 3), generator=g, dtype=torch.uint8)}
+
+
+def _dihedral(sample: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips × rotations of a (C,H,W) sample."""
+    return [torch.rot90(s, k, dims=(-2, -1)) for s in (sample, sample.flip(-1)) for k in range(4)]
+
+
+def test_mask_follows_its_image_and_every_sample_is_a_dihedral_image():
+    host = _host_batch(b=32)
+    batch = dict(host)
+    augment_batch(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(batch["mask"], (batch["image"][..., 0] > 127).to(torch.uint8))
+    seen = set()
+    for before, after in zip(host["image"], batch["image"], strict=True):
+        matches = [i for i, t in enumerate(_dihedral(before.permute(2, 0, 1)))
+                   if torch.equal(t, after.permute(2, 0, 1))]
+        assert matches
+        seen.add(matches[0])
+    assert len(seen) == 8  # 32 random draws reach every element of the group here
+
+
+def test_device_batch_equals_normalising_first_then_transforming_floats():
+    """Augmenting the uint8 pixels gives exactly what transforming the float input would."""
+    host = _host_batch()
+    runtime = make_runtime("cpu", "fp32", channels_last=True)
+    batch = to_device_batch(host, runtime, torch.Generator().manual_seed(3))
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(3)  # the same draws, applied to float (B,C,H,W) tensors
+    for key in ("image", "image_u"):
+        x = (host[key].permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
+        flips = (torch.rand(x.shape[0], generator=g) < 0.5).tolist()
+        turns = torch.randint(0, 4, (x.shape[0],), generator=g).tolist()
+        expected = torch.stack([_dihedral(s)[4 * f + k] for s, f, k in zip(x, flips, turns,
+                                                                            strict=True)])
+        assert torch.equal(batch[key], expected)
+        if key == "image":
+            mask = torch.stack([_dihedral(m[None].float())[4 * f + k] for m, f, k in
+                                zip(host["mask"], flips, turns, strict=True)])
+            assert torch.equal(batch["mask"], mask)
+
+
+def test_to_input_values_do_not_depend_on_the_memory_format():
+    images = _host_batch()["image"]
+    plain, last = to_input(images), to_input(images, torch.channels_last)
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, last)
+    assert torch.allclose(plain[0, :, 0, 0], (images[0, 0, 0].float() / 255 - MEAN[0, :, 0, 0])
+                          / STD[0, :, 0, 0])
