@@ -44,3 +44,17 @@ def test_predict_with_onnx(checkpoint, tmp_path):
     assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "out")]) == 0
     assert np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (30, 50)
+
+
+def test_a_channels_last_model_exports_and_stays_channels_last(tmp_path):
+    """Models trained with train.channels_last=true export as well (on a copy)."""
+    from clcc.engine.export import export_onnx
+
+    model = UNet(widths=(4, 8, 16)).eval().to(memory_format=torch.channels_last)
+    onnx_model = OnnxModel(export_onnx(model, 16, tmp_path / "m.onnx"), threads=1)
+    images = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    rgb = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    want = ProbabilityModel(model)(rgb)[:, 0]
+    assert (onnx_model.probabilities(images) - want).abs().max() < TOLERANCE
+    kernel = next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] == 3)
+    assert not kernel.is_contiguous() and kernel.is_contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,22 @@ def test_evaluate_command(checkpoint, tmp_path, capsys):
     assert (tmp_path / "e" / "per_image.csv").read_text().startswith("case,dice,iou")
 
 
+def test_evaluate_in_bf16_is_close_to_fp32(checkpoint, tmp_path):
+    """bf16 autocast changes the probabilities slightly, not the masks' metrics much."""
+    import json
+
+    dice = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--output", str(out),
+                     "--device", "cpu", "--precision", precision]) == 0
+        dice[precision] = json.loads((out / "summary.json").read_text())["dice"]["mean"]
+    assert abs(dice["bf16"] - dice["fp32"]) < 0.02
+    from clcc.engine.predict import load_trained_model
+
+    assert load_trained_model(checkpoint, "cpu", "bf16")[2].dtype == torch.bfloat16
+
+
 def test_prepare_command_prints_the_split(tmp_path, capsys):
     for i in range(10):
         write_pair(tmp_path / "raw" / "images" / f"c{i}.jpg", tmp_path / "raw" / "masks" /

@@ -85,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.engine.predict import load_trained_model
     from clcc.files import write_json
 
-    cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
+    cfg, model, runtime = load_trained_model(args.checkpoint, args.device, args.precision)
     data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
@@ -195,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first re-estimate BatchNorm statistics on the training images")
     p.add_argument("--output", type=Path)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks for a folder of new images")

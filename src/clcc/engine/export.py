@@ -9,6 +9,7 @@ onnxruntime).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,9 @@ def export_onnx(model: UNet, size: int, output: Path) -> Path:
     _require("onnxscript")
     import onnx
 
-    wrapper = ProbabilityModel(model).eval()
+    # a copy in the default layout: the exporter rejects channels-last weights
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    wrapper = ProbabilityModel(plain).eval()
     example = torch.rand(1, 3, size, size)
     batch, height, width = (torch.export.Dim(n, min=1) for n in ("batch", "height", "width"))
     dims = {"rgb": {0: batch, 2: height * model.divisor, 3: width * model.divisor}}

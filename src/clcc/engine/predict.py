@@ -25,11 +25,13 @@ from clcc.models.unet import UNet
 OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
 
 
-def load_trained_model(checkpoint: Path, device: str = "auto") -> tuple[Config, UNet, Runtime]:
-    """The training config, the evaluation U-Net (eval mode) and an fp32 runtime."""
+def load_trained_model(
+    checkpoint: Path, device: str = "auto", precision: str = "fp32"
+) -> tuple[Config, UNet, Runtime]:
+    """The training config, the evaluation U-Net (eval mode) and a runtime (fp32 unless asked)."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
-    runtime = make_runtime(device, "fp32")
+    runtime = make_runtime(device, precision)
     model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout)
     model.load_state_dict(state["model"])
     return cfg, model.to(runtime.device).eval(), runtime
