@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 from PIL import Image
 
 from clcc.cli import main
