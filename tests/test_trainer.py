@@ -106,3 +106,32 @@ def test_validation_with_recalibrated_batchnorm(tiny_config):
     data = PreparedData.open(cfg.data.root, cfg.data.size)
     recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
     assert torch.allclose(model.encoder[0][1].running_mean, saved, atol=1e-6)
+
+
+@pytest.mark.parametrize("option", ["train.channels_last=true", "train.compile=true"])
+def test_speed_options_train_the_same_model(tiny_config, option):
+    """channels-last and torch.compile change how the step runs, not what it computes."""
+    reference = tiny_config("train.epochs=1", "train.name=reference")
+    fast = tiny_config("train.epochs=1", "train.name=fast", option)
+    train(reference)
+    train(fast)
+    want = load_checkpoint(reference.run_dir() / "last.pt")["method"]
+    got = load_checkpoint(fast.run_dir() / "last.pt")["method"]
+    assert want.keys() == got.keys()
+    for key, value in want.items():
+        assert torch.allclose(got[key].float(), value.float(), atol=1e-4), key
+
+
+def test_runs_saved_before_a_new_option_still_resume(tiny_config):
+    """A key missing from an older run's saved config counts as its default."""
+    cfg = tiny_config("train.epochs=1")
+    train(cfg)
+    path = cfg.run_dir() / "last.pt"
+    state = load_checkpoint(path)
+    del state["config"]["train"]["compile"]
+    torch.save(state, path)
+    train(cfg, resume=True)  # accepted: the run is complete, nothing left to do
+    state["config"]["train"]["compile"] = True  # a real difference is still refused
+    torch.save(state, path)
+    with pytest.raises(ClccError, match="differs in train.compile"):
+        train(cfg, resume=True)
