@@ -13,6 +13,7 @@ from clcc.data.loaders import to_input
 from clcc.engine.runtime import Runtime
 from clcc.files import atomic_path
 from clcc.metrics import METRICS, image_metrics, summarise
+from clcc.models.norm import bn_momentum
 
 
 @torch.no_grad()
@@ -44,20 +45,16 @@ def recalibrate_batchnorm(
     A diagnostic (and a remedy) for training schemes that also push other inputs through the
     network, such as CLCC's patches: afterwards the statistics describe full images only.
     """
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
     was_training = model.training
     model.train()
     try:
-        for start in range(0, len(images), batch_size):
-            chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
-            model(to_input(chunk.to(runtime.device)))
+        with bn_momentum(model, None) as layers:  # None: cumulative average over all batches
+            for m in layers:
+                m.reset_running_stats()
+            for start in range(0, len(images), batch_size):
+                chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
+                model(to_input(chunk.to(runtime.device)))
     finally:
-        for m, momentum in zip(layers, saved, strict=True):
-            m.momentum = momentum
         model.train(was_training)
 
 

@@ -1,4 +1,5 @@
-"""BatchNorm helpers shared by methods that run extra forward passes (patches, teachers)."""
+"""BatchNorm helpers shared by methods that run extra forward passes (patches, teachers) and by
+the re-estimation of running statistics."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from torch import nn
 
 
 @contextlib.contextmanager
-def frozen_bn_statistics(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers keep normalising with batch statistics but update no running stats."""
+def bn_momentum(model: nn.Module, momentum: float | None) -> Iterator[list[nn.Module]]:
+    """Every BatchNorm layer of `model` with this momentum (0: running statistics stay as they
+    are; None: cumulative average), restored afterwards. Yields the layers."""
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in layers]
     for m in layers:
-        m.momentum = 0.0
+        m.momentum = momentum
     try:
-        yield
+        yield layers
     finally:
-        for m, momentum in zip(layers, saved, strict=True):
-            m.momentum = momentum
+        for m, value in zip(layers, saved, strict=True):
+            m.momentum = value
+
+
+def frozen_bn_statistics(model: nn.Module) -> contextlib.AbstractContextManager:
+    """BatchNorm layers keep normalising with batch statistics but update no running stats."""
+    return bn_momentum(model, 0.0)
