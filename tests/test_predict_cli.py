@@ -72,8 +72,6 @@ def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
 
 
 def test_batchnorm_recalibration_is_the_plain_average():
-    import torch
-
     from clcc.engine.evaluate import recalibrate_batchnorm
     from clcc.engine.runtime import make_runtime
     from clcc.models.unet import UNet

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -57,8 +60,23 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
             path.rename(path.with_name(CRAFTED + path.name))
     prepare("folder", root / "raw", root / "prepared", labelled=6, selections=(0, 1), size=32)
     overrides = [*TINY, f"data.root={root / 'prepared'}"]
-    run_grid(None, overrides, ["supervised", "mean-teacher"], [0, 1], root / "grid")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_grid(None, overrides, ["supervised", "mean-teacher"], [0, 1], root / "grid",
+                 poll_s=0.2)
+    (root / "grid" / "printed.txt").write_text(printed.getvalue())
     return root / "grid"
+
+
+@pytest.mark.slow
+def test_grid_shows_progress_per_epoch_and_per_run(experiment: Path):
+    printed = (experiment / "printed.txt").read_text()
+    assert printed.startswith("experiment: 4 runs, 0 already done")
+    assert re.search(r"-sel\d: epoch [12]/2  \[[0-3]/4 runs done, elapsed \d\d:\d\d:\d\d, "
+                     r"about \d\d:\d\d:\d\d left\]", printed)
+    done = [line for line in printed.splitlines() if line.startswith("  done ")]
+    assert len(done) == 4 and done[-1].startswith("  done  mean-teacher-sel1 in ")
+    assert "[4/4 runs done, elapsed " in done[-1] and done[-1].endswith("about 00:00:00 left]")
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from clcc.config import Config, load_config
+from clcc.engine.logging import read_log
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
 
@@ -66,6 +67,19 @@ def _fmt(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
+def _last_epoch(run_dir: Path) -> int:
+    """The last epoch a running run has logged (0 before the first)."""
+    records = read_log(run_dir / "metrics.jsonl")
+    return int(records[-1]["epoch"]) if records else 0
+
+
+def _estimate_run_s(finished: list[float], elapsed: float, fraction: float) -> float:
+    """Seconds one run takes: the mean of finished runs, else the current run extrapolated."""
+    if finished:
+        return float(np.mean(finished))
+    return elapsed / max(fraction, 1e-9)
+
+
 def run_grid(
     config: Path | None,
     overrides: list[str],
@@ -74,6 +88,7 @@ def run_grid(
     output: Path,
     jobs: int = 1,
     report: bool = True,
+    poll_s: float = 2.0,
 ) -> dict[str, Any]:
     """Train every (method, selection) pair not yet finished, then write the tables and
     (with `report`) the figures and HTML report."""
@@ -87,11 +102,22 @@ def run_grid(
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
     started, durations = time.perf_counter(), []
     running: list[tuple[subprocess.Popen, Any, float, Any]] = []
+    shown: dict[Path, int] = {}  # last epoch reported per running run
+    base: dict[Path, int] = {}  # the epoch a run started (resumed) from
+
+    def status(run_s: float) -> str:
+        """Runs done / total, elapsed, and the time left at `run_s` seconds per run."""
+        unfinished = sum(1 - shown.get(c.run_dir(), 0) / c.train.epochs for _, c, _, _ in running)
+        left = (len(todo) + unfinished) * run_s / max(1, jobs)
+        return (f"[{len(grid) - len(todo) - len(running)}/{len(grid)} runs done, "
+                f"elapsed {_fmt(time.perf_counter() - started)}, about {_fmt(left)} left]")
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else dict(os.environ)
     while todo or running:
         while todo and len(running) < jobs:
             variant, selection, cfg, sets = todo.pop(0)
             cfg.run_dir().mkdir(parents=True, exist_ok=True)
+            base[cfg.run_dir()] = shown[cfg.run_dir()] = _last_epoch(cfg.run_dir())
             log = open(cfg.run_dir() / "train.log", "a")
             cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set",
                    "train.progress=false"]
@@ -103,22 +129,26 @@ def run_grid(
                 cmd += ["--set", "train.threads=1"]
             running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
                             cfg, time.perf_counter(), log))
-            print(f"  start {cfg.run_dir().name}")
-        time.sleep(2)
+            print(f"  start {cfg.run_dir().name}", flush=True)
+        time.sleep(poll_s)
         for item in list(running):
             proc, cfg, t0, log = item
             if proc.poll() is None:
+                epoch = _last_epoch(cfg.run_dir())
+                if epoch > shown.get(cfg.run_dir(), 0):
+                    shown[cfg.run_dir()] = epoch
+                    run_s = _estimate_run_s(durations, time.perf_counter() - t0,
+                                            (epoch - base[cfg.run_dir()]) / cfg.train.epochs)
+                    print(f"  {cfg.run_dir().name}: epoch {epoch}/{cfg.train.epochs}  "
+                          f"{status(run_s)}", flush=True)
                 continue
             running.remove(item)
             log.close()
             if proc.returncode != 0:
                 raise ClccError(f"run {cfg.run_dir()} failed; see {cfg.run_dir() / 'train.log'}")
             durations.append(time.perf_counter() - t0)
-            done = len(grid) - len(todo) - len(running)
-            left = (len(todo) + len(running)) * float(np.mean(durations)) / max(1, jobs)
             print(f"  done  {cfg.run_dir().name} in {_fmt(durations[-1])}  "
-                  f"[{done}/{len(grid)}, elapsed {_fmt(time.perf_counter() - started)}, "
-                  f"about {_fmt(left)} left]")
+                  f"{status(float(np.mean(durations)))}", flush=True)
     results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in grid]
     for r, g in zip(results, grid, strict=True):
         r["variant"] = g[0].spec
