@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.export import OnnxModel, export_onnx
 from clcc.engine.runtime import make_runtime
 from clcc.methods import build_method
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import platform
 import resource
 import time
 
-import numpy as np
 import torch
+from timing import median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 from clcc.data.loaders import TrainBatches, epoch_generator
@@ -25,17 +25,6 @@ from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.runtime import make_runtime
 from clcc.engine.trainer import to_device_batch
 from clcc.methods import build_method
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -97,9 +86,9 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         step(method)  # eager: the counter does not see inside compiled graphs
     flops = counter.get_total_flops()
-    step_s = timed(step, args.repeats)
+    step_s = median_seconds(step, args.repeats)
     images = data.images[data.split("test")[:1]]
-    infer_s = timed(lambda: predict_probabilities(method.model, images, runtime), 10)
+    infer_s = median_seconds(lambda: predict_probabilities(method.model, images, runtime), 10)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} threads, device {runtime.device}, precision {args.precision}, "
