@@ -63,8 +63,11 @@ def build_report(experiment: Path, figure_rows: int = 6) -> Path:
     shown = min(r["selection"] for r in runs)
     out = experiment / "report"
 
-    curves = {f"{r['variant']} sel{r['selection']}": read_log(Path(r["run"]) / "metrics.jsonl")
-              for r in runs}
+    curves: dict[str, dict[int, list]] = {}
+    for r in runs:
+        curves.setdefault(r["variant"], {})[r["selection"]] = read_log(
+            Path(r["run"]) / "metrics.jsonl"
+        )
     training_curves(curves, out / "curves.png")
 
     per_image = {v: [_per_image_dice(Path(r["run"])) for r in runs if r["variant"] == v]

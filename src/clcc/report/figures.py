@@ -29,19 +29,27 @@ def stage_boundary(log: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def training_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """`runs`: label → per-epoch records. Validation Dice and training loss per epoch."""
+SELECTION_STYLES = ("-", ":", "-.", (0, (5, 1)))  # dashed is kept for the stage boundary
+
+
+def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path) -> Path:
+    """`runs`: method → selection → per-epoch records. Validation Dice and training loss per
+    epoch, one colour per method and one line style per selection."""
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for label, log in runs.items():
-        val = [(r["epoch"], 100 * r["val/dice"]) for r in log if "val/dice" in r]
-        line = ax_val.plot(*zip(*val, strict=True), label=label, lw=1.2)[0] if val else None
-        colour = line.get_color() if line else None
-        ax_loss.plot([r["epoch"] for r in log], [r["train/loss"] for r in log], lw=1.0,
-                     label=label, color=colour)
-        boundary = stage_boundary(log)
-        if boundary is not None:
-            for ax in (ax_val, ax_loss):
-                ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
+    for m, (method, selections) in enumerate(runs.items()):
+        colour = f"C{m % 10}"
+        for s, (selection, log) in enumerate(sorted(selections.items())):
+            style = {"color": colour, "ls": SELECTION_STYLES[s % len(SELECTION_STYLES)],
+                     "label": f"{method} sel{selection}"}
+            val = [(r["epoch"], 100 * r["val/dice"]) for r in log if "val/dice" in r]
+            if val:
+                ax_val.plot(*zip(*val, strict=True), lw=1.2, **style)
+            ax_loss.plot([r["epoch"] for r in log], [r["train/loss"] for r in log], lw=1.0,
+                         **style)
+            boundary = stage_boundary(log)
+            if boundary is not None:
+                for ax in (ax_val, ax_loss):
+                    ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
     ax_val.set(xlabel="epoch", ylabel="validation Dice (%)", title="Validation Dice")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (dashed: CLCC stage 2 starts)")
     ax_val.legend(fontsize=7)
