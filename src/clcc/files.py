@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader never sees a half-written output, even after a crash."""
+"""Atomic file writes: a reader never sees a half-written output, even after a crash.
+
+Temporary names are not made with `mkstemp`/`mkdtemp`: those create mode 0600/0700, which the
+rename would carry onto every checkpoint, table and report, unreadable to anyone else on a shared
+server. The writer creates the temporary file itself, so the user's umask applies.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,15 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def _temporary_name(target: Path) -> Path:
+    """A fresh hidden name beside `target` (same file system, so the final rename is atomic)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 @contextlib.contextmanager
@@ -17,14 +27,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    tmp = _temporary_name(target)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -32,7 +40,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; swap it in for `target` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = _temporary_name(target)
+    tmp.mkdir()
     try:
         yield tmp
         if target.exists():
