@@ -1,7 +1,11 @@
+import platform
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from clcc import __version__
 from clcc.cli import main
 
 from helpers import write_pair
@@ -43,6 +47,14 @@ def test_evaluate_in_bf16_is_close_to_fp32(checkpoint, tmp_path):
     from clcc.engine.predict import load_trained_model
 
     assert load_trained_model(checkpoint, "cpu", "bf16")[2].dtype == torch.bfloat16
+
+
+def test_version_names_clcc_torch_and_python(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == (
+        f"clcc {__version__} (torch {torch.__version__}, Python {platform.python_version()})\n")
 
 
 def test_prepare_command_prints_the_split(tmp_path, capsys):

@@ -26,6 +26,9 @@ def test_fit_writes_checkpoints_logs_and_test_metrics(tiny_config):
     assert [r["epoch"] for r in log] == [1, 2, 3] and all("val/dice" in r for r in log)
     assert log[0]["lr"] > log[1]["lr"] > log[2]["lr"] == pytest.approx(0, abs=1e-12)
     assert 0 <= results["test"]["dice"]["mean"] <= 1 and "hd95" in results["test"]
+    env = json.loads((run / "results.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert env["hardware"] and env["threads"] == torch.get_num_threads()
     rows = (run / "test_per_image.csv").read_text().splitlines()
     assert rows[0] == "case,dice,iou,mae,precision,recall,hd95" and len(rows) == 1 + 8
     state = load_checkpoint(run / "last.pt")  # weights_only=True

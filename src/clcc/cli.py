@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clcc import __version__
 from clcc.errors import ClccError
 
 
@@ -149,8 +150,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.workdir), methods=args.methods.split(), epochs=args.epochs)
 
 
+class _PrintVersion(argparse.Action):
+    """`clcc --version`, with torch's version for bug reports; torch is imported only then."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import platform
+
+        import torch
+
+        print(f"clcc {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clcc", description=__doc__)
+    parser.add_argument("--version", action=_PrintVersion, help="show versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="prepare, generate or download data sets")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from clcc import __version__
 from clcc.errors import ClccError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,3 +58,22 @@ def make_runtime(device: str, precision: str, channels_last: bool = False) -> Ru
     if precision not in DTYPES:
         raise ClccError(f"unknown precision {precision!r}; choose auto, {', '.join(DTYPES)}")
     return Runtime(dev, DTYPES[precision], channels_last)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What made a result, for its `results.json`: a table is only comparable to another when
+    the software and the hardware behind both are known."""
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return {
+        "clcc": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "device": device.type, "hardware": hardware, "threads": torch.get_num_threads(),
+    }
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one (Linux), else what `platform` says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

@@ -36,7 +36,7 @@ from clcc.engine.distributed import (
 from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
 from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
-from clcc.engine.runtime import Runtime, make_runtime
+from clcc.engine.runtime import Runtime, environment, make_runtime
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
 from clcc.methods import Method, build_method
@@ -273,6 +273,7 @@ class Trainer:
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
             "best_epoch": self.best_epoch, "epochs": self.cfg.train.epochs,
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
+            "environment": environment(self.runtime.device),
         }
         for split in ("val", "test"):
             rows, summary = evaluate(model, *self._split(split), runtime)
