@@ -42,6 +42,26 @@ def test_table_rows_by_hand():
     assert "| a | 60.00 ± 10.00 | 60.00 ± 10.00 |" in markdown_table(rows)
 
 
+def test_curves_mark_each_methods_stage_boundary_once(tmp_path: Path, monkeypatch):
+    import matplotlib.axes
+
+    from clcc.report.figures import stage_boundary, training_curves
+
+    def log(stages):
+        return [{"epoch": e, "train/loss": 1.0 / e, "train/stage": st, "val/dice": 0.5}
+                for e, st in enumerate(stages, start=1)]
+
+    clcc_log = log([1.0, 1.0, 2.0, 2.0])
+    assert stage_boundary(clcc_log) == 3
+    lines = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline",
+                        lambda ax, x, **kw: lines.append(x))
+    training_curves({"clcc": {0: clcc_log, 1: clcc_log, 2: clcc_log},
+                     "supervised": {0: log([1.0] * 4)}}, tmp_path / "curves.png")
+    assert lines == [2.5, 2.5]  # one per panel, not one per selection
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_paired_comparison_by_hand():
     a, b = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
     result = paired_comparison(a, b)

@@ -46,10 +46,10 @@ def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path
                 ax_val.plot(*zip(*val, strict=True), lw=1.2, **style)
             ax_loss.plot([r["epoch"] for r in log], [r["train/loss"] for r in log], lw=1.0,
                          **style)
-            boundary = stage_boundary(log)
-            if boundary is not None:
-                for ax in (ax_val, ax_loss):
-                    ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
+        boundaries = {stage_boundary(log) for log in selections.values()} - {None}
+        for boundary in sorted(boundaries):  # selections share the schedule: usually one line
+            for ax in (ax_val, ax_loss):
+                ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
     ax_val.set(xlabel="epoch", ylabel="validation Dice (%)", title="Validation Dice")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (dashed: CLCC stage 2 starts)")
     ax_val.legend(fontsize=7)
