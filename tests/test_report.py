@@ -14,6 +14,7 @@ import pytest
 
 from clcc.data.prepare import prepare
 from clcc.data.synthetic import write_synthetic
+from clcc.errors import ClccError
 from clcc.experiment import Variant, markdown_table, run_grid, summarise_runs
 from clcc.report.stats import paired_comparison
 
@@ -109,6 +110,28 @@ def test_grid_writes_tables_figures_and_a_safe_page(experiment: Path):
     assert "http://" not in page and "https://" not in page
     again = run_grid(None, [], ["supervised", "mean-teacher"], [0, 1], experiment, report=False)
     assert len(again["rows"]) == 2  # every run skipped: the grid resumes instead of retraining
+
+
+@pytest.mark.slow
+def test_report_pairs_every_method_with_the_chosen_reference(experiment: Path, tmp_path: Path):
+    from clcc.report.build import build_report
+
+    shutil.copy(experiment / "table.json", tmp_path / "table.json")  # runs stay where they are
+    with pytest.raises(ClccError, match=r"no method 'uamt'.*supervised, mean-teacher"):
+        build_report(tmp_path, reference="uamt")
+    build_report(tmp_path, reference="mean-teacher")
+    data = json.loads((tmp_path / "report" / "data.json").read_text())
+    default = json.loads((experiment / "report" / "data.json").read_text())
+    [pair], [default_pair] = data["comparisons"], default["comparisons"]
+    assert (pair["a"], pair["b"]) == ("supervised", "mean-teacher")
+    assert (default_pair["a"], default_pair["b"]) == ("mean-teacher", "supervised")
+    assert pair["mean_diff"] == pytest.approx(-default_pair["mean_diff"])
+
+
+def test_grid_refuses_an_unknown_reference_before_training(tmp_path: Path):
+    with pytest.raises(ClccError, match="--reference 'urpc' is not one of the methods"):
+        run_grid(None, [], ["supervised", "clcc"], [0], tmp_path / "grid", reference="urpc")
+    assert not (tmp_path / "grid").exists()
 
 
 @pytest.mark.slow

@@ -125,13 +125,13 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
     run_grid(args.config, list(args.set or []), args.methods.split(),
              list(args.selections), Path(args.output), jobs=args.jobs,
-             report=not args.no_report)
+             report=not args.no_report, reference=args.reference)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from clcc.report.build import build_report
 
-    print(f"wrote {build_report(args.experiment)}")
+    print(f"wrote {build_report(args.experiment, reference=args.reference)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -234,10 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each)")
     p.add_argument("--no-report", action="store_true", help="tables only, no figures/HTML")
+    p.add_argument("--reference", metavar="METHOD",
+                   help="the method every other one is paired with (default: the first)")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="(re)build the figures and HTML report of an experiment")
     p.add_argument("--experiment", required=True, type=Path)
+    p.add_argument("--reference", metavar="METHOD",
+                   help="the method every other one is paired with (default: the first)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")

@@ -89,10 +89,13 @@ def run_grid(
     jobs: int = 1,
     report: bool = True,
     poll_s: float = 2.0,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Train every (method, selection) pair not yet finished, then write the tables and
     (with `report`) the figures and HTML report."""
     variants = [Variant(m) for m in methods]
+    if reference is not None and reference not in [v.spec for v in variants]:
+        raise ClccError(f"--reference {reference!r} is not one of the methods: {' '.join(methods)}")
     grid = []
     for variant in variants:
         for selection in selections:
@@ -156,7 +159,7 @@ def run_grid(
     if report:
         from clcc.report.build import build_report
 
-        print(f"report: {build_report(output)}")
+        print(f"report: {build_report(output, reference=reference)}")
     return summary
 
 

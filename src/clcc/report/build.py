@@ -52,7 +52,9 @@ def figure_cases(dice: dict[str, np.ndarray], names: list[str], count: int) -> l
     return hard + sorted(int(i) for i in drawn)
 
 
-def build_report(experiment: Path, figure_rows: int = 6) -> Path:
+def build_report(experiment: Path, figure_rows: int = 6, reference: str | None = None) -> Path:
+    """Figures, data.json and index.html under <experiment>/report; every method is paired
+    with `reference` (default: the experiment's first method)."""
     experiment = Path(experiment)
     table_path = experiment / "table.json"
     if not table_path.exists():
@@ -60,6 +62,10 @@ def build_report(experiment: Path, figure_rows: int = 6) -> Path:
     table = json.loads(table_path.read_text())
     runs = table["runs"]
     variants = list(dict.fromkeys(r["variant"] for r in runs))
+    reference = variants[0] if reference is None else reference
+    if reference not in variants:
+        raise ClccError(f"{table_path}: no method {reference!r} to compare with; the "
+                        f"experiment has {', '.join(variants)}")
     shown = min(r["selection"] for r in runs)
     out = experiment / "report"
 
@@ -76,8 +82,8 @@ def build_report(experiment: Path, figure_rows: int = 6) -> Path:
     mean_dice = {v: np.array([np.mean([sel[c] for sel in per_image[v]]) for c in cases])
                  for v in variants}
     comparisons = [
-        {"a": v, "b": variants[0], **paired_comparison(mean_dice[v], mean_dice[variants[0]])}
-        for v in variants[1:]
+        {"a": v, "b": reference, **paired_comparison(mean_dice[v], mean_dice[reference])}
+        for v in variants if v != reference
     ]
 
     first = next(r for r in runs if r["selection"] == shown)
