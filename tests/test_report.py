@@ -15,7 +15,7 @@ import pytest
 from clcc.data.prepare import prepare
 from clcc.data.synthetic import write_synthetic
 from clcc.errors import ClccError
-from clcc.experiment import Variant, markdown_table, run_grid, summarise_runs
+from clcc.experiment import Variant, markdown_table, run_config, run_grid, summarise_runs
 from clcc.report.stats import paired_comparison
 
 from conftest import TINY
@@ -27,6 +27,17 @@ def test_variant_entries():
     v = Variant("clcc:n=4,alpha=0")
     assert (v.method, v.params, v.slug) == ("clcc", {"n": 4, "alpha": 0}, "clcc-n4-alpha0")
     assert Variant("supervised").params == {}
+
+
+def test_variant_dotted_keys_set_the_runs_config(tmp_path: Path):
+    variant = Variant("clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true")
+    cfg, _ = run_config(None, [], variant, 2, tmp_path)
+    assert cfg.method.params == {"n": 4, "patch_bn": "frozen"}
+    assert cfg.train.recalibrate_bn is True and cfg.data.selection == 2
+    assert cfg.run_dir() == tmp_path / "clcc-n4-patch_bnfrozen-train.recalibrate_bntrue-sel2"
+    assert run_config(None, [], Variant("clcc"), 2, tmp_path)[0].train.recalibrate_bn is False
+    with pytest.raises(ClccError, match="recalibrate"):
+        run_config(None, [], Variant("clcc:train.recalibrate=true"), 0, tmp_path)
 
 
 def test_table_rows_by_hand():

@@ -32,7 +32,8 @@ TABLE_METRICS = ("mae", "dice", "iou")
 
 @dataclass(frozen=True)
 class Variant:
-    """A method name with parameter overrides, e.g. `clcc:alpha=0`."""
+    """A method name with parameter overrides, e.g. `clcc:alpha=0`; a dotted key is a config
+    key of the run, e.g. `clcc:patch_bn=frozen,train.recalibrate_bn=true`."""
 
     spec: str
 
@@ -40,18 +41,22 @@ class Variant:
     def method(self) -> str:
         return self.spec.split(":", 1)[0]
 
-    @property
-    def params(self) -> dict[str, Any]:
+    def _pairs(self) -> list[tuple[str, str]]:
+        """The entry's key=value pairs as written."""
         if ":" not in self.spec:
-            return {}
+            return []
         pairs = [p for p in self.spec.split(":", 1)[1].split(",") if p]
         if not all("=" in p for p in pairs):
             raise ClccError(f"method entry {self.spec!r} must look like name:key=value,key=value")
-        return {k.strip(): yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+        return [(k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in pairs)]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: yaml.safe_load(v) for k, v in self._pairs()}
 
     @property
     def slug(self) -> str:
-        suffix = "".join(f"-{k}{v}" for k, v in self.params.items())
+        suffix = "".join(f"-{k}{v}" for k, v in self._pairs())
         return f"{self.method}{suffix}".replace("/", "_").replace(" ", "")
 
 
@@ -59,7 +64,8 @@ def run_config(base: Path | None, overrides: list[str], variant: Variant, select
                output: Path) -> tuple[Config, list[str]]:
     sets = [*overrides, f"method.name={variant.method}", f"data.selection={selection}",
             f"train.output={output}", f"train.name={variant.slug}-sel{selection}"]
-    sets += [f"method.params.{k}={json.dumps(v)}" for k, v in variant.params.items()]
+    sets += [f"{k if '.' in k else 'method.params.' + k}={json.dumps(v)}"
+             for k, v in variant.params.items()]
     return load_config(base, sets), sets
 
 
