@@ -15,7 +15,14 @@ import pytest
 from clcc.data.prepare import prepare
 from clcc.data.synthetic import write_synthetic
 from clcc.errors import ClccError
-from clcc.experiment import Variant, markdown_table, run_config, run_grid, summarise_runs
+from clcc.experiment import (
+    Variant,
+    markdown_table,
+    run_config,
+    run_grid,
+    summarise_runs,
+    whole_run_s,
+)
 from clcc.report.stats import paired_comparison
 
 from conftest import TINY
@@ -38,6 +45,11 @@ def test_variant_dotted_keys_set_the_runs_config(tmp_path: Path):
     assert run_config(None, [], Variant("clcc"), 2, tmp_path)[0].train.recalibrate_bn is False
     with pytest.raises(ClccError, match="recalibrate"):
         run_config(None, [], Variant("clcc:train.recalibrate=true"), 0, tmp_path)
+
+
+def test_time_left_counts_a_resumed_run_as_the_part_it_trained():
+    assert whole_run_s(100.0, 45, 60) == pytest.approx(400.0)  # 15 of 60 epochs in 100 s
+    assert whole_run_s(100.0, 0, 60) == pytest.approx(100.0)
 
 
 def test_table_rows_by_hand():

@@ -79,6 +79,12 @@ def _last_epoch(run_dir: Path) -> int:
     return int(records[-1]["epoch"]) if records else 0
 
 
+def whole_run_s(took: float, start_epoch: int, epochs: int) -> float:
+    """Seconds a whole run would take, from one that resumed at `start_epoch` and took `took`
+    seconds to finish (time-left estimates would otherwise count a resumed run as whole)."""
+    return took * epochs / (epochs - start_epoch)
+
+
 def _estimate_run_s(finished: list[float], elapsed: float, fraction: float) -> float:
     """Seconds one run takes: the mean of finished runs, else the current run extrapolated."""
     if finished:
@@ -155,9 +161,11 @@ def run_grid(
             log.close()
             if proc.returncode != 0:
                 raise ClccError(f"run {cfg.run_dir()} failed; see {cfg.run_dir() / 'train.log'}")
-            durations.append(time.perf_counter() - t0)
-            print(f"  done  {cfg.run_dir().name} in {_fmt(durations[-1])}  "
-                  f"{status(float(np.mean(durations)))}", flush=True)
+            took = time.perf_counter() - t0
+            if base[cfg.run_dir()] < cfg.train.epochs:
+                durations.append(whole_run_s(took, base[cfg.run_dir()], cfg.train.epochs))
+            print(f"  done  {cfg.run_dir().name} in {_fmt(took)}  "
+                  f"{status(_estimate_run_s(durations, took, 1.0))}", flush=True)
     results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in grid]
     for r, g in zip(results, grid, strict=True):
         r["variant"] = g[0].spec
