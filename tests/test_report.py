@@ -83,6 +83,12 @@ def test_curves_mark_each_methods_stage_boundary_once(tmp_path: Path, monkeypatc
     training_curves({"clcc": {0: clcc_log, 1: clcc_log, 2: clcc_log},
                      "supervised": {0: log([1.0] * 4)}}, tmp_path / "curves.png")
     assert lines == [2.5, 2.5]  # one per panel, not one per selection
+    legend = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend",
+                        lambda ax, handles, **kw: legend.extend(h.get_label() for h in handles))
+    training_curves({"clcc": {1: clcc_log}, "supervised": {0: clcc_log, 2: clcc_log}},
+                    tmp_path / "curves.png")
+    assert legend == ["clcc", "supervised", "selection 0", "selection 1", "selection 2"]
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from clcc.files import atomic_path  # noqa: E402
 
@@ -35,25 +36,30 @@ SELECTION_STYLES = ("-", ":", "-.", (0, (5, 1)))  # dashed is kept for the stage
 def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path) -> Path:
     """`runs`: method → selection → per-epoch records. Validation Dice and training loss per
     epoch, one colour per method and one line style per selection."""
+    selections = sorted({s for per_method in runs.values() for s in per_method})
+    styles = {s: SELECTION_STYLES[i % len(SELECTION_STYLES)] for i, s in enumerate(selections)}
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for m, (method, selections) in enumerate(runs.items()):
+    for m, logs in enumerate(runs.values()):
         colour = f"C{m % 10}"
-        for s, (selection, log) in enumerate(sorted(selections.items())):
-            style = {"color": colour, "ls": SELECTION_STYLES[s % len(SELECTION_STYLES)],
-                     "label": f"{method} sel{selection}"}
+        for selection, log in logs.items():
+            style = {"color": colour, "ls": styles[selection]}
             val = [(r["epoch"], 100 * r["val/dice"]) for r in log if "val/dice" in r]
             if val:
                 ax_val.plot(*zip(*val, strict=True), lw=1.2, **style)
             ax_loss.plot([r["epoch"] for r in log], [r["train/loss"] for r in log], lw=1.0,
                          **style)
-        boundaries = {stage_boundary(log) for log in selections.values()} - {None}
+        boundaries = {stage_boundary(log) for log in logs.values()} - {None}
         for boundary in sorted(boundaries):  # selections share the schedule: usually one line
             for ax in (ax_val, ax_loss):
                 ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
     ax_val.set(xlabel="epoch", ylabel="validation Dice (%)", title="Validation Dice")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (dashed: CLCC stage 2 starts)")
-    ax_val.legend(fontsize=7)
-    ax_loss.legend(fontsize=7)
+    # one entry per method (colour) and per selection (line style), beside the plots: one per
+    # run would make the legend of a 7 × 3 grid cover the curves
+    keys = [Line2D([], [], color=f"C{m % 10}", label=method) for m, method in enumerate(runs)]
+    keys += [Line2D([], [], color="black", ls=styles[s], label=f"selection {s}")
+             for s in selections]
+    ax_loss.legend(handles=keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     _save(fig, path)
     return Path(path)
 
