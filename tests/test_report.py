@@ -155,6 +155,9 @@ def test_report_pairs_every_method_with_the_chosen_reference(experiment: Path, t
     assert (pair["a"], pair["b"]) == ("supervised", "mean-teacher")
     assert (default_pair["a"], default_pair["b"]) == ("mean-teacher", "supervised")
     assert pair["mean_diff"] == pytest.approx(-default_pair["mean_diff"])
+    page = (tmp_path / "report" / "index.html").read_text()
+    gap_b = re.search(r'<select id="gap-b">.*?</select>', page).group(0)
+    assert '<option value="mean-teacher" selected>' in gap_b  # gallery gap: A − reference
 
 
 def test_grid_refuses_an_unknown_reference_before_training(tmp_path: Path):

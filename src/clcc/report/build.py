@@ -122,6 +122,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
     page = render_report(
         title=f"clcc experiment: {experiment.name}", rows=table["rows"],
         comparisons=comparisons, gallery=gallery, methods=variants, selection=shown,
+        reference=reference,
     )
     write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
     write_text(out / "index.html", page)

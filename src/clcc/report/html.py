@@ -102,12 +102,14 @@ def render_report(
     gallery: list[dict[str, Any]],
     methods: list[str],
     selection: int,
+    reference: str,
 ) -> str:
+    """The page; the gallery's gap A − B starts as the first other method − `reference`."""
     payload = json.dumps({"methods": methods, "gallery": gallery}).replace("<", "\\u003c")
     method_heads = "".join(f"<th>{escape(m)}</th>" for m in methods)
     dice_heads = "".join(f"<th>Dice {escape(m)}</th>" for m in methods)
     sort_options = _options(methods, methods[0]) + '<option value="__gap__">gap A − B</option>'
-    second = methods[1] if len(methods) > 1 else methods[0]
+    second = next((m for m in methods if m != reference), reference)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -125,7 +127,7 @@ seed 0.</p>
 <h2>Gallery (selection {selection}; green: predicted or true foreground)</h2>
 <div class=controls>sort by <select id="sort-key">{sort_options}</select>
 gap A <select id="gap-a">{_options(methods, second)}</select>
-− B <select id="gap-b">{_options(methods, methods[0])}</select>
+− B <select id="gap-b">{_options(methods, reference)}</select>
 <select id="sort-order"><option value="asc">ascending</option>
 <option value="desc">descending</option></select></div>
 <table id="gallery"><thead><tr><th class=name>case</th><th>image</th><th>truth</th>
