@@ -92,6 +92,15 @@ def test_curves_mark_each_methods_stage_boundary_once(tmp_path: Path, monkeypatc
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_figure_column_titles_break_long_entries_after_commas():
+    from clcc.report.figures import column_title
+
+    assert column_title("supervised") == "supervised"
+    assert column_title("clcc:n=4,beta=0") == "clcc:n=4,beta=0"
+    assert column_title("clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true") == (
+        "clcc:n=4,\npatch_bn=frozen,\ntrain.recalibrate_bn=true")
+
+
 def test_paired_comparison_by_hand():
     a, b = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4]), np.array([0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
     result = paired_comparison(a, b)

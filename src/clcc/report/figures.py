@@ -3,6 +3,7 @@ Fig. 3 (image | each method | ground truth)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,18 @@ def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path
     return Path(path)
 
 
+def column_title(method: str, width: int = 16) -> str:
+    """A method entry broken after its commas (and colon) into lines of at most ~`width`
+    characters, so that long entries do not run into the next column's title."""
+    parts = re.split(r"(?<=[:,])", method)
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
 def qualitative_figure(
     images: np.ndarray,
     truths: np.ndarray,
@@ -84,7 +97,7 @@ def qualitative_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(columns[col], fontsize=8)
+                ax.set_title(column_title(columns[col]), fontsize=8)
         axes[row][0].set_ylabel(name[:14], fontsize=6)
     _save(fig, path)
     return Path(path)
