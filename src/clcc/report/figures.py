@@ -40,8 +40,12 @@ def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path
     selections = sorted({s for per_method in runs.values() for s in per_method})
     styles = {s: SELECTION_STYLES[i % len(SELECTION_STYLES)] for i, s in enumerate(selections)}
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for m, logs in enumerate(runs.values()):
+    # the legend: one entry per method (colour) and per selection (line style), beside the
+    # plots; one per run would make the legend of a 7 × 3 grid cover the curves
+    keys: list[Line2D] = []
+    for m, (method, logs) in enumerate(runs.items()):
         colour = f"C{m % 10}"
+        keys.append(Line2D([], [], color=colour, label=method))
         for selection, log in logs.items():
             style = {"color": colour, "ls": styles[selection]}
             val = [(r["epoch"], 100 * r["val/dice"]) for r in log if "val/dice" in r]
@@ -55,9 +59,6 @@ def training_curves(runs: dict[str, dict[int, list[dict[str, Any]]]], path: Path
                 ax.axvline(boundary - 0.5, color=colour, ls="--", lw=0.8, alpha=0.7)
     ax_val.set(xlabel="epoch", ylabel="validation Dice (%)", title="Validation Dice")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Training loss (dashed: CLCC stage 2 starts)")
-    # one entry per method (colour) and per selection (line style), beside the plots: one per
-    # run would make the legend of a 7 × 3 grid cover the curves
-    keys = [Line2D([], [], color=f"C{m % 10}", label=method) for m, method in enumerate(runs)]
     keys += [Line2D([], [], color="black", ls=styles[s], label=f"selection {s}")
              for s in selections]
     ax_loss.legend(handles=keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
