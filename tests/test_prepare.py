@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +87,51 @@ def test_labelled_count_out_of_range(tmp_path):
     _raw(tmp_path / "raw")
     with pytest.raises(ClccError, match="labelled subset 50 gives 50 of 6 training cases"):
         prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=50, size=16)
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_output_folder_with_other_files_is_left_untouched(tmp_path):
+    _raw(tmp_path / "raw")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("years of work")
+    with pytest.raises(ClccError, match=r"out: --output is a non-empty folder that is not a pre"):
+        prepare("folder", tmp_path / "raw", tmp_path / "out", labelled=2, size=16, overwrite=True)
+    assert (tmp_path / "out" / "thesis.tex").read_text() == "years of work"
+    assert _files(tmp_path / "out") == [Path("thesis.tex")]
+
+
+@pytest.mark.parametrize("where", ["source", "parent"])
+def test_output_that_is_or_holds_the_source_is_refused(tmp_path, where):
+    source = tmp_path / "data" / "raw"
+    _raw(source)
+    before = _files(tmp_path)
+    output = source if where == "source" else tmp_path / "data"
+    with pytest.raises(ClccError, match="is or contains the source"):
+        prepare("folder", source, output, labelled=2, size=16, overwrite=True)
+    assert _files(tmp_path) == before
+
+
+def test_prepared_set_of_another_source_needs_overwrite(tmp_path):
+    _raw(tmp_path / "a")
+    _raw(tmp_path / "b", n=12)
+    prepare("folder", tmp_path / "a", tmp_path / "p", labelled=2, size=16)
+    prepare("folder", tmp_path / "a", tmp_path / "p", labelled=3, size=16)  # same source: fine
+    with pytest.raises(ClccError, match=r"already a prepared set of another source .*overwrite"):
+        prepare("folder", tmp_path / "b", tmp_path / "p", labelled=2, size=16)
+    assert len(PreparedData.open(tmp_path / "p", 16).names) == 10
+    prepare("folder", tmp_path / "b", tmp_path / "p", labelled=2, size=16, overwrite=True)
+    assert len(PreparedData.open(tmp_path / "p", 16).names) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "p"]  # no leftovers
+
+
+def test_cli_refusal_is_one_line_and_exit_2(tmp_path, capsys):
+    from clcc.cli import main
+
+    _raw(tmp_path / "raw")
+    code = main(["data", "prepare", "folder", "--source", str(tmp_path / "raw"),
+                 "--output", str(tmp_path / "raw"), "--size", "16", "--labelled", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "delete the source images" in err

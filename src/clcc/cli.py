@@ -30,6 +30,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     summary = prepare(
         args.kind, args.source, args.output, fractions=args.split, labelled=args.labelled,
         selections=args.selections, split_seed=args.split_seed, size=args.size or None,
+        overwrite=args.overwrite,
     )
     print(
         f"prepared {args.output}: train {summary['train']} / val {summary['val']} / "
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="selection seeds of the labelled subset")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="cache resolution (0: no cache yet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a prepared set made from another source")
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("synth", help="write the embedded synthetic data set")
     p.add_argument("--output", type=Path, default=Path("data/synthetic"))

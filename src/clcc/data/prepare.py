@@ -79,6 +79,42 @@ def _write_list(path: Path, names: list[str]) -> None:
     write_text(path, "".join(f"{n}\n" for n in names))
 
 
+def check_output(source: Path, output: Path, *, overwrite: bool) -> None:
+    """Refuse, before anything is touched, every output whose replacement would lose data.
+
+    `prepare` swaps the whole output folder, so the folder may only be empty, absent, or a
+    prepared set: of the same source, or of another one with `overwrite`. It may never be the
+    source or hold it, as the swap would delete the source images.
+    """
+    source, output = source.resolve(), output.resolve()
+    if output == source or output in source.parents:
+        raise ClccError(
+            f"{output}: the output folder is or contains the source {source}; "
+            "preparing there would delete the source images, choose another --output"
+        )
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise ClccError(f"{output}: --output exists and is not a folder")
+    if not any(output.iterdir()):
+        return
+    manifest = output / MANIFEST
+    if not manifest.is_file():
+        raise ClccError(
+            f"{output}: --output is a non-empty folder that is not a prepared data set "
+            f"(no {MANIFEST}); it is left untouched, choose an empty or new folder"
+        )
+    try:
+        previous = json.loads(manifest.read_text())["source"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ClccError(f"{manifest}: unreadable manifest; not replacing {output}") from err
+    if previous != str(source) and not overwrite:
+        raise ClccError(
+            f"{output}: already a prepared set of another source ({previous}); "
+            "pass --overwrite to replace it"
+        )
+
+
 def prepare(
     kind: str,
     source: Path,
@@ -90,12 +126,14 @@ def prepare(
     split_seed: int = 0,
     size: int | None = 320,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Scan `source`, validate every case, write the prepared folder atomically.
 
     Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
     also what validates them); nothing is written unless all cases are good.
     """
+    check_output(Path(source), Path(output), overwrite=overwrite)
     cases = read_source(kind, Path(source))
     labelled_names = [c.name for c in cases if c.mask is not None]
     splits = split_cases(labelled_names, fractions, split_seed)
