@@ -2,23 +2,21 @@
 not a test). The reference for the training GFLOP/s in docs/performance.md.
 
     python benchmarks/matmul_peak.py --threads 1
+    python benchmarks/matmul_peak.py --device cuda --size 8192 --repeats 20
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import median_seconds
 
 
-def matmul_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+def matmul_gflops(n: int, dtype: torch.dtype, repeats: int, device: torch.device) -> float:
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    return 2 * n**3 / median_seconds(lambda: a @ b, 3, device, warmup=2, inner=repeats) / 1e9
 
 
 def main() -> None:
@@ -26,11 +24,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        gflops = matmul_gflops(args.size, dtype, args.repeats)
-        print(f"matmul {args.size}² {name}, {args.threads} threads: {gflops:.1f} GFLOP/s")
+        gflops = matmul_gflops(args.size, dtype, args.repeats, device)
+        print(f"matmul {args.size}² {name}, {device}, {args.threads} threads: "
+              f"{gflops:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,32 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` runs, after one warm-up run."""
-    fn()
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: a GPU returns from a launch long before the kernel
+    ends, so a clock read without this measures the launch, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def median_seconds(
+    fn: Callable[[], object], repeats: int, device: torch.device = torch.device("cpu"),
+    warmup: int = 1, inner: int = 1,
+) -> float:
+    """Median seconds of one `fn()` call over `repeats` timings of `inner` calls each, after
+    `warmup` calls; the device is synchronised before every clock read."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(inner):
+            fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) / inner)
     return float(np.median(times))

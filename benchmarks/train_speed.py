@@ -1,29 +1,34 @@
-"""Speed and memory of the foundation on this machine (a benchmark, not a test).
+"""Speed and memory of a training step on this machine (a benchmark, not a test).
 
 Measures: cached-loader + on-device augmentation throughput (images/s), training step time
-and achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode for forward + backward), inference
-ms/image at batch 1, and peak resident memory. Results go to docs/performance.md by hand, with
-the command line printed here.
+(the device synchronised before every clock read), steps/s, achieved GFLOP/s (FLOPs counted by
+torch's FlopCounterMode for forward + backward) and its fraction of the matmul peak in the
+precision used, inference ms/image at batch 1, and peak memory. Results go to
+docs/performance.md by hand, with the command line printed here.
 
     python benchmarks/train_speed.py --data data/prepared/kvasir-seg --size 320 --batch 8
+    python benchmarks/train_speed.py --data ... --size 320 --batch 4 --method clcc \
+        --params "{n: 5}" --precision bf16 --channels-last --compile reduce-overhead --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import time
 
 import torch
-from timing import median_seconds
+from matmul_peak import matmul_gflops
+from timing import median_seconds, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from clcc.data.loaders import TrainBatches, epoch_generator
 from clcc.data.prepare import PreparedData
 from clcc.engine.evaluate import predict_probabilities
-from clcc.engine.runtime import make_runtime
-from clcc.engine.trainer import to_device_batch
+from clcc.engine.runtime import DTYPES, make_runtime
+from clcc.engine.trainer import make_optimizer, to_device_batch
 from clcc.methods import build_method
 
 
@@ -36,71 +41,122 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="method parameters as YAML")
     parser.add_argument("--progress", type=float, default=0.1, help="training progress (stage)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | auto")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the step")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", default="", metavar="MODE",
+                        help="torch.compile the U-Net: default | reduce-overhead | max-autotune")
+    parser.add_argument("--optimizer", default="auto", choices=["auto", "foreach", "fused"],
+                        help="AdamW kernel; auto is the trainer's choice (fused on CUDA)")
+    parser.add_argument("--repeats", type=int, default=5, help="timings (the median is kept)")
+    parser.add_argument("--inner", type=int, default=1, help="steps per timing")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--skip-loader", action="store_true", help="no loader measurement")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     import yaml
 
     torch.set_num_threads(args.threads)
-    runtime = make_runtime("auto", args.precision, args.channels_last)
+    runtime = make_runtime(args.device, args.precision, args.channels_last)
+    device = runtime.device
     data = PreparedData.open(args.data, args.size)
     labelled = data.split("train")
-    batches = TrainBatches(data.images, data.masks, labelled, labelled, args.batch, args.batch, 0)
+    batches = TrainBatches(data.images, data.masks, labelled, labelled, args.batch, args.batch, 0,
+                           pin_memory=device.type == "cuda")
     gen = epoch_generator(0, 0, 1)
+    figures: dict[str, object] = {}
 
     def load_epoch() -> int:
         count = 0
         for host in batches.epoch(0):
             batch = to_device_batch(host, runtime, gen)
             count += batch["image"].shape[0] + batch["image_u"].shape[0]
+        synchronize(device)
         return count
 
-    load_epoch()  # first pass: the page cache warms up
-    start = time.perf_counter()
-    n_images = load_epoch()
-    loader_ips = n_images / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in batches.epoch(0):  # the host's share when the device is a GPU
-        pass
-    host_ips = n_images / (time.perf_counter() - start)
+    if not args.skip_loader:
+        load_epoch()  # first pass: the page cache warms up
+        start = time.perf_counter()
+        n_images = load_epoch()
+        figures["loader_images_per_s"] = n_images / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in batches.epoch(0):  # the host's share when the device is a GPU
+            pass
+        figures["host_images_per_s"] = n_images / (time.perf_counter() - start)
 
     torch.manual_seed(0)
     method = build_method(args.method, args.size, yaml.safe_load(args.params))
-    method.to(runtime.device, memory_format=runtime.memory_format())
-    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3)
-    step_module = torch.compile(method) if args.compile else method
+    method.to(device, memory_format=runtime.memory_format())
+    if args.optimizer == "auto":
+        optimizer = make_optimizer(method.trainable_parameters(), 1e-3, 0.01, device)
+    else:
+        optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3,
+                                      **{args.optimizer: True})
     host = next(iter(batches.epoch(0)))
     if not method.uses_unlabelled:
         host.pop("image_u")
     batch = to_device_batch(host, runtime, gen)
 
-    def step(module: torch.nn.Module = step_module) -> None:
+    def step() -> None:
         with runtime.autocast():
-            loss, _ = module(batch, args.progress)
+            loss, _ = method(batch, args.progress)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:
-        step(method)  # eager: the counter does not see inside compiled graphs
+        step()  # eager: the counter does not see inside compiled graphs
     flops = counter.get_total_flops()
-    step_s = median_seconds(step, args.repeats)
+    if args.compile:
+        method.model.compile(mode=args.compile, dynamic=False)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        figures["compile_s"] = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = median_seconds(step, args.repeats, device, warmup=args.warmup, inner=args.inner)
+    dtype_name = next(k for k, v in DTYPES.items() if v == runtime.dtype)
+    peak = matmul_gflops(8192 if device.type == "cuda" else 2048, runtime.dtype, 10, device)
+    method.eval()
     images = data.images[data.split("test")[:1]]
-    infer_s = median_seconds(lambda: predict_probabilities(method.model, images, runtime), 10)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads, device {runtime.device}, precision {args.precision}, "
-          f"channels_last {args.channels_last}, compile {args.compile}")
-    print(f"loader + augmentation: {loader_ips:.0f} images/s ({n_images} images, {args.size}px); "
-          f"host batches alone: {host_ips:.0f} images/s")
+    infer_s = median_seconds(lambda: predict_probabilities(method.model, images, runtime), 10,
+                             device)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**30
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        hardware = platform.processor() or platform.machine()
+    figures.update({
+        "hardware": hardware, "torch": torch.__version__, "threads": args.threads,
+        "device": str(device), "precision": dtype_name, "channels_last": args.channels_last,
+        "compile": args.compile or "off", "optimizer": args.optimizer, "method": args.method,
+        "params": args.params, "progress": args.progress, "batch": args.batch, "size": args.size,
+        "step_s": step_s, "steps_per_s": 1 / step_s, "gflop": flops / 1e9,
+        "gflop_per_s": flops / 1e9 / step_s, "matmul_peak_gflop_per_s": peak,
+        "fraction_of_peak": flops / 1e9 / step_s / peak, "infer_ms": 1000 * infer_s,
+        "peak_memory_gib": memory,
+    })
+    print(f"machine: {hardware}, torch {torch.__version__}, {args.threads} threads, device "
+          f"{device}, precision {dtype_name}, channels_last {args.channels_last}, compile "
+          f"{args.compile or 'off'}, optimizer {args.optimizer}")
+    if "loader_images_per_s" in figures:
+        print(f"loader + augmentation: {figures['loader_images_per_s']:.0f} images/s "
+              f"({args.size}px); host batches alone: {figures['host_images_per_s']:.0f} images/s")
     print(f"{args.method} training step ({args.batch} labelled"
           f"{'' if not method.uses_unlabelled else f' + {args.batch} unlabelled'}, "
-          f"{args.size}px): {step_s:.3f} s, {flops / 1e9:.1f} GFLOP, "
-          f"{flops / 1e9 / step_s:.1f} GFLOP/s")
+          f"{args.size}px): {1000 * step_s:.2f} ms = {1 / step_s:.1f} steps/s, "
+          f"{flops / 1e9:.1f} GFLOP, {flops / 1e9 / step_s:.1f} GFLOP/s = "
+          f"{100 * figures['fraction_of_peak']:.1f} % of the {dtype_name} matmul peak "
+          f"({peak:.0f} GFLOP/s)")
+    if "compile_s" in figures:
+        print(f"compilation (first compiled step): {figures['compile_s']:.1f} s")
     print(f"inference, batch 1: {1000 * infer_s:.1f} ms/image")
-    print(f"peak RSS: {peak_mb:.0f} MiB")
+    print(f"peak memory: {memory:.2f} GiB ({'GPU allocated' if device.type == 'cuda' else 'RSS'})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
 
 
 if __name__ == "__main__":

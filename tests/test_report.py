@@ -18,6 +18,7 @@ from clcc.errors import ClccError
 from clcc.experiment import (
     Variant,
     markdown_table,
+    order_grid,
     run_config,
     run_grid,
     summarise_runs,
@@ -146,8 +147,59 @@ def test_grid_writes_tables_figures_and_a_safe_page(experiment: Path):
     page = (experiment / "report" / "index.html").read_text()
     assert CRAFTED not in page and "onerror=window" in page  # present, but only as data
     assert "http://" not in page and "https://" not in page
-    again = run_grid(None, [], ["supervised", "mean-teacher"], [0, 1], experiment, report=False)
+    overrides = [*TINY, f"data.root={experiment.parent / 'prepared'}"]
+    again = run_grid(None, overrides, ["supervised", "mean-teacher"], [0, 1], experiment,
+                     report=False)
     assert len(again["rows"]) == 2  # every run skipped: the grid resumes instead of retraining
+
+
+@pytest.mark.slow
+def test_grid_refuses_runs_made_with_another_config(experiment: Path, tmp_path: Path):
+    shutil.copytree(experiment, tmp_path / "grid")  # a moved grid still counts as done
+    overrides = [*TINY, f"data.root={experiment.parent / 'prepared'}"]
+    again = run_grid(None, overrides, ["supervised"], [0, 1], tmp_path / "grid", report=False)
+    assert again["missing"] == [] and len(again["rows"]) == 1
+    with pytest.raises(ClccError, match=r"supervised-sel0: this run was made with another "
+                       r"config \(differs in optim.lr, train.epochs\).*--overwrite"):
+        run_grid(None, [*overrides, "optim.lr=0.5", "train.epochs=1"], ["supervised"], [0, 1],
+                 tmp_path / "grid", report=False)
+    assert (tmp_path / "grid" / "supervised-sel0" / "results.json").exists()  # untouched
+    fresh = run_grid(None, [*overrides, "optim.lr=0.5", "train.epochs=1"], ["supervised"], [0],
+                     tmp_path / "grid", report=False, overwrite=True, poll_s=0.2)
+    assert fresh["missing"] == []
+    saved = json.loads((tmp_path / "grid" / "supervised-sel0" / "results.json").read_text())
+    assert saved["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_time_budget_stops_runs_resumably_and_tables_what_finished(experiment: Path,
+                                                                   tmp_path: Path):
+    shutil.copytree(experiment, tmp_path / "grid")
+    overrides = [*TINY, f"data.root={experiment.parent / 'prepared'}"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        partial = run_grid(None, overrides,
+                           ["supervised", "clcc:n=2"], [0], tmp_path / "grid", report=False,
+                           time_budget_s=0.5, poll_s=0.2)
+    assert partial["missing"] == ["clcc-n2-sel0"] and len(partial["rows"]) == 1
+    assert "stop  clcc-n2-sel0: time budget spent (resumable)" in printed.getvalue()
+    table = json.loads((tmp_path / "grid" / "table.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["supervised"]
+    with pytest.raises(ClccError, match="no run finished within the time budget"):
+        run_grid(None, [*overrides, "train.epochs=40"], ["uamt"], [0], tmp_path / "grid2",
+                 report=False,
+                 time_budget_s=0.5, poll_s=0.2)
+    done = run_grid(None, overrides, ["supervised", "clcc:n=2"], [0], tmp_path / "grid",
+                    report=False, poll_s=0.2)
+    assert done["missing"] == [] and len(done["rows"]) == 2
+
+
+def test_selection_order_puts_every_method_of_a_selection_first():
+    grid = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert order_grid(grid, "selections") == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert order_grid(grid, "methods") == grid
+    with pytest.raises(ClccError, match="unknown order 'random'"):
+        order_grid(grid, "random")
 
 
 @pytest.mark.slow

@@ -131,10 +131,28 @@ def test_runs_saved_before_a_new_option_still_resume(tiny_config):
     train(cfg)
     path = cfg.run_dir() / "last.pt"
     state = load_checkpoint(path)
-    del state["config"]["train"]["compile"]
+    del state["config"]["train"]["recalibrate_bn"]
     torch.save(state, path)
     train(cfg, resume=True)  # accepted: the run is complete, nothing left to do
-    state["config"]["train"]["compile"] = True  # a real difference is still refused
+    state["config"]["train"]["recalibrate_bn"] = True  # a real difference is still refused
     torch.save(state, path)
-    with pytest.raises(ClccError, match="differs in train.compile"):
+    with pytest.raises(ClccError, match="differs in train.recalibrate_bn"):
         train(cfg, resume=True)
+
+
+
+def test_last_checkpoint_every_n_epochs_and_at_the_end(tiny_config, monkeypatch):
+    """checkpoint_every=2 over 5 epochs writes last.pt after epochs 2, 4 and 5 (the end)."""
+    import clcc.engine.trainer as trainer_module
+
+    saved = []
+    real_save = trainer_module.save_checkpoint
+
+    def spy(path, state):
+        if path.name == "last.pt":
+            saved.append(state["epoch"])
+        real_save(path, state)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", spy)
+    train(tiny_config("train.epochs=5", "train.checkpoint_every=2"))
+    assert saved == [2, 4, 5]

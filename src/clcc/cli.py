@@ -126,7 +126,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
     run_grid(args.config, list(args.set or []), args.methods.split(),
              list(args.selections), Path(args.output), jobs=args.jobs,
-             report=not args.no_report, reference=args.reference)
+             report=not args.no_report, reference=args.reference, overwrite=args.overwrite,
+             time_budget_s=60 * args.time_budget if args.time_budget else None,
+             order=args.order)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -235,7 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selections", type=_ints, default=(0, 1, 2))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--jobs", type=int, default=1, help="runs side by side (1 thread each)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side (on CPU 1 thread each; on a GPU sharing the card)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain runs whose folder was made with another config")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="start no run after this, stop the running ones (they resume later)")
+    p.add_argument("--order", default="methods", choices=["methods", "selections"],
+                   help="which runs go first: all selections of a method, or all methods of a "
+                        "selection")
     p.add_argument("--no-report", action="store_true", help="tables only, no figures/HTML")
     p.add_argument("--reference", metavar="METHOD",
                    help="the method every other one is paired with (default: the first)")

@@ -53,7 +53,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = False
-    compile: bool = False  # torch.compile the training step (minutes of compilation first)
+    compile: bool = False  # torch.compile the U-Net (minutes of compilation first)
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
+    checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
     recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full
@@ -158,6 +160,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     return _build(Config, values, "")
+
+
+# train keys that change where a run is written, how fast it goes or what it prints, never
+# what it computes: a run may resume, or count as done, with other values of these
+NON_RESULT_KEYS = ("output", "name", "progress", "tensorboard", "threads", "checkpoint_every",
+                   "compile", "compile_mode")
+
+
+def config_differences(
+    saved: dict[str, Any], cfg: Config, ignored: tuple[str, ...] = NON_RESULT_KEYS
+) -> list[str]:
+    """Dotted keys whose value in `saved` (a run's config) differs from `cfg`; a key newer than
+    the saved run counts as its default, so runs made before an option existed still match."""
+    now, defaults = cfg.to_dict(), Config().to_dict()
+    return [
+        f"{section}.{key}"
+        for section, values in now.items()
+        for key, value in values.items()
+        if saved.get(section, {}).get(key, defaults[section][key]) != value
+        and key not in ignored
+    ]
 
 
 def dump_config(cfg: Config) -> str:

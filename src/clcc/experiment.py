@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from clcc.config import Config, load_config
+from clcc.config import Config, config_differences, load_config
 from clcc.engine.logging import read_log
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
@@ -92,6 +93,46 @@ def _estimate_run_s(finished: list[float], elapsed: float, fraction: float) -> f
     return elapsed / max(fraction, 1e-9)
 
 
+def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite: bool) -> None:
+    """A run folder made with another config would mix its numbers into this table: refuse it,
+    naming the keys, or (with `overwrite`) delete it so that it trains anew."""
+    for _, _, cfg, _ in grid:
+        saved_path = cfg.run_dir() / "config.yaml"
+        if not saved_path.exists():
+            continue
+        diffs = config_differences(yaml.safe_load(saved_path.read_text()) or {}, cfg)
+        if not diffs:
+            continue
+        if not overwrite:
+            raise ClccError(
+                f"{cfg.run_dir()}: this run was made with another config (differs in "
+                f"{', '.join(diffs)}); choose another --output or pass --overwrite to retrain it"
+            )
+        shutil.rmtree(cfg.run_dir())
+
+
+def order_grid(grid: list, order: str) -> list:
+    """`methods`: every selection of the first method, then the next method; `selections`:
+    every method on the first selection, then the next (a deadline then leaves whole rows of
+    one selection rather than some methods with none)."""
+    if order == "methods":
+        return grid
+    if order != "selections":
+        raise ClccError(f"unknown order {order!r}; choose methods or selections")
+    return sorted(grid, key=lambda g: g[1])  # stable: methods keep their order
+
+
+def _threads_per_run(cfg: Config, jobs: int) -> int:
+    """CPU runs side by side get one thread each; GPU runs share the cores, as their threads
+    only feed the device (batch gather, validation metrics)."""
+    import torch
+
+    on_gpu = cfg.train.device.startswith("cuda") or (
+        cfg.train.device == "auto" and torch.cuda.is_available()
+    )
+    return max(1, (os.cpu_count() or 1) // jobs) if on_gpu else 1
+
+
 def run_grid(
     config: Path | None,
     overrides: list[str],
@@ -102,20 +143,32 @@ def run_grid(
     report: bool = True,
     poll_s: float = 2.0,
     reference: str | None = None,
+    overwrite: bool = False,
+    time_budget_s: float | None = None,
+    order: str = "methods",
 ) -> dict[str, Any]:
     """Train every (method, selection) pair not yet finished, then write the tables and
-    (with `report`) the figures and HTML report."""
+    (with `report`) the figures and HTML report.
+
+    With `time_budget_s`, no run starts after the budget is spent and the runs still going are
+    stopped then (they resume from their last.pt next time); the tables hold the runs finished.
+    """
     variants = [Variant(m) for m in methods]
     if reference is not None and reference not in [v.spec for v in variants]:
         raise ClccError(f"--reference {reference!r} is not one of the methods: {' '.join(methods)}")
+    if jobs < 1:
+        raise ClccError(f"--jobs must be at least 1, got {jobs}")
     grid = []
     for variant in variants:
         for selection in selections:
             cfg, sets = run_config(config, overrides, variant, selection, output)
             grid.append((variant, selection, cfg, sets))
+    grid = order_grid(grid, order)
+    _refuse_stale(grid, overwrite)
     todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
     started, durations = time.perf_counter(), []
+    deadline = started + time_budget_s if time_budget_s is not None else float("inf")
     running: list[tuple[subprocess.Popen, Any, float, Any]] = []
     shown: dict[Path, int] = {}  # last epoch reported per running run
     base: dict[Path, int] = {}  # the epoch a run started (resumed) from
@@ -127,8 +180,16 @@ def run_grid(
         return (f"[{len(grid) - len(todo) - len(running)}/{len(grid)} runs done, "
                 f"elapsed {_fmt(time.perf_counter() - started)}, about {_fmt(left)} left]")
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else dict(os.environ)
+    threads = _threads_per_run(grid[0][2], jobs) if jobs > 1 else 0
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
     while todo or running:
+        if time.perf_counter() > deadline:
+            for proc, cfg, _, log in running:
+                proc.terminate()
+                proc.wait()
+                log.close()
+                print(f"  stop  {cfg.run_dir().name}: time budget spent (resumable)", flush=True)
+            break
         while todo and len(running) < jobs:
             variant, selection, cfg, sets = todo.pop(0)
             cfg.run_dir().mkdir(parents=True, exist_ok=True)
@@ -140,8 +201,8 @@ def run_grid(
                 cmd += ["--config", str(config)]
             for s in sets:
                 cmd += ["--set", s]
-            if jobs > 1:
-                cmd += ["--set", "train.threads=1"]
+            if threads:
+                cmd += ["--set", f"train.threads={threads}"]
             running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
                             cfg, time.perf_counter(), log))
             print(f"  start {cfg.run_dir().name}", flush=True)
@@ -166,15 +227,22 @@ def run_grid(
                 durations.append(whole_run_s(took, base[cfg.run_dir()], cfg.train.epochs))
             print(f"  done  {cfg.run_dir().name} in {_fmt(took)}  "
                   f"{status(_estimate_run_s(durations, took, 1.0))}", flush=True)
-    results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in grid]
-    for r, g in zip(results, grid, strict=True):
+    done = [g for g in grid if (g[2].run_dir() / "results.json").exists()]
+    missing = [g[2].run_dir().name for g in grid if g not in done]
+    if not done:
+        raise ClccError(f"{output}: no run finished within the time budget; rerun to resume")
+    results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in done]
+    for r, g in zip(results, done, strict=True):
         r["variant"] = g[0].spec
     summary = write_tables(results, output)
-    if report:
+    if missing:
+        print(f"experiment: {len(missing)} run(s) not finished, not in the tables (rerun the "
+              f"same command to resume them): {' '.join(missing)}")
+    elif report:
         from clcc.report.build import build_report
 
         print(f"report: {build_report(output, reference=reference)}")
-    return summary
+    return {**summary, "missing": missing}
 
 
 def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

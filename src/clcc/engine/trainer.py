@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from clcc.config import Config, dump_config
+from clcc.config import Config, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import PreparedData
@@ -42,7 +42,6 @@ from clcc.files import write_json, write_text
 from clcc.methods import Method, build_method
 
 AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
-RESUME_IGNORED = ("progress", "tensorboard", "threads")  # may differ on resume
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -61,6 +60,16 @@ def lr_lambda(warmup: int, total: int, schedule: str):
     return factor
 
 
+def make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of several per
+    tensor), which matters for a launch-bound step of a small U-Net."""
+    return torch.optim.AdamW(
+        params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None
+    )
+
+
 def to_device_batch(
     host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
@@ -77,16 +86,8 @@ def to_device_batch(
 
 
 def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    """Refuse to resume with a different config; keys newer than the saved run count as their
-    defaults, so that runs started before an option existed still resume."""
-    now, defaults = cfg.to_dict(), Config().to_dict()
-    diffs = [
-        f"{section}.{key}"
-        for section, values in now.items()
-        for key, value in values.items()
-        if saved[section].get(key, defaults[section][key]) != value
-        and key not in RESUME_IGNORED
-    ]
+    """Refuse to resume with a different config (settings of speed and display aside)."""
+    diffs = config_differences(saved, cfg)
     if diffs:
         raise ClccError(f"{path}: cannot resume, the config differs in {', '.join(diffs)}")
 
@@ -134,12 +135,12 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 self.method, find_unused_parameters=self.method.has_unused_parameters
             )
-        if t.compile:
-            self.step_module = torch.compile(self.step_module)
+        if t.compile:  # the U-Net only: its shapes are static, the step branches on progress
+            self.method.model.compile(mode=t.compile_mode, dynamic=False)
         self.total_steps = t.epochs * len(self.batches)
-        self.optimizer = torch.optim.AdamW(
-            self.method.trainable_parameters(), lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
+        self.optimizer = make_optimizer(
+            self.method.trainable_parameters(), cfg.optim.lr, cfg.optim.weight_decay,
+            self.runtime.device,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -243,7 +244,8 @@ class Trainer:
             record["time_s"] = round(time.perf_counter() - started, 3)
             if self.log is not None:
                 self.log.write(record)
-                save_checkpoint(self.run_dir / "last.pt", self._full_state())
+                if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+                    save_checkpoint(self.run_dir / "last.pt", self._full_state())
                 tqdm.write(_epoch_line(record))
         if self.log is not None:
             self.log.close()
@@ -275,6 +277,8 @@ class Trainer:
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
             "environment": environment(self.runtime.device),
         }
+        if self.runtime.device.type == "cuda":  # how many runs fit side by side on one GPU
+            results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         for split in ("val", "test"):
             rows, summary = evaluate(model, *self._split(split), runtime)
             write_per_image_csv(self.run_dir / f"{split}_per_image.csv", rows)
