@@ -190,6 +190,8 @@ class Trainer:
             disable=not (cfg.progress and self.dist.is_main), leave=False, dynamic_ncols=True,
         )
         for i, host in enumerate(self.batches.epoch(self.epoch)):
+            if cfg.compile and cfg.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are free
             batch = to_device_batch(host, self.runtime, gen)
             with self.runtime.autocast():
                 loss, logs = self.step_module(batch, self.step / self.total_steps)

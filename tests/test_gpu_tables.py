@@ -1,0 +1,38 @@
+"""scripts/gpu-tables, run as a GPU machine would run it, on synthetic data with a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from clcc.data.synthetic import write_synthetic
+
+from conftest import TINY
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-tables"
+
+
+@pytest.mark.slow
+def test_gpu_tables_runs_what_fits_and_packs_the_results(tmp_path: Path):
+    write_synthetic(tmp_path / "raw", count=30, size=48)
+    sets = [a for s in TINY if not s.startswith("train.threads") for a in ("--set", s)]
+    cmd = [str(SCRIPT), "--source", str(tmp_path / "raw"), "--kind", "folder", "--labelled", "6",
+           "--budget", "0.4", "--jobs", "2", "--output", str(tmp_path / "out"), "--patches", "2",
+           *sets]
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gpu-tables: time budget spent" in done.stdout or "patch_bn=frozen" in done.stdout
+    table = json.loads((tmp_path / "out" / "grid" / "table.json").read_text())
+    assert [r["method"] for r in table["rows"]][:2] == ["supervised", "clcc:n=2"]  # priority
+    with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
+        names = tar.getnames()
+    assert "grid/table.md" in names and "machine.txt" in names
+    assert "grid/supervised-sel0/test_per_image.csv" in names
+    assert not [n for n in names if n.endswith(".pt") or "/cache/" in n]
