@@ -9,17 +9,17 @@ import numpy as np
 import torch
 
 
-def synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device | None) -> None:
     """Wait for the device's queued work: a GPU returns from a launch long before the kernel
     ends, so a clock read without this measures the launch, not the work."""
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
-    elif device.type == "mps":
+    elif device is not None and device.type == "mps":
         torch.mps.synchronize()
 
 
 def median_seconds(
-    fn: Callable[[], object], repeats: int, device: torch.device = torch.device("cpu"),
+    fn: Callable[[], object], repeats: int, device: torch.device | None = None,
     warmup: int = 1, inner: int = 1,
 ) -> float:
     """Median seconds of one `fn()` call over `repeats` timings of `inner` calls each, after
