@@ -20,10 +20,10 @@ bench() {  # name, time limit (s), train_speed.py arguments...
     || echo "$name: failed or over ${limit}s (tail of $out/$name.log: $(tail -1 "$out/$name.log"))"
 }
 eager=(--repeats 5 --inner 20 --warmup 5)
-bench supervised-fused 60 "${eager[@]}"
-bench supervised-foreach 60 "${eager[@]}" --optimizer foreach
-bench clcc1-fused 60 "${eager[@]}" --method clcc --params "{n: 5}" --progress 0.1
-bench clcc2-fused 60 "${eager[@]}" --method clcc --params "{n: 5}" --progress 0.9
+bench supervised-fused 60 "${eager[@]}" --optimizer fused
+bench supervised-eager 60 "${eager[@]}"
+bench clcc1-eager 60 "${eager[@]}" --method clcc --params "{n: 5}" --progress 0.1
+bench clcc2-eager 60 "${eager[@]}" --method clcc --params "{n: 5}" --progress 0.9
 graphs=(--repeats 5 --inner 20 --warmup 5 --compile reduce-overhead)
 bench supervised-graphs 150 "${graphs[@]}"
 bench clcc1-graphs 150 "${graphs[@]}" --method clcc --params "{n: 5}" --progress 0.1

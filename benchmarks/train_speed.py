@@ -28,7 +28,7 @@ from clcc.data.loaders import TrainBatches, epoch_generator
 from clcc.data.prepare import PreparedData
 from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.runtime import DTYPES, make_runtime
-from clcc.engine.trainer import make_optimizer, to_device_batch
+from clcc.engine.trainer import to_device_batch
 from clcc.methods import build_method
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--compile", default="", metavar="MODE",
                         help="torch.compile the U-Net: default | reduce-overhead | max-autotune")
     parser.add_argument("--optimizer", default="auto", choices=["auto", "foreach", "fused"],
-                        help="AdamW kernel; auto is the trainer's choice (fused on CUDA)")
+                        help="AdamW kernel; auto is torch's choice, as in the trainer")
     parser.add_argument("--repeats", type=int, default=5, help="timings (the median is kept)")
     parser.add_argument("--inner", type=int, default=1, help="steps per timing")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
@@ -87,11 +87,8 @@ def main() -> None:
     torch.manual_seed(0)
     method = build_method(args.method, args.size, yaml.safe_load(args.params))
     method.to(device, memory_format=runtime.memory_format())
-    if args.optimizer == "auto":
-        optimizer = make_optimizer(method.trainable_parameters(), 1e-3, 0.01, device)
-    else:
-        optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3,
-                                      **{args.optimizer: True})
+    kernel = {} if args.optimizer == "auto" else {args.optimizer: True}
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3, **kernel)
     host = next(iter(batches.epoch(0)))
     if not method.uses_unlabelled:
         host.pop("image_u")

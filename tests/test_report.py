@@ -21,7 +21,9 @@ from clcc.experiment import (
     order_grid,
     run_config,
     run_grid,
+    run_left_s,
     summarise_runs,
+    time_left_s,
     whole_run_s,
 )
 from clcc.report.stats import paired_comparison
@@ -51,6 +53,17 @@ def test_variant_dotted_keys_set_the_runs_config(tmp_path: Path):
 def test_time_left_counts_a_resumed_run_as_the_part_it_trained():
     assert whole_run_s(100.0, 45, 60) == pytest.approx(400.0)  # 15 of 60 epochs in 100 s
     assert whole_run_s(100.0, 0, 60) == pytest.approx(100.0)
+
+
+def test_time_left_follows_each_runs_own_pace():
+    # the case that printed "about 00:02:35 left": supervised finished in 7 min, CLCC at epoch
+    # 16/30 after 17 min still needs 17 * 14 / 16 = 14.9 min on its own
+    clcc = run_left_s(17 * 60.0, 0, 16, 30)
+    assert clcc == pytest.approx(17 * 60 * 14 / 16)
+    assert time_left_s([clcc], 0, 7 * 60.0, jobs=2) == pytest.approx(clcc)
+    assert run_left_s(100.0, 10, 10, 30) is None  # resumed at 10, no epoch of its own yet
+    assert time_left_s([None, 300.0], 2, None, jobs=2) == pytest.approx((300 * 4) / 2)
+    assert time_left_s([], 3, 100.0, jobs=1) == pytest.approx(300.0)
 
 
 def test_table_rows_by_hand():

@@ -86,11 +86,23 @@ def whole_run_s(took: float, start_epoch: int, epochs: int) -> float:
     return took * epochs / (epochs - start_epoch)
 
 
-def _estimate_run_s(finished: list[float], elapsed: float, fraction: float) -> float:
-    """Seconds one run takes: the mean of finished runs, else the current run extrapolated."""
-    if finished:
-        return float(np.mean(finished))
-    return elapsed / max(fraction, 1e-9)
+def run_left_s(elapsed: float, start_epoch: int, epoch: int, epochs: int) -> float | None:
+    """Seconds a running run still needs, from its own pace since it (re)started; None before
+    its first epoch. Each run has its own pace: methods differ several-fold in cost."""
+    if epoch <= start_epoch:
+        return None
+    return elapsed * (epochs - epoch) / (epoch - start_epoch)
+
+
+def time_left_s(running: list[float | None], waiting: int, run_s: float | None,
+                jobs: int) -> float:
+    """Seconds until the grid ends: the running runs' own estimates (`run_s` for one not yet
+    timed), then the waiting runs at `run_s` each, shared over `jobs` slots; never less than
+    the longest running run."""
+    typical = run_s if run_s is not None else max([r for r in running if r is not None],
+                                                  default=0.0)
+    lefts = [typical if r is None else r for r in running]
+    return max(max(lefts, default=0.0), (sum(lefts) + waiting * typical) / max(1, jobs))
 
 
 def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite: bool) -> None:
@@ -173,12 +185,17 @@ def run_grid(
     shown: dict[Path, int] = {}  # last epoch reported per running run
     base: dict[Path, int] = {}  # the epoch a run started (resumed) from
 
-    def status(run_s: float) -> str:
-        """Runs done / total, elapsed, and the time left at `run_s` seconds per run."""
-        unfinished = sum(1 - shown.get(c.run_dir(), 0) / c.train.epochs for _, c, _, _ in running)
-        left = (len(todo) + unfinished) * run_s / max(1, jobs)
+    def status() -> str:
+        """Runs done / total, elapsed, and the time left from each run's own pace."""
+        now = time.perf_counter()
+        lefts = [run_left_s(now - t0, base[c.run_dir()], shown[c.run_dir()], c.train.epochs)
+                 for _, c, t0, _ in running]
+        projected = [now - t0 + left for (_, _, t0, _), left in zip(running, lefts, strict=True)
+                     if left is not None]  # whole-run times of the running runs, if no run ended
+        typical = durations or projected
+        left = time_left_s(lefts, len(todo), float(np.mean(typical)) if typical else None, jobs)
         return (f"[{len(grid) - len(todo) - len(running)}/{len(grid)} runs done, "
-                f"elapsed {_fmt(time.perf_counter() - started)}, about {_fmt(left)} left]")
+                f"elapsed {_fmt(now - started)}, about {_fmt(left)} left]")
 
     threads = _threads_per_run(grid[0][2], jobs) if jobs > 1 else 0
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
@@ -213,10 +230,8 @@ def run_grid(
                 epoch = _last_epoch(cfg.run_dir())
                 if epoch > shown.get(cfg.run_dir(), 0):
                     shown[cfg.run_dir()] = epoch
-                    run_s = _estimate_run_s(durations, time.perf_counter() - t0,
-                                            (epoch - base[cfg.run_dir()]) / cfg.train.epochs)
                     print(f"  {cfg.run_dir().name}: epoch {epoch}/{cfg.train.epochs}  "
-                          f"{status(run_s)}", flush=True)
+                          f"{status()}", flush=True)
                 continue
             running.remove(item)
             log.close()
@@ -225,8 +240,7 @@ def run_grid(
             took = time.perf_counter() - t0
             if base[cfg.run_dir()] < cfg.train.epochs:
                 durations.append(whole_run_s(took, base[cfg.run_dir()], cfg.train.epochs))
-            print(f"  done  {cfg.run_dir().name} in {_fmt(took)}  "
-                  f"{status(_estimate_run_s(durations, took, 1.0))}", flush=True)
+            print(f"  done  {cfg.run_dir().name} in {_fmt(took)}  {status()}", flush=True)
     done = [g for g in grid if (g[2].run_dir() / "results.json").exists()]
     missing = [g[2].run_dir().name for g in grid if g not in done]
     if not done:
