@@ -59,3 +59,44 @@ def test_wrong_value_types_are_refused(override, message):
     with pytest.raises(ClccError, match=message):
         load_config(None, [override])
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+    ("train.epochs=-3", "train.epochs must be at least 1, got -3"),
+    ("train.labelled_batch=0", "train.labelled_batch must be at least 1, got 0"),
+    ("data.size=-1", "data.size must be at least 1, got -1"),
+    ("train.eval_every=0", "train.eval_every must be at least 1, got 0"),
+    ("optim.lr=0", "optim.lr must be positive, got 0.0"),
+    ("model.widths=[16,0,32]", r"model.widths must be two or more positive counts"),
+])
+def test_counts_and_sizes_out_of_range_are_refused(override, message):
+    with pytest.raises(ClccError, match=message):
+        load_config(None, [override])
+
+
+def test_cli_refuses_zero_epochs_before_making_a_folder(tmp_path, capsys):
+    from clcc.cli import main
+
+    code = main(["train", "--set", "train.epochs=0", "--set", f"train.output={tmp_path / 'r'}"])
+    assert code == 2 and "train.epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(tmp_path, monkeypatch):
+    import torch
+
+    from clcc.engine import runtime
+
+    flags = {"amx": "flags\t\t: fpu sse avx512f amx_bf16 amx_tile", "zen4": "flags : avx512_bf16",
+             "old": "flags\t\t: fpu sse avx512f avx512bw avx512_vnni"}
+    for name, line in flags.items():
+        (tmp_path / name).write_text(f"processor\t: 0\n{line}\n")
+    assert runtime.cpu_has_native_bf16(tmp_path / "amx")
+    assert runtime.cpu_has_native_bf16(tmp_path / "zen4")
+    assert not runtime.cpu_has_native_bf16(tmp_path / "old")
+    assert not runtime.cpu_has_native_bf16(tmp_path / "missing")
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
+        assert runtime.make_runtime("cpu", "auto").dtype == expected
+        assert runtime.make_runtime("cpu", "fp32").dtype == torch.float32  # asked for: kept

@@ -26,7 +26,7 @@ from clcc.experiment import (
     time_left_s,
     whole_run_s,
 )
-from clcc.report.stats import paired_comparison
+from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
 
 from conftest import TINY
 
@@ -122,6 +122,25 @@ def test_paired_comparison_by_hand():
     assert result["ci_low"] == pytest.approx(0.1) and result["ci_high"] == pytest.approx(0.1)
     assert result["p_wilcoxon"] == pytest.approx(0.03125)  # all 6 differences positive: 2/2^6
     assert paired_comparison(a, a)["p_wilcoxon"] == 1.0
+
+
+def test_interval_over_selections_by_hand():
+    # deltas +2.66 / +6.01 / +1.61: mean 3.427, sd 2.296, t(0.975, 2) = 4.303 → ±5.71
+    result = selection_interval([2.66, 6.01, 1.61])
+    assert result["mean_diff"] == pytest.approx(3.4267, abs=1e-4)
+    assert result["ci_low"] == pytest.approx(-2.2819, abs=1e-3)
+    assert result["ci_high"] == pytest.approx(9.1352, abs=1e-3)
+    assert np.isnan(selection_interval([1.0])["ci_low"])
+
+
+def test_hierarchical_bootstrap_counts_both_levels():
+    same = hierarchical_bootstrap([np.full(50, 2.0)] * 3, n_boot=200)
+    assert same["ci_low"] == same["ci_high"] == same["mean_diff"] == 2.0
+    # images agree within each selection, selections differ: the interval spans the selections
+    spread = hierarchical_bootstrap([np.full(50, 1.0), np.full(50, 5.0)], n_boot=2000)
+    assert spread["ci_low"] == pytest.approx(1.0) and spread["ci_high"] == pytest.approx(5.0)
+    noisy = hierarchical_bootstrap([np.array([0.0, 4.0] * 25)] * 2, n_boot=2000)
+    assert noisy["ci_low"] < 2.0 < noisy["ci_high"]  # image-level noise widens it as well
 
 
 @pytest.fixture(scope="module")

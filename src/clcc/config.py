@@ -150,16 +150,36 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), tree)
 
 
+# counts and sizes that must be at least this, checked before any folder is made
+MINIMUM = {"data.size": 1, "train.epochs": 1, "train.labelled_batch": 1,
+           "train.unlabelled_batch": 0, "train.eval_every": 1, "train.checkpoint_every": 1,
+           "train.threads": 0, "optim.warmup_steps": 0}
+
+
+def _check_ranges(cfg: Config) -> Config:
+    values = cfg.to_dict()
+    for dotted, least in MINIMUM.items():
+        section, key = dotted.split(".")
+        if values[section][key] < least:
+            raise ClccError(f"config {dotted} must be at least {least}, got {values[section][key]}")
+    if cfg.optim.lr <= 0:
+        raise ClccError(f"config optim.lr must be positive, got {cfg.optim.lr}")
+    if any(w < 1 for w in cfg.model.widths) or len(cfg.model.widths) < 2:
+        raise ClccError(f"config model.widths must be two or more positive counts, got "
+                        f"{cfg.model.widths}")
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults ← YAML file (and its `base` chain) ← `key.sub=value` overrides (YAML values)."""
     tree = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides or []:
         _set_dotted(tree, item)
-    return _build(Config, tree, "")
+    return _check_ranges(_build(Config, tree, ""))
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    return _build(Config, values, "")
+    return _check_ranges(_build(Config, values, ""))
 
 
 # train keys that change where a run is written, how fast it goes or what it prints, never
