@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import time
 
@@ -27,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clcc.data.loaders import TrainBatches, epoch_generator
 from clcc.data.prepare import PreparedData
 from clcc.engine.evaluate import predict_probabilities
-from clcc.engine.runtime import DTYPES, make_runtime
+from clcc.engine.runtime import DTYPES, environment, make_runtime
 from clcc.engine.trainer import to_device_batch
 from clcc.methods import build_method
 
@@ -122,10 +121,9 @@ def main() -> None:
     peak = matmul_gflops(8192 if device.type == "cuda" else 2048, runtime.dtype, 10, device)
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device) / 2**30
-        hardware = torch.cuda.get_device_name(device)
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        hardware = platform.processor() or platform.machine()
+    hardware = environment(device)["hardware"]
     figures.update({
         "hardware": hardware, "torch": torch.__version__, "threads": args.threads,
         "device": str(device), "precision": dtype_name, "channels_last": args.channels_last,
