@@ -59,3 +59,33 @@ def test_links_are_refused(tmp_path):
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(ClccError, match="is a link"):
         dl.safe_extract(archive, tmp_path / "target")
+
+
+@pytest.mark.parametrize("where", ["missing-file", "no-server"])
+def test_failed_download_is_one_line_and_leaves_nothing(tmp_path, capsys, where):
+    from clcc.cli import main
+
+    url = ((tmp_path / "nope.zip").as_uri() if where == "missing-file"
+           else "http://127.0.0.1:9/kvasir-seg.zip")  # port 9 (discard): nothing answers
+    code = main(["data", "download", "kvasir-seg", "--output", str(tmp_path / "out"),
+                 "--url", url])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "download failed" in err and url in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no archive, no folder
+
+
+def test_no_archive_is_left_after_a_bad_archive(tmp_path):
+    archive, _ = _kvasir_zip(tmp_path)
+    with pytest.raises(ClccError, match="content checksum mismatch"):
+        dl.download("kvasir-seg", tmp_path / "out", url=archive.as_uri())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kvasir-seg.zip", "src"]
+
+
+def test_escaping_member_names_the_users_folder(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../escaped.txt", b"pwned")
+    with pytest.raises(ClccError, match=r"would be written outside .*data[/\\]kvasir$") as info:
+        dl.download("kvasir-seg", tmp_path / "data" / "kvasir", url=archive.as_uri())
+    assert ".tmp" not in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []

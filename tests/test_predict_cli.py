@@ -80,7 +80,38 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt")]) == 2
-    assert "bad.pt: not a readable clcc checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bad.pt: not a readable clcc checkpoint" in err and "weights_only" not in err
+
+
+class _RunsCode:
+    """Unpickling this calls print: what a malicious checkpoint would do with os.system."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_malicious_pickle_is_refused_in_one_line(tmp_path, capsys):
+    torch.save({"model": _RunsCode()}, tmp_path / "evil.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "evil.pt")]) == 2
+    captured = capsys.readouterr()
+    assert "code ran" not in captured.out
+    assert captured.err.count("\n") == 1
+    assert "evil.pt: not a clcc checkpoint; refused, because loading it would run code" in (
+        captured.err)
+    assert "weights_only" not in captured.err
+
+
+def test_predict_says_which_files_it_skipped(checkpoint, tmp_path, capsys):
+    write_pair(tmp_path / "in" / "a.png", None, size=(32, 32))
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    (tmp_path / "in" / "scan.dcm").write_bytes(b"DICM")
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "wrote 1 masks" in out
+    assert "skipped 2 file(s) that are not images by their suffix" in out
+    assert "notes.txt" in out and "scan.dcm" in out
 
 
 def test_batchnorm_recalibration_is_the_plain_average():
@@ -105,3 +136,12 @@ def test_evaluate_with_recalibration(checkpoint, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--recalibrate-bn",
                  "--output", str(tmp_path / "e"), "--device", "cpu"]) == 0
     assert "dice" in capsys.readouterr().out
+
+
+def test_train_help_lists_the_registered_methods(capsys):
+    from clcc.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
+    assert "oneof" + ",".join(sorted(METHODS)) in out

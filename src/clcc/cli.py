@@ -115,10 +115,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     else:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
         predictor = Predictor.from_model(model, cfg.data.size, runtime)
-    written = predict_folder(
+    written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay, probabilities=args.probabilities
     )
     print(f"wrote {len(written)} masks to {args.output}")
+    if skipped:
+        from clcc.data.images import IMAGE_SUFFIXES
+
+        names = ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        print(f"skipped {len(skipped)} file(s) that are not images by their suffix "
+              f"({', '.join(IMAGE_SUFFIXES)}): {names}")
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -168,6 +174,19 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+class _MethodsHelpFormatter(argparse.HelpFormatter):
+    """Fills "{methods}" with the registered methods, importing them (and torch) only when
+    the help is printed."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        text = super()._expand_help(action)
+        if "{methods}" in text:
+            from clcc.methods import METHODS
+
+            text = text.replace("{methods}", ", ".join(sorted(METHODS)))
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clcc", description=__doc__)
     parser.add_argument("--version", action=_PrintVersion, help="show versions and exit")
@@ -201,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="a mirror or file:// address instead of the official one")
     p.set_defaults(func=cmd_data_download)
 
-    p = sub.add_parser("train", help="train one method on one labelled selection")
+    p = sub.add_parser("train", help="train one method on one labelled selection",
+                       formatter_class=_MethodsHelpFormatter)
     p.add_argument("--config", type=Path)
-    p.add_argument("--method", help="shorthand for --set method.name=...")
+    p.add_argument("--method", help="shorthand for --set method.name=...; one of {methods}")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run first")

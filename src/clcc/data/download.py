@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import stat
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -50,9 +51,11 @@ def content_digest(root: Path, dirs: tuple[str, ...] = ("images", "masks")) -> s
     return total.hexdigest()
 
 
-def safe_extract(archive: Path, target: Path) -> None:
-    """Extract a zip, refusing any member that is a link or would escape `target`."""
+def safe_extract(archive: Path, target: Path, shown: Path | None = None) -> None:
+    """Extract a zip, refusing any member that is a link or would escape `target`; messages
+    name `shown` (the user's folder) when `target` is a temporary one beside it."""
     target = Path(target).resolve()
+    where = Path(shown) if shown is not None else target
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             name = PurePosixPath(info.filename.replace("\\", "/"))
@@ -62,38 +65,46 @@ def safe_extract(archive: Path, target: Path) -> None:
             dest = (target / name).resolve()
             if name.is_absolute() or not dest.is_relative_to(target):
                 raise ClccError(
-                    f"{archive}: member {info.filename!r} would be written outside {target}"
+                    f"{archive}: member {info.filename!r} would be written outside {where}"
                 )
         zf.extractall(target)
 
 
 def fetch(url: str, dest: Path) -> Path:
-    """Download `url` to `dest` through a temporary file."""
-    with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response:
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
+    """Download `url` to `dest` through a temporary file; a failure is one line naming both."""
+    try:
+        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise ClccError(f"{url}: download failed ({reason}); nothing was written") from err
     return dest
 
 
 def download(name: str, output: Path, url: str | None = None) -> Path:
     """Fetch data set `name` into `output`, verify its content digest, return the data folder.
 
-    `url` overrides the official address (a mirror, or a local `file://` archive).
+    `url` overrides the official address (a mirror, or a local `file://` archive). The archive
+    goes to a hidden temporary name beside `output` and is removed whatever happens.
     """
     if name not in ARCHIVES:
         raise ClccError(f"no download for {name!r}; available: {', '.join(ARCHIVES)}")
     spec = ARCHIVES[name]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    zip_path = output.with_name(output.name + ".zip")
-    fetch(url or spec.url, zip_path)
-    with atomic_dir(output) as tmp:
-        safe_extract(zip_path, tmp)
-        digest = content_digest(tmp / spec.top, spec.content_dirs)
-        if digest != spec.content_sha256:
-            raise ClccError(
-                f"{zip_path}: content checksum mismatch (got {digest}, expected "
-                f"{spec.content_sha256}); the download is corrupt or not the official release"
-            )
-    zip_path.unlink()
+    zip_path = output.with_name(f".{output.name}.download.zip")
+    try:
+        fetch(url or spec.url, zip_path)
+        with atomic_dir(output) as tmp:
+            safe_extract(zip_path, tmp, shown=output)
+            digest = content_digest(tmp / spec.top, spec.content_dirs)
+            if digest != spec.content_sha256:
+                raise ClccError(
+                    f"{url or spec.url}: content checksum mismatch (got {digest}, expected "
+                    f"{spec.content_sha256}); the download is corrupt or not the official "
+                    "release"
+                )
+    finally:
+        zip_path.unlink(missing_ok=True)
     return output / spec.top

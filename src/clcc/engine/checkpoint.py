@@ -24,7 +24,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ClccError(f"{path}: not a readable clcc checkpoint ({err})") from err
+        text = str(err)
+        if "Unsupported global" in text:  # a pickled object would have been built by code
+            raise ClccError(
+                f"{path}: not a clcc checkpoint; refused, because loading it would run code "
+                "(it holds Python objects, not only tensors)"
+            ) from err
+        # torch's own text suggests the unsafe way round (weights_only=False): never show it
+        reason = next((line.strip() for line in text.splitlines() if "Unsupported" in line),
+                      type(err).__name__)
+        raise ClccError(f"{path}: not a readable clcc checkpoint ({reason})") from err
 
 
 def rng_state() -> dict[str, Any]:

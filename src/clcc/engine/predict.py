@@ -87,12 +87,15 @@ def predict_folder(
     output_dir: Path,
     overlays: bool = False,
     probabilities: bool = False,
-) -> list[Path]:
-    """Write <stem>.png (0/255) for every image in `input_dir`; returns the mask paths."""
+) -> tuple[list[Path], list[Path]]:
+    """Write <stem>.png (0/255) for every image in `input_dir`; returns the mask paths and the
+    files skipped because their suffix is not an image's."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise ClccError(f"{input_dir}: input folder not found")
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = sorted(p for p in input_dir.iterdir() if p.is_file())
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p for p in entries if p not in files]
     if not files:
         raise ClccError(f"{input_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     written = []
@@ -108,4 +111,4 @@ def predict_folder(
             _save_png(np.round(prob * 255).astype(np.uint8), output_dir / "probabilities" /
                       f"{path.stem}.png")
         written.append(target)
-    return written
+    return written, skipped
