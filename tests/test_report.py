@@ -143,6 +143,35 @@ def test_hierarchical_bootstrap_counts_both_levels():
     assert noisy["ci_low"] < 2.0 < noisy["ci_high"]  # image-level noise widens it as well
 
 
+def _run_with_dice(root: Path, name: str, dice: list[float]) -> dict:
+    run = root / name
+    run.mkdir(parents=True)
+    rows = "".join(f"c{i},{d}\n" for i, d in enumerate(dice))
+    (run / "test_per_image.csv").write_text("case,dice\n" + rows)
+    return {"run": str(run)}
+
+
+def test_comparison_with_reference_by_hand(tmp_path: Path):
+    from clcc.report.compare import compare_with_reference, comparison_lines, verdict
+
+    runs = []
+    for selection, (ref, new) in enumerate([([0.5, 0.6], [0.6, 0.7]),   # +10 on both images
+                                            ([0.5, 0.5], [0.5, 0.6])]):  # +0 and +10
+        runs.append({**_run_with_dice(tmp_path, f"ref{selection}", ref), "variant": "ref",
+                     "selection": selection})
+        runs.append({**_run_with_dice(tmp_path, f"new{selection}", new), "variant": "new",
+                     "selection": selection})
+    [c] = compare_with_reference(runs, "ref")
+    assert (c["a"], c["b"], c["selections"]) == ("new", "ref", [0, 1])
+    assert c["per_selection"] == pytest.approx([10.0, 5.0])
+    # t-interval over 2 selections: mean 7.5, sd 3.536, t(0.975, 1) = 12.706 → ±31.77
+    assert c["over_selections"]["mean_diff"] == pytest.approx(7.5)
+    assert c["over_selections"]["ci_low"] == pytest.approx(7.5 - 31.765, abs=1e-2)
+    assert c["images"]["mean_diff"] == pytest.approx(7.5) and c["images"]["n"] == 2
+    assert verdict(c) == "no difference shown"
+    assert "| new − ref | +10.00 / +5.00 | +7.50 |" in "\n".join(comparison_lines([c]))
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("experiment")
@@ -247,7 +276,9 @@ def test_report_pairs_every_method_with_the_chosen_reference(experiment: Path, t
     [pair], [default_pair] = data["comparisons"], default["comparisons"]
     assert (pair["a"], pair["b"]) == ("supervised", "mean-teacher")
     assert (default_pair["a"], default_pair["b"]) == ("mean-teacher", "supervised")
-    assert pair["mean_diff"] == pytest.approx(-default_pair["mean_diff"])
+    assert pair["over_selections"]["mean_diff"] == pytest.approx(
+        -default_pair["over_selections"]["mean_diff"])
+    assert pair["per_selection"] == pytest.approx([-d for d in default_pair["per_selection"]])
     page = (tmp_path / "report" / "index.html").read_text()
     gap_b = re.search(r'<select id="gap-b">.*?</select>', page).group(0)
     assert '<option value="mean-teacher" selected>' in gap_b  # gallery gap: A − reference

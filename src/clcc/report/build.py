@@ -3,13 +3,12 @@
 Everything comes from the runs on disk: `table.json`, each run's `metrics.jsonl`,
 `test_per_image.csv` and `best.pt` (re-run on the test images for masks and overlays). The
 gallery and the qualitative figure show one labelled selection (the smallest number), on which
-every method can be compared image by image; the paired statistics average each image's Dice over
-the selections first.
+every method can be compared image by image; the paired statistics come per selection, over
+selections and over test images (`clcc.report.compare`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,9 @@ from clcc.engine.logging import read_log
 from clcc.engine.predict import load_trained_model, overlay
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
+from clcc.report.compare import compare_with_reference, per_image_dice
 from clcc.report.figures import qualitative_figure, training_curves
 from clcc.report.html import render_report
-from clcc.report.stats import paired_comparison
-
-
-def _per_image_dice(run: Path) -> dict[str, float]:
-    with open(run / "test_per_image.csv") as f:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(f)}
 
 
 def _save_asset(array: np.ndarray, report: Path, name: str) -> str:
@@ -76,15 +70,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         )
     training_curves(curves, out / "curves.png")
 
-    per_image = {v: [_per_image_dice(Path(r["run"])) for r in runs if r["variant"] == v]
-                 for v in variants}
-    cases = sorted(per_image[variants[0]][0])
-    mean_dice = {v: np.array([np.mean([sel[c] for sel in per_image[v]]) for c in cases])
-                 for v in variants}
-    comparisons = [
-        {"a": v, "b": reference, **paired_comparison(mean_dice[v], mean_dice[reference])}
-        for v in variants if v != reference
-    ]
+    comparisons = compare_with_reference(runs, reference)
 
     first = next(r for r in runs if r["selection"] == shown)
     cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
@@ -98,7 +84,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         run = next(r for r in runs if r["variant"] == v and r["selection"] == shown)
         _, model, runtime = load_trained_model(Path(run["run"]) / "best.pt", "cpu")
         masks[v] = predict_probabilities(model, images, runtime).numpy() > 0.5
-        by_case = _per_image_dice(Path(run["run"]))
+        by_case = per_image_dice(Path(run["run"]))
         shown_dice[v] = np.array([by_case[n] for n in names])
 
     rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))

@@ -11,6 +11,8 @@ import json
 from html import escape
 from typing import Any
 
+from clcc.report.compare import verdict
+
 CSP = (
     "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; "
     "script-src 'unsafe-inline'"
@@ -85,14 +87,21 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
         return "<p class=note>One method only: nothing to compare.</p>"
     body = "".join(
         f"<tr><td class=name>{escape(c['a'])} − {escape(c['b'])}</td>"
-        f"<td>{100 * c['mean_diff']:+.2f}</td>"
-        f"<td>[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]</td>"
-        f"<td>{c['p_wilcoxon']:.3g}</td><td>{c['n']}</td></tr>"
+        f"<td>{' / '.join(f'{d:+.2f}' for d in c['per_selection'])}</td>"
+        f"<td>{c['over_selections']['mean_diff']:+.2f}</td>"
+        f"<td>{_interval(c['over_selections'])}</td><td>{_interval(c['hierarchical'])}</td>"
+        f"<td>{_interval(c['images'])}, p = {c['images']['p_wilcoxon']:.2g}</td>"
+        f"<td>{escape(verdict(c))}</td></tr>"
         for c in comparisons
     )
-    return ("<table id=comparisons><tr><th class=name>pair</th><th>mean ΔDice</th>"
-            "<th>95 % bootstrap CI</th><th>Wilcoxon p</th><th>images</th></tr>"
+    return ("<table id=comparisons><tr><th class=name>pair</th><th>ΔDice per selection</th>"
+            "<th>mean</th><th>95 % over selections (t)</th><th>hierarchical bootstrap</th>"
+            "<th>test-image sampling only</th><th>verdict</th></tr>"
             f"{body}</table>")
+
+
+def _interval(stat: dict[str, float]) -> str:
+    return f"[{stat['ci_low']:+.2f}, {stat['ci_high']:+.2f}]"
 
 
 def render_report(
@@ -117,7 +126,9 @@ def render_report(
 <h1>{escape(title)}</h1>
 <h2>Test metrics (×100; mean ± std over labelled selections)</h2>
 {_summary_table(rows)}
-<h2>Paired per-image comparison (test Dice, averaged over selections per image)</h2>
+<h2>Paired comparison with the reference (test Dice ×100)</h2>
+<p class=note>Claims rest on the interval over selections: the labelled subset is a random draw.
+The last interval counts only the sampling of test images.</p>
 {_comparison_table(comparisons)}
 <h2>Training curves</h2><figure><img src="curves.png" alt="training curves" width="900"></figure>
 <h2>Qualitative results (selection {selection})</h2>
