@@ -154,9 +154,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from clcc.demo import run_demo
+    from clcc.demo import DEMO_METHODS, run_demo
 
-    run_demo(Path(args.workdir), methods=args.methods.split(), epochs=args.epochs)
+    run_demo(Path(args.workdir), methods=(args.methods or DEMO_METHODS).split(), epochs=args.epochs,
+             jobs=args.jobs)
 
 
 class _PrintVersion(argparse.Action):
@@ -282,11 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, with a table")
+    p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, 3 selections")
     p.add_argument("--workdir", default="runs/demo")
-    p.add_argument("--methods", default="supervised clcc:n=2",
-                   help="space-separated entries, as for `clcc experiment`")
+    p.add_argument("--methods", default=None,
+                   help="space-separated entries, as for `clcc experiment` (default: "
+                        "supervised, CLCC, CLCC with the BatchNorm remedies)")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=2, help="runs side by side")
     p.set_defaults(func=cmd_demo)
     return parser
 

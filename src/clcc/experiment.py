@@ -27,6 +27,7 @@ from clcc.config import Config, config_differences, load_config
 from clcc.engine.logging import read_log
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
+from clcc.report.compare import compare_with_reference, comparison_lines
 
 TABLE_METRICS = ("mae", "dice", "iou")
 
@@ -248,7 +249,7 @@ def run_grid(
     results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in done]
     for r, g in zip(results, done, strict=True):
         r["variant"] = g[0].spec
-    summary = write_tables(results, output)
+    summary = write_tables(results, output, reference)
     if missing:
         print(f"experiment: {len(missing)} run(s) not finished, not in the tables (rerun the "
               f"same command to resume them): {' '.join(missing)}")
@@ -289,10 +290,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(results: list[dict[str, Any]], output: Path) -> dict[str, Any]:
+def write_tables(
+    results: list[dict[str, Any]], output: Path, reference: str | None = None
+) -> dict[str, Any]:
+    """table.md/.csv/.json: the metrics per method, and (with two methods or more) each one
+    against `reference` (default: the first) per selection, over selections and over images."""
     rows = summarise_runs(results)
-    write_json(output / "table.json", {"rows": rows, "runs": results})
-    write_text(output / "table.md", markdown_table(rows))
+    reference = reference or rows[0]["method"]
+    comparisons = compare_with_reference(results, reference)
+    write_json(output / "table.json", {"rows": rows, "comparisons": comparisons, "runs": results})
+    paired = ("\nPaired test Dice (×100) against " + reference + ":\n\n"
+              + "\n".join(comparison_lines(comparisons)) + "\n") if comparisons else ""
+    write_text(output / "table.md", markdown_table(rows) + paired)
     csv = ["method,selection,mae,dice,iou,val_dice"]
     for r in results:
         t = r["test"]
@@ -300,5 +309,5 @@ def write_tables(results: list[dict[str, Any]], output: Path) -> dict[str, Any]:
                    f"{100 * t['dice']['mean']:.4f},{100 * t['iou']['mean']:.4f},"
                    f"{100 * r['val']['dice']['mean']:.4f}")
     write_text(output / "table.csv", "\n".join(csv) + "\n")
-    print(markdown_table(rows))
-    return {"rows": rows}
+    print(markdown_table(rows) + paired)
+    return {"rows": rows, "comparisons": comparisons}
