@@ -145,3 +145,40 @@ def test_train_help_lists_the_registered_methods(capsys):
         main(["train", "--help"])
     out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
     assert "oneof" + ",".join(sorted(METHODS)) in out
+
+
+def test_evaluate_any_labelled_folder_at_both_resolutions(checkpoint, tmp_path, capsys):
+    import json
+
+    for i, size in enumerate([(40, 30), (64, 48), (33, 33)]):
+        write_pair(tmp_path / "im" / f"p{i}.jpg", tmp_path / "gt" / f"p{i}.png", size=size, seed=i)
+    for native in (False, True):
+        args = ["evaluate", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "im"),
+                "--masks", str(tmp_path / "gt"), "--output", str(tmp_path / f"e{native}"),
+                "--device", "cpu"] + (["--native-resolution"] if native else [])
+        assert main(args) == 0
+        rows = (tmp_path / f"e{native}" / "per_image.csv").read_text().splitlines()
+        assert rows[0].startswith("case,dice") and [r.split(",")[0] for r in rows[1:]] == [
+            "p0", "p1", "p2"]
+        summary = json.loads((tmp_path / f"e{native}" / "summary.json").read_text())
+        assert 0 <= summary["dice"]["mean"] <= 1
+    out = capsys.readouterr().out
+    assert "3 images at 32×32" in out and "3 images at their own resolution" in out
+
+
+def test_evaluate_folder_errors_name_the_file(checkpoint, tmp_path, capsys):
+    write_pair(tmp_path / "im" / "a.png", tmp_path / "gt" / "a.png")
+    write_pair(tmp_path / "im" / "b.png", None)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "im"),
+                 "--masks", str(tmp_path / "gt")]) == 2
+    assert "b.png: no mask in" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(checkpoint),
+                 "--images", str(tmp_path / "im")]) == 2
+    assert "--images and --masks go together" in capsys.readouterr().err
+
+
+def test_evaluate_every_labelled_image_of_a_prepared_set(checkpoint, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--split", "all",
+                 "--output", str(tmp_path / "all"), "--device", "cpu"]) == 0
+    rows = (tmp_path / "all" / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 40  # the tiny synthetic set: 40 labelled cases

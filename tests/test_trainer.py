@@ -156,3 +156,17 @@ def test_last_checkpoint_every_n_epochs_and_at_the_end(tiny_config, monkeypatch)
     monkeypatch.setattr(trainer_module, "save_checkpoint", spy)
     train(tiny_config("train.epochs=5", "train.checkpoint_every=2"))
     assert saved == [2, 4, 5]
+
+
+def test_a_log_file_gets_one_line_per_epoch_and_no_bars(tiny_config, tmp_path):
+    """Piped to a file, training with progress on writes plain epoch lines, no \\r bars."""
+    config = tmp_path / "c.yaml"
+    config.write_text(dump_config(tiny_config("train.epochs=3", "train.progress=true")))
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "clcc", "train", "--config", str(config)],
+                              stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0 and "\r" not in text
+    assert [line.split()[1] for line in text.splitlines() if line.startswith("epoch ")] == [
+        "1", "2", "3"]

@@ -82,23 +82,41 @@ def _results_line(results: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from clcc.data.prepare import PreparedData
+    from clcc.data.sources import labelled_pairs
     from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
-    from clcc.engine.predict import load_trained_model
+    from clcc.engine.predict import evaluate_cases, load_trained_model
     from clcc.files import write_json
 
+    if (args.images is None) != (args.masks is None):
+        raise ClccError("--images and --masks go together (a folder of images and one of masks)")
+    if args.native_resolution and args.images is None:
+        raise ClccError("--native-resolution needs --images and --masks")
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device, args.precision)
-    data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
+    data = None
+    if args.recalibrate_bn or args.images is None:
+        data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
-    idx = data.split(args.split)
-    rows, summary = evaluate(
-        model, data.images[idx], data.masks[idx], [data.names[i] for i in idx], runtime
-    )
-    out = Path(args.output or Path(args.checkpoint).parent / f"evaluate-{args.split}")
+    if args.images is not None:
+        cases = labelled_pairs(args.images, args.masks)
+        rows, summary = evaluate_cases(model, cases, cfg.data.size, runtime,
+                                       native=args.native_resolution)
+        what = Path(args.images).resolve().name + ("-native" if args.native_resolution else "")
+    else:
+        splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+        idx = np.concatenate([data.split(name) for name in splits])
+        rows, summary = evaluate(model, data.images[idx], data.masks[idx],
+                                 [data.names[i] for i in idx], runtime)
+        what = args.split
+    out = Path(args.output or Path(args.checkpoint).parent / f"evaluate-{what}")
     write_per_image_csv(out / "per_image.csv", rows)
     write_json(out / "summary.json", summary)
+    print(f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
+                                   f" at {cfg.data.size}×{cfg.data.size}"))
     for name, v in summary.items():
         scale = 1 if name == "hd95" else 100
         print(f"{name:>9}: {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
@@ -233,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--data", type=Path, help="prepared data set (default: the training one)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="split of the prepared set (all: every image with a mask)")
+    p.add_argument("--images", type=Path, help="a folder of images to score instead (with --masks)")
+    p.add_argument("--masks", type=Path, help="their masks, matched by file stem")
+    p.add_argument("--native-resolution", action="store_true",
+                   help="score at each image's own size (prediction resized back)")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="first re-estimate BatchNorm statistics on the training images")
     p.add_argument("--output", type=Path)

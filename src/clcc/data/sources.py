@@ -114,6 +114,16 @@ def folder(root: Path) -> list[Case]:
     return sorted(cases, key=lambda c: c.name)
 
 
+def labelled_pairs(image_dir: Path, mask_dir: Path) -> list[Case]:
+    """Images and their masks from two folders, matched by file stem (for evaluation on a
+    labelled folder: every image must have its mask)."""
+    image_dir = _require_dir(Path(image_dir), "images")
+    mask_dir = _require_dir(Path(mask_dir), "masks")
+    images = _by_stem(_images_in(image_dir))
+    masks = _by_stem(_images_in(mask_dir))
+    return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), image_dir)
+
+
 SOURCES: dict[str, Callable[[Path], list[Case]]] = {
     "kvasir-seg": kvasir_seg,
     "isic2018": isic2018,

@@ -81,3 +81,4 @@ def write_per_image_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=["case", *names])
         writer.writeheader()
         writer.writerows(rows)
+

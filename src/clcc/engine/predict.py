@@ -1,6 +1,7 @@
 """Prediction on new images of any size and format: binary PNG masks at the original size,
 optionally overlays and probability maps. The network sees each image resized to the training
-resolution; its probabilities are resized back (bilinear) before thresholding at 0.5."""
+resolution; its probabilities are resized back (bilinear) before thresholding at 0.5.
+The same path scores a labelled folder at its own resolution (`evaluate_cases`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from PIL import Image
 from torch import nn
 
 from clcc.config import Config, config_from_dict
-from clcc.data.images import IMAGE_SUFFIXES, read_image
+from clcc.data.images import IMAGE_SUFFIXES, read_image, read_mask
+from clcc.data.prepare import load_case
+from clcc.data.sources import Case
 from clcc.engine.checkpoint import load_checkpoint
-from clcc.engine.evaluate import predict_probabilities
+from clcc.engine.evaluate import evaluate, predict_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
+from clcc.metrics import image_metrics, summarise
 from clcc.models.unet import UNet
 
 OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
@@ -112,3 +116,24 @@ def predict_folder(
                       f"{path.stem}.png")
         written.append(target)
     return written, skipped
+
+
+def evaluate_cases(
+    model: nn.Module, cases: list[Case], size: int, runtime: Runtime, native: bool = False
+) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Metrics on labelled cases read from files (a data set the model never saw prepared):
+    at the training resolution `size`, as the trainer scores, or with `native` at each image's
+    own resolution, the prediction resized back as `clcc predict` does."""
+    if not native:
+        pairs = [load_case(case, size) for case in cases]
+        images = np.stack([image for image, _ in pairs])
+        masks = np.stack([mask for _, mask in pairs])
+        return evaluate(model, images, masks, [c.name for c in cases], runtime)
+    predictor = Predictor.from_model(model, size, runtime)
+    rows = []
+    for case in cases:
+        image = read_image(case.image)
+        mask = read_mask(case.mask, expected_size=(image.shape[1], image.shape[0]))
+        row = image_metrics(predictor.probabilities(image) > 0.5, mask > 0)
+        rows.append({"case": case.name, **row})
+    return rows, summarise(rows)

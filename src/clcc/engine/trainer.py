@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -175,9 +176,10 @@ class Trainer:
         gen = epoch_generator(cfg.seed, self.epoch, AUGMENT_STREAM) if cfg.augment else None
         self.method.train()
         sums: dict[str, torch.Tensor] = {}
-        bar = tqdm(
+        show_bar = cfg.progress and self.dist.is_main and sys.stderr.isatty()  # a log file
+        bar = tqdm(  # gets the one line per epoch below, not carriage-return bars
             total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not (cfg.progress and self.dist.is_main), leave=False, dynamic_ncols=True,
+            disable=not show_bar, leave=False, dynamic_ncols=True,
         )
         for i, host in enumerate(self.batches.epoch(self.epoch)):
             if cfg.compile and cfg.compile_mode == "reduce-overhead":
@@ -195,7 +197,7 @@ class Trainer:
             for key, value in {"loss": loss.detach(), **logs}.items():
                 sums[key] = sums.get(key, 0) + value.float()
             bar.update()
-            if cfg.progress and (i % 10 == 0 or i + 1 == len(self.batches)):
+            if show_bar and (i % 10 == 0 or i + 1 == len(self.batches)):
                 bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
         bar.close()
         keys = sorted(sums)
