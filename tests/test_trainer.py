@@ -11,7 +11,7 @@ import torch
 from clcc.config import dump_config
 from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.logging import read_log
-from clcc.engine.trainer import lr_lambda, train
+from clcc.engine.trainer import lr_lambda, schedule_for, train
 from clcc.errors import ClccError
 
 
@@ -40,6 +40,25 @@ def test_cosine_schedule_advances_every_step():
     values = [f(s) for s in range(101)]
     assert values[0] == 1.0 and values[50] == pytest.approx(0.5) and values[100] == 0.0
     assert all(a > b for a, b in zip(values[:100], values[1:], strict=True))
+
+
+def test_the_authors_schedule_warms_up_then_steps_once_per_epoch():
+    from clcc.config import load_config
+
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" /
+                      "kvasir-authors-schedule.yaml")
+    assert (cfg.optim.warmup_epochs, cfg.optim.schedule_unit, cfg.train.epochs) == (
+        100, "epoch", 300)
+    f = schedule_for(cfg.optim, epochs=300, steps_per_epoch=30)
+    assert [f(s) for s in (0, 29)] == [0.01, 0.01]  # epoch 0 of the warm-up, all its steps
+    assert f(30) == 0.02 and f(99 * 30) == 1.0 and f(100 * 30 + 29) == 1.0
+    assert f(200 * 30) == pytest.approx(0.5)  # halfway through the 200 cosine epochs
+    assert f(200 * 30) == f(200 * 30 + 29)  # constant within an epoch
+    g = schedule_for(load_config(None, ["optim.warmup_epochs=2"]).optim, 10, 5)
+    assert [g(s) for s in (0, 9, 10)] == [pytest.approx(0.1), 1.0, 1.0]  # per step by default
+    assert g(11) < 1.0
 
 
 def test_existing_run_needs_resume_or_overwrite(tiny_config):

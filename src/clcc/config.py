@@ -39,8 +39,11 @@ class MethodConfig:
 class OptimConfig:
     lr: float = 1e-3  # AdamW defaults, as in the paper
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | constant; advanced every step
-    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0  # linear warm-up, in optimiser steps ...
+    warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
+    schedule_unit: str = "step"  # step: the schedule advances every step; epoch: once per
+    # epoch, as the authors' code does
 
 
 @dataclass
@@ -153,7 +156,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 # counts and sizes that must be at least this, checked before any folder is made
 MINIMUM = {"data.size": 1, "train.epochs": 1, "train.labelled_batch": 1,
            "train.unlabelled_batch": 0, "train.eval_every": 1, "train.checkpoint_every": 1,
-           "train.threads": 0, "optim.warmup_steps": 0}
+           "train.threads": 0, "optim.warmup_steps": 0, "optim.warmup_epochs": 0}
 
 
 def _check_ranges(cfg: Config) -> Config:
@@ -162,6 +165,9 @@ def _check_ranges(cfg: Config) -> Config:
         section, key = dotted.split(".")
         if values[section][key] < least:
             raise ClccError(f"config {dotted} must be at least {least}, got {values[section][key]}")
+    if cfg.optim.schedule_unit not in ("step", "epoch"):
+        raise ClccError(f"config optim.schedule_unit must be step or epoch, got "
+                        f"{cfg.optim.schedule_unit!r}")
     if cfg.optim.lr <= 0:
         raise ClccError(f"config optim.lr must be positive, got {cfg.optim.lr}")
     if any(w < 1 for w in cfg.model.widths) or len(cfg.model.widths) < 2:

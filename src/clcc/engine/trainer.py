@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from clcc.config import Config, config_differences, dump_config
+from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import PreparedData
@@ -45,20 +45,34 @@ from clcc.methods import Method, build_method
 AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
 
 
-def lr_lambda(warmup: int, total: int, schedule: str):
-    """Multiplier of the base learning rate at optimiser step `s` (linear warmup, cosine)."""
+def lr_lambda(warmup: int, total: int, schedule: str, per: int = 1):
+    """Multiplier of the base learning rate at optimiser step `s`: linear warm-up over `warmup`
+    units, then cosine to 0 at `total` units, where a unit is `per` steps (1: every step; the
+    steps of an epoch: once per epoch, as in the authors' code)."""
     if schedule not in ("cosine", "constant"):
         raise ClccError(f"unknown schedule {schedule!r}; choose cosine or constant")
 
     def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
+        u = s // per
+        if u < warmup:
+            return (u + 1) / warmup
         if schedule == "constant":
             return 1.0
-        t = (s - warmup) / max(1, total - warmup)
+        t = (u - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return factor
+
+
+def schedule_for(optim: OptimConfig, epochs: int, steps_per_epoch: int):
+    """The learning-rate multiplier of a run, in the unit its config asks for."""
+    if optim.schedule_unit == "epoch":
+        if optim.warmup_steps:
+            raise ClccError("optim.warmup_steps counts steps; with schedule_unit=epoch use "
+                            "optim.warmup_epochs")
+        return lr_lambda(optim.warmup_epochs, epochs, optim.schedule, per=steps_per_epoch)
+    warmup = optim.warmup_steps + optim.warmup_epochs * steps_per_epoch
+    return lr_lambda(warmup, epochs * steps_per_epoch, optim.schedule)
 
 
 def to_device_batch(
@@ -135,7 +149,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lr_lambda(cfg.optim.warmup_steps, self.total_steps, cfg.optim.schedule),
+            schedule_for(cfg.optim, t.epochs, len(self.batches)),
         )
         self.scaler = torch.amp.GradScaler(
             self.runtime.device.type, enabled=self.runtime.needs_scaler
