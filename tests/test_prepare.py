@@ -79,7 +79,7 @@ def test_edited_list_with_unknown_case_is_reported(tmp_path):
     _raw(tmp_path / "raw")
     prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
     (tmp_path / "p" / "splits" / "labelled-0.txt").write_text("c1\nnot_a_case\n")
-    with pytest.raises(ClccError, match="labelled-0.txt lists unknown case 'not_a_case'"):
+    with pytest.raises(ClccError, match="labelled-0.txt: unknown case 'not_a_case'"):
         PreparedData.open(tmp_path / "p", 16).labelled(0)
 
 
@@ -135,3 +135,21 @@ def test_cli_refusal_is_one_line_and_exit_2(tmp_path, capsys):
                  "--output", str(tmp_path / "raw"), "--size", "16", "--labelled", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "delete the source images" in err
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("val.txt", "c_missing\n"), r"val.txt: unknown case 'c_missing'"),
+    (("labelled-1.txt", "VAL0\n"), r"labelled-1.txt: case '\w+' is not in train.txt"),
+    (("test.txt", "VAL0\n"), r"test.txt: case '\w+' is also in val.txt"),
+])
+def test_hand_edited_splits_are_checked_on_opening(tmp_path, edit, message):
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    splits = tmp_path / "p" / "splits"
+    val0 = (splits / "val.txt").read_text().split()[0]
+    name, text = edit
+    extra = text.replace("VAL0", val0)
+    with open(splits / name, "a") as f:
+        f.write(extra)
+    with pytest.raises(ClccError, match=message):
+        PreparedData.open(tmp_path / "p", 16)

@@ -258,6 +258,36 @@ def build_cache(prepared: Path, size: int, workers: int | None = None) -> Path:
     return target
 
 
+def check_splits(root: Path, cases: list[Case]) -> None:
+    """The lists in splits/ may be edited by hand: every name must be a case of the manifest
+    (with a mask, except in unlabelled.txt), train/val/test/unlabelled must not share a case,
+    and each labelled-K.txt must lie inside train.txt."""
+    splits = Path(root) / "splits"
+    known = {c.name: c for c in cases}
+    lists = {name: _read_list(splits / f"{name}.txt")
+             for name in ("train", "val", "test", "unlabelled")}
+    lists.update({p.stem: _read_list(p) for p in sorted(splits.glob("labelled-*.txt"))})
+    owner: dict[str, str] = {}
+    for name, members in lists.items():
+        for case in members:
+            if case not in known:
+                raise ClccError(f"{splits / name}.txt: unknown case {case!r}")
+            if name != "unlabelled" and known[case].mask is None:
+                raise ClccError(f"{splits / name}.txt: case {case!r} has no mask")
+            if name.startswith("labelled-"):
+                continue
+            if case in owner:
+                raise ClccError(f"{splits / name}.txt: case {case!r} is also in "
+                                f"{owner[case]}.txt; the splits must not overlap")
+            owner[case] = name
+    train = set(lists["train"])
+    for name, members in lists.items():
+        outside = [c for c in members if name.startswith("labelled-") and c not in train]
+        if outside:
+            raise ClccError(f"{splits / name}.txt: case {outside[0]!r} is not in train.txt; "
+                            "a labelled subset must come from the training split")
+
+
 @dataclass
 class PreparedData:
     """A prepared data set opened at one resolution: cached arrays plus the split indices."""
@@ -280,6 +310,7 @@ class PreparedData:
         )
         if stale:
             build_cache(root, size)
+        check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
         return cls(
             root=root,
