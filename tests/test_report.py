@@ -336,3 +336,9 @@ def test_report_in_headless_chromium(experiment: Path, tmp_path: Path):
         assert shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_grid_checks_every_entry_before_training(tmp_path: Path):
+    with pytest.raises(ClccError, match="method 'clcc' has no parameter 'consistency'"):
+        run_grid(None, [], ["supervised", "clcc:consistency=avg"], [0], tmp_path / "grid")
+    assert not (tmp_path / "grid").exists()

@@ -171,6 +171,11 @@ def run_grid(
         raise ClccError(f"--reference {reference!r} is not one of the methods: {' '.join(methods)}")
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
+    from clcc.methods import check_parameters  # (imports torch: only when a grid runs)
+
+    for variant in variants:  # a bad entry stops here, not a third of the way into its run
+        check_parameters(variant.method,
+                         {k: v for k, v in variant.params.items() if "." not in k})
     grid = []
     for variant in variants:
         for selection in selections:

@@ -7,6 +7,8 @@ does the rest: devices, precision, optimiser, schedule, evaluation, checkpoints.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -78,7 +80,63 @@ def build_method(
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
+    check_parameters(name, params or {})
     try:
         return cls(cls.model_class(**model_args), image_size, **(params or {}))
     except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err
+
+
+def method_parameters(cls: type[Method]) -> dict[str, inspect.Parameter]:
+    """A method's parameters: the keyword arguments of its constructor after (model,
+    image_size), with those of the class it extends where it passes `**kwargs` on (UAMT)."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass in (Method, nn.Module, object) or "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[3:]
+        found.update({p.name: p for p in params if p.kind is p.KEYWORD_ONLY
+                      or p.kind is p.POSITIONAL_OR_KEYWORD})
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return found
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    if typing.get_origin(hint) is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
+def _kind(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + "|".join(map(str, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
+
+
+def describe(parameter: inspect.Parameter, hint: Any) -> str:
+    return f"{parameter.name} ({_kind(hint)}, default {parameter.default!r})"
+
+
+def check_parameters(name: str, params: dict[str, Any]) -> None:
+    """Refuse, before anything runs, a parameter the method does not have or a value of the
+    wrong type or outside its choices; the message lists what the method takes."""
+    if name not in METHODS:
+        raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    known = method_parameters(cls)
+    hints = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass not in (nn.Module, object):
+            hints = {**typing.get_type_hints(klass.__init__), **hints}
+    listing = "; ".join(describe(p, hints.get(n)) for n, p in known.items()) or "none"
+    for key, value in params.items():
+        if key not in known:
+            raise ClccError(f"method {name!r} has no parameter {key!r}; it takes: {listing}")
+        hint = hints.get(key)
+        if hint is not None and not _accepts(hint, value):
+            raise ClccError(f"method {name!r}: parameter {key}={value!r} must be {_kind(hint)}")

@@ -11,7 +11,8 @@ Options beyond the paper, each off by default so that the default is the paper's
   vectors, patch vectors detached as keys, L1 normalisation) instead of eq. (1).
 - `patch_bn="frozen"`: patch batches use their batch statistics but leave BatchNorm's running
   statistics alone, so evaluation statistics describe full images only.
-- `consistency="mean"`: average eq. (2) over the n² positions instead of summing them.
+- `reduction="mean"`: average eq. (2) over the n² positions instead of summing them (named so
+  that it is not mistaken for a weight: β is the weight).
 Ablations of Table 1 keep the two-stage schedule: `alpha=0` is "w/o contrast" (stage 1 is
 supervised only) and `beta=0` is "w/o consistency" (stage 2 is supervised only).
 """
@@ -19,6 +20,7 @@ supervised only) and `beta=0` is "w/o consistency" (stage 2 is supervised only).
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import torch
 
@@ -52,19 +54,19 @@ class CLCC(Method):
         stage1: float = 1 / 3,
         alpha: float = 1.0,
         beta: float = 1.0,
-        variant: str = "paper",
-        patch_bn: str = "update",
-        consistency: str = "sum",
+        variant: Literal["paper", "authors"] = "paper",
+        patch_bn: Literal["update", "frozen"] = "update",
+        reduction: Literal["sum", "mean"] = "sum",
     ) -> None:
         super().__init__(model, image_size)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-        if patch_bn not in ("update", "frozen"):
-            raise ValueError(f"patch_bn must be 'update' or 'frozen', got {patch_bn!r}")
+        if n < 1 or dim < 1 or tau <= 0 or not 0 <= stage1 <= 1 or alpha < 0 or beta < 0:
+            raise ValueError(f"need n >= 1, dim >= 1, tau > 0, 0 <= stage1 <= 1, alpha >= 0, "
+                             f"beta >= 0; got n={n}, dim={dim}, tau={tau}, stage1={stage1}, "
+                             f"alpha={alpha}, beta={beta}")
         self.n, self.tau, self.stage1 = n, tau, stage1
         self.alpha, self.beta = alpha, beta
         self.negatives, self.norm, self.detach_patches = VARIANTS[variant]
-        self.patch_bn, self.consistency = patch_bn, consistency
+        self.patch_bn, self.reduction = patch_bn, reduction
         self.head = ProjectionHead(model.widths[0], self.patch_size(image_size), dim)
 
     def patch_size(self, image_size: int) -> int:
@@ -115,7 +117,7 @@ class CLCC(Method):
             logs["contrast"] = contrast.detach()
         if beta:
             consist = cross_level_consistency_loss(
-                patch_out.logits, out.logits, self.n, self.consistency
+                patch_out.logits, out.logits, self.n, self.reduction
             )
             loss = loss + beta * consist
             logs["consist"] = consist.detach()

@@ -13,6 +13,7 @@ to use the teacher).
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,11 +36,12 @@ class MeanTeacher(Method):
         rampup: float = 1.0,
         noise_std: float = 0.1,
         noise_clip: float = 0.2,
-        evaluate: str = "student",
+        evaluate: Literal["student", "teacher"] = "student",
     ) -> None:
         super().__init__(model, image_size)
-        if evaluate not in ("student", "teacher"):
-            raise ValueError(f"evaluate must be 'student' or 'teacher', got {evaluate!r}")
+        if not 0 <= ema_decay < 1 or consistency < 0 or rampup < 0 or noise_std < 0:
+            raise ValueError(f"need 0 <= ema_decay < 1 and consistency, rampup, noise_std >= 0; "
+                             f"got {ema_decay}, {consistency}, {rampup}, {noise_std}")
         self.teacher = copy.deepcopy(model).requires_grad_(False)
         self.ema_decay, self.consistency, self.rampup = ema_decay, consistency, rampup
         self.noise_std, self.noise_clip, self.evaluate = noise_std, noise_clip, evaluate
