@@ -43,9 +43,9 @@ def test_cosine_schedule_advances_every_step():
 
 
 def test_the_authors_schedule_warms_up_then_steps_once_per_epoch():
-    from clcc.config import load_config
-
     from pathlib import Path
+
+    from clcc.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" /
                       "kvasir-authors-schedule.yaml")
