@@ -25,12 +25,46 @@ from clcc.experiment import (
     summarise_runs,
     time_left_s,
     whole_run_s,
+    write_tables,
 )
 from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
 
 from conftest import TINY
 
 CRAFTED = "<img src=x onerror=window.pwned=1>"  # a legal file name that is also markup
+
+
+def test_labels_of_entries():
+    assert Variant("supervised").label == "Supervised"
+    assert Variant("clcc:n=4,alpha=0").label == "CLCC (n=4, w/o contrast)"
+    assert Variant("clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true").label == (
+        "CLCC (n=4, frozen patch BN, recalibrated BN)")
+    labelled = Variant("CLCC+BN=clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true")
+    assert labelled.label == "CLCC+BN" and labelled.method == "clcc"
+    assert labelled.entry == "clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true"
+    assert labelled.slug == Variant(labelled.entry).slug  # run folders keep their names
+    assert labelled.params == {"n": 4, "patch_bn": "frozen", "train.recalibrate_bn": True}
+    assert Variant("Base=supervised").label == "Base" and Variant("Base=supervised").slug == (
+        "supervised")
+
+
+def test_table_csv_quotes_entries_and_carries_labels(tmp_path: Path):
+    import csv as csv_module
+
+    runs = []
+    for spec in ("supervised", "Mine=clcc:n=4,alpha=0"):
+        v = Variant(spec)
+        run = {**_run_with_dice(tmp_path, v.slug, [0.5, 0.7]), "variant": v.entry,
+               "label": v.label, "selection": 0, "test": {m: {"mean": 0.5} for m in
+                                                           ("mae", "dice", "iou")},
+               "val": {"dice": {"mean": 0.6}}}
+        runs.append(run)
+    write_tables(runs, tmp_path)
+    rows = list(csv_module.reader((tmp_path / "table.csv").read_text().splitlines()))
+    assert rows[0] == ["method", "label", "selection", "mae", "dice", "iou", "val_dice"]
+    assert rows[2][:3] == ["clcc:n=4,alpha=0", "Mine", "0"]
+    md = (tmp_path / "table.md").read_text()
+    assert "| Mine | " in md and "`clcc:n=4,alpha=0` |" in md and "| Mine − Supervised |" in md
 
 
 def test_variant_entries():
@@ -328,14 +362,50 @@ def test_report_in_headless_chromium(experiment: Path, tmp_path: Path):
         assert gaps == sorted(gaps, reverse=True)
         Select(driver.find_element(By.ID, "sort-key")).select_by_value("supervised")
         Select(driver.find_element(By.ID, "sort-order")).select_by_value("asc")
-        first_dice = [float(r.find_elements(By.CSS_SELECTOR, "td.dice")[0].text)
+        first_dice = [float(r.find_elements(By.CSS_SELECTOR, ".dice")[0].text)
                       for r in driver.find_elements(By.CSS_SELECTOR, "#gallery-body tr")]
         assert first_dice == sorted(first_dice)
         shot = experiment / "report" / "screenshot.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
+
+        wide = _eight_method_report(experiment, tmp_path / "wide")
+        driver.get(wide.as_uri())
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth")
+        widths = driver.execute_script(
+            "return [...document.querySelectorAll('#gallery-body img')]"
+            ".map(i => i.getBoundingClientRect().width)")
+        assert len(widths) > 8 and min(widths) >= 80, min(widths)
+        heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#gallery th")]
+        assert "CLCC+BN\n(Dice)" in heads and any(h.startswith("CLCC (n=4, frozen") for h in heads)
+        driver.save_screenshot(str(tmp_path / "wide" / "report" / "screenshot.png"))
+        shutil.copy(tmp_path / "wide" / "report" / "screenshot.png",
+                    experiment / "report" / "screenshot-8-methods.png")  # kept for a look
     finally:
         driver.quit()
+
+
+def _eight_method_report(experiment: Path, out: Path) -> Path:
+    """A report of 8 methods with long entries, each backed by a copy of a real tiny run (the
+    page's layout is what is tested, not the numbers)."""
+    from clcc.report.build import build_report
+
+    table = json.loads((experiment / "table.json").read_text())
+    base = [r for r in table["runs"] if r["variant"] == "supervised"]
+    entries = ["supervised", "CLCC+BN=clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true"] + [
+        f"clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true,tau=0.{k}7,stage1=0.{k}3"
+        for k in range(1, 7)]
+    runs = []
+    for k, spec in enumerate(entries):
+        variant = Variant(spec)
+        for r in base:
+            run = out / f"m{k}-sel{r['selection']}"
+            shutil.copytree(r["run"], run)
+            runs.append({**r, "run": str(run), "variant": variant.entry, "label": variant.label})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps({"rows": summarise_runs(runs), "runs": runs}))
+    return build_report(out)
 
 
 def test_grid_checks_every_entry_before_training(tmp_path: Path):

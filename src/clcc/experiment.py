@@ -10,13 +10,14 @@ multi-threaded run.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +26,12 @@ import yaml
 
 from clcc.config import Config, config_differences, load_config
 from clcc.engine.logging import read_log
+from clcc.entries import Variant, label_of
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
 from clcc.report.compare import compare_with_reference, comparison_lines
 
 TABLE_METRICS = ("mae", "dice", "iou")
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A method name with parameter overrides, e.g. `clcc:alpha=0`; a dotted key is a config
-    key of the run, e.g. `clcc:patch_bn=frozen,train.recalibrate_bn=true`."""
-
-    spec: str
-
-    @property
-    def method(self) -> str:
-        return self.spec.split(":", 1)[0]
-
-    def _pairs(self) -> list[tuple[str, str]]:
-        """The entry's key=value pairs as written."""
-        if ":" not in self.spec:
-            return []
-        pairs = [p for p in self.spec.split(":", 1)[1].split(",") if p]
-        if not all("=" in p for p in pairs):
-            raise ClccError(f"method entry {self.spec!r} must look like name:key=value,key=value")
-        return [(k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in pairs)]
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {k: yaml.safe_load(v) for k, v in self._pairs()}
-
-    @property
-    def slug(self) -> str:
-        suffix = "".join(f"-{k}{v}" for k, v in self._pairs())
-        return f"{self.method}{suffix}".replace("/", "_").replace(" ", "")
 
 
 def run_config(base: Path | None, overrides: list[str], variant: Variant, selection: int,
@@ -167,8 +139,13 @@ def run_grid(
     stopped then (they resume from their last.pt next time); the tables hold the runs finished.
     """
     variants = [Variant(m) for m in methods]
-    if reference is not None and reference not in [v.spec for v in variants]:
-        raise ClccError(f"--reference {reference!r} is not one of the methods: {' '.join(methods)}")
+    if reference is not None:
+        matches = [v.entry for v in variants if reference in (v.spec, v.entry, v.label)]
+        if not matches:
+            raise ClccError(
+                f"--reference {reference!r} is not one of the methods: {' '.join(methods)}"
+            )
+        reference = matches[0]
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
     from clcc.methods import check_parameters  # (imports torch: only when a grid runs)
@@ -253,7 +230,7 @@ def run_grid(
         raise ClccError(f"{output}: no run finished within the time budget; rerun to resume")
     results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in done]
     for r, g in zip(results, done, strict=True):
-        r["variant"] = g[0].spec
+        r["variant"], r["label"] = g[0].entry, g[0].label
     summary = write_tables(results, output, reference)
     if missing:
         print(f"experiment: {len(missing)} run(s) not finished, not in the tables (rerun the "
@@ -271,7 +248,8 @@ def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = sorted((r for r in results if r["variant"] == variant),
                       key=lambda r: r["selection"])
-        row: dict[str, Any] = {"method": variant, "selections": [r["selection"] for r in runs]}
+        row: dict[str, Any] = {"method": variant, "label": label_of(runs[0]),
+                               "selections": [r["selection"] for r in runs]}
         for metric in TABLE_METRICS:
             values = [100 * r["test"][metric]["mean"] for r in runs]
             row[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
@@ -282,15 +260,16 @@ def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | MAE | Dice | mIoU | Dice per selection | val Dice per selection |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | MAE | Dice | mIoU | Dice per selection | val Dice per selection | entry |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         per = " / ".join(f"{v:.2f}" for v in row["dice"]["per_selection"])
         val = " / ".join(f"{v:.2f}" for v in row["val_dice"])
         lines.append(
-            f"| {row['method']} | {row['mae']['mean']:.2f} ± {row['mae']['std']:.2f} | "
+            f"| {row['label']} | {row['mae']['mean']:.2f} ± {row['mae']['std']:.2f} | "
             f"{row['dice']['mean']:.2f} ± {row['dice']['std']:.2f} | "
-            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | {per} | {val} |"
+            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | {per} | {val} | "
+            f"`{row['method']}` |"
         )
     return "\n".join(lines) + "\n"
 
@@ -307,12 +286,14 @@ def write_tables(
     paired = ("\nPaired test Dice (×100) against " + reference + ":\n\n"
               + "\n".join(comparison_lines(comparisons)) + "\n") if comparisons else ""
     write_text(output / "table.md", markdown_table(rows) + paired)
-    csv = ["method,selection,mae,dice,iou,val_dice"]
+    lines = io.StringIO()
+    writer = csv.writer(lines, lineterminator="\n")  # entries hold commas: quoted
+    writer.writerow(["method", "label", "selection", "mae", "dice", "iou", "val_dice"])
     for r in results:
         t = r["test"]
-        csv.append(f"{r['variant']},{r['selection']},{100 * t['mae']['mean']:.4f},"
-                   f"{100 * t['dice']['mean']:.4f},{100 * t['iou']['mean']:.4f},"
-                   f"{100 * r['val']['dice']['mean']:.4f}")
-    write_text(output / "table.csv", "\n".join(csv) + "\n")
+        writer.writerow([r["variant"], label_of(r), r["selection"],
+                         *(f"{100 * t[m]['mean']:.4f}" for m in TABLE_METRICS),
+                         f"{100 * r['val']['dice']['mean']:.4f}"])
+    write_text(output / "table.csv", lines.getvalue())
     print(markdown_table(rows) + paired)
     return {"rows": rows, "comparisons": comparisons}

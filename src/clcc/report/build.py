@@ -21,6 +21,7 @@ from clcc.data.prepare import PreparedData
 from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.logging import read_log
 from clcc.engine.predict import load_trained_model, overlay
+from clcc.entries import label_of
 from clcc.errors import ClccError
 from clcc.files import write_json, write_text
 from clcc.report.compare import compare_with_reference, per_image_dice
@@ -56,7 +57,10 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
     table = json.loads(table_path.read_text())
     runs = table["runs"]
     variants = list(dict.fromkeys(r["variant"] for r in runs))
-    reference = variants[0] if reference is None else reference
+    labels = {r["variant"]: label_of(r) for r in runs}
+    if reference is None:
+        reference = variants[0]
+    reference = next((v for v in variants if reference in (v, labels[v])), None) or reference
     if reference not in variants:
         raise ClccError(f"{table_path}: no method {reference!r} to compare with; the "
                         f"experiment has {', '.join(variants)}")
@@ -65,7 +69,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
 
     curves: dict[str, dict[int, list]] = {}
     for r in runs:
-        curves.setdefault(r["variant"], {})[r["selection"]] = read_log(
+        curves.setdefault(labels[r["variant"]], {})[r["selection"]] = read_log(
             Path(r["run"]) / "metrics.jsonl"
         )
     training_curves(curves, out / "curves.png")
@@ -89,7 +93,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
 
     rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
     qualitative_figure(images[rows] / 255.0, truths[rows].astype(float),
-                       {v: masks[v][rows].astype(float) for v in variants},
+                       {labels[v]: masks[v][rows].astype(float) for v in variants},
                        [names[i] for i in rows], out / "qualitative.png")
 
     gallery = []
@@ -107,8 +111,8 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         gallery.append(entry)
     page = render_report(
         title=f"clcc experiment: {experiment.name}", rows=table["rows"],
-        comparisons=comparisons, gallery=gallery, methods=variants, selection=shown,
-        reference=reference,
+        comparisons=comparisons, gallery=gallery, methods=variants, labels=labels,
+        selection=shown, reference=reference,
     )
     write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
     write_text(out / "index.html", page)

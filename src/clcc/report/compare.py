@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from clcc.entries import label_of
 from clcc.errors import ClccError
 from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
 
@@ -29,6 +30,7 @@ def compare_with_reference(runs: list[dict[str, Any]], reference: str) -> list[d
     image-level comparison of per-image Dice averaged over those selections (×100)."""
     dice = {(r["variant"], r["selection"]): per_image_dice(Path(r["run"])) for r in runs}
     variants = list(dict.fromkeys(r["variant"] for r in runs))
+    labels = {r["variant"]: label_of(r) for r in runs}
     out = []
     for variant in variants:
         if variant == reference:
@@ -42,7 +44,8 @@ def compare_with_reference(runs: list[dict[str, Any]], reference: str) -> list[d
                  for s in selections]
         images = paired_comparison(np.mean(diffs, axis=0), np.zeros(len(cases)))
         out.append({
-            "a": variant, "b": reference, "selections": selections,
+            "a": variant, "b": reference, "a_label": labels[variant],
+            "b_label": labels[reference], "selections": selections,
             "per_selection": [float(d.mean()) for d in diffs],
             "over_selections": selection_interval([d.mean() for d in diffs]),
             "hierarchical": hierarchical_bootstrap(diffs),
@@ -71,7 +74,8 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
     for c in comparisons:
         o, h, i = c["over_selections"], c["hierarchical"], c["images"]
         lines.append(
-            f"| {c['a']} − {c['b']} | {' / '.join(f'{d:+.2f}' for d in c['per_selection'])} | "
+            f"| {c['a_label']} − {c['b_label']} | "
+            f"{' / '.join(f'{d:+.2f}' for d in c['per_selection'])} | "
             f"{o['mean_diff']:+.2f} | [{o['ci_low']:+.2f}, {o['ci_high']:+.2f}] | "
             f"[{h['ci_low']:+.2f}, {h['ci_high']:+.2f}] | [{i['ci_low']:+.2f}, {i['ci_high']:+.2f}]"
             f", p = {i['p_wilcoxon']:.2g} | {verdict(c)} |"

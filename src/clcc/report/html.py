@@ -11,6 +11,7 @@ import json
 from html import escape
 from typing import Any
 
+from clcc.entries import Variant
 from clcc.report.compare import verdict
 
 CSP = (
@@ -24,8 +25,15 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.6em 0}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:right;font-size:.9em}
 th{background:#f2f2f2} td.name,th.name{text-align:left}
-img.thumb{width:96px;height:96px;image-rendering:pixelated}
+code.entry{font-size:.8em;color:#555;overflow-wrap:anywhere}
 .controls{margin:.5em 0} figure{margin:0} .note{color:#555;font-size:.9em}
+figure img{max-width:100%;height:auto}
+#gallery{table-layout:fixed;width:100%}
+#gallery th{overflow-wrap:break-word;font-weight:600;vertical-align:bottom}
+#gallery td{text-align:center;vertical-align:top;padding:.2em}
+#gallery td.case{text-align:left;overflow-wrap:anywhere;font-size:.75em}
+#gallery img.thumb{display:block;width:100%;height:auto;image-rendering:pixelated}
+#gallery .dice{font-size:.8em}
 """
 
 SCRIPT = """
@@ -38,9 +46,11 @@ function gap(c){ return c.dice[gapA.value] - c.dice[gapB.value]; }
 function keyOf(c){ return sortKey.value === '__gap__' ? gap(c) : c.dice[sortKey.value]; }
 function cell(row, text, cls){ const td = document.createElement('td');
   td.textContent = text; if (cls) td.className = cls; row.appendChild(td); return td; }
-function image(row, src, alt){ const td = document.createElement('td');
+function image(row, src, alt, dice){ const td = document.createElement('td');
   const img = document.createElement('img'); img.className = 'thumb';
   img.setAttribute('src', src); img.setAttribute('alt', alt); td.appendChild(img);
+  if (dice !== undefined){ const d = document.createElement('div'); d.className = 'dice';
+    d.textContent = dice.toFixed(2); td.appendChild(d); }
   row.appendChild(td); }
 function render(){
   const sign = order.value === 'asc' ? 1 : -1;
@@ -50,8 +60,7 @@ function render(){
     const row = document.createElement('tr');
     cell(row, c.case, 'name case');
     image(row, c.image, 'image'); image(row, c.truth, 'ground truth');
-    for (const m of data.methods){ image(row, c.overlays[m], m); }
-    for (const m of data.methods){ cell(row, c.dice[m].toFixed(2), 'dice'); }
+    for (const m of data.methods){ image(row, c.overlays[m], data.labels[m], c.dice[m]); }
     cell(row, gap(c).toFixed(2), 'gap');
     body.appendChild(row);
   }
@@ -61,22 +70,24 @@ render();
 """
 
 
-def _options(values: list[str], selected: str) -> str:
+def _options(values: list[str], selected: str, labels: dict[str, str]) -> str:
     return "".join(
-        f'<option value="{escape(v)}"{" selected" if v == selected else ""}>{escape(v)}</option>'
+        f'<option value="{escape(v)}"{" selected" if v == selected else ""}>'
+        f"{escape(labels.get(v, v))}</option>"
         for v in values
     )
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:
     head = ("<tr><th class=name>method</th><th>MAE</th><th>Dice</th><th>mIoU</th>"
-            "<th>Dice per selection</th></tr>")
+            "<th>Dice per selection</th><th class=name>entry</th></tr>")
     body = "".join(
-        f"<tr><td class=name>{escape(r['method'])}</td>"
+        f"<tr><td class=name>{escape(r.get('label') or Variant(r['method']).label)}</td>"
         f"<td>{r['mae']['mean']:.2f} ± {r['mae']['std']:.2f}</td>"
         f"<td class=dice-mean>{r['dice']['mean']:.2f} ± {r['dice']['std']:.2f}</td>"
         f"<td>{r['iou']['mean']:.2f} ± {r['iou']['std']:.2f}</td>"
-        f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td></tr>"
+        f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td>"
+        f"<td class=name><code class=entry>{escape(r['method'])}</code></td></tr>"
         for r in rows
     )
     return f'<table id="summary">{head}{body}</table>'
@@ -86,7 +97,7 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
     if not comparisons:
         return "<p class=note>One method only: nothing to compare.</p>"
     body = "".join(
-        f"<tr><td class=name>{escape(c['a'])} − {escape(c['b'])}</td>"
+        f"<tr><td class=name>{escape(c['a_label'])} − {escape(c['b_label'])}</td>"
         f"<td>{' / '.join(f'{d:+.2f}' for d in c['per_selection'])}</td>"
         f"<td>{c['over_selections']['mean_diff']:+.2f}</td>"
         f"<td>{_interval(c['over_selections'])}</td><td>{_interval(c['hierarchical'])}</td>"
@@ -110,14 +121,18 @@ def render_report(
     comparisons: list[dict[str, Any]],
     gallery: list[dict[str, Any]],
     methods: list[str],
+    labels: dict[str, str],
     selection: int,
     reference: str,
 ) -> str:
-    """The page; the gallery's gap A − B starts as the first other method − `reference`."""
-    payload = json.dumps({"methods": methods, "gallery": gallery}).replace("<", "\\u003c")
-    method_heads = "".join(f"<th>{escape(m)}</th>" for m in methods)
-    dice_heads = "".join(f"<th>Dice {escape(m)}</th>" for m in methods)
-    sort_options = _options(methods, methods[0]) + '<option value="__gap__">gap A − B</option>'
+    """The page; the gallery's gap A − B starts as the first other method − `reference`.
+    `methods` are entries (the data's keys), shown by their `labels`."""
+    payload = json.dumps({"methods": methods, "labels": labels, "gallery": gallery})
+    payload = payload.replace("<", "\\u003c")
+    method_heads = "".join(f'<th title="{escape(m)}">{escape(labels[m])}<br>(Dice)</th>'
+                           for m in methods)
+    sort_options = (_options(methods, methods[0], labels)
+                    + '<option value="__gap__">gap A − B</option>')
     second = next((m for m in methods if m != reference), reference)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -137,12 +152,12 @@ seed 0.</p>
 <figure><img src="qualitative.png" alt="qualitative results"></figure>
 <h2>Gallery (selection {selection}; green: predicted or true foreground)</h2>
 <div class=controls>sort by <select id="sort-key">{sort_options}</select>
-gap A <select id="gap-a">{_options(methods, second)}</select>
-− B <select id="gap-b">{_options(methods, reference)}</select>
+gap A <select id="gap-a">{_options(methods, second, labels)}</select>
+− B <select id="gap-b">{_options(methods, reference, labels)}</select>
 <select id="sort-order"><option value="asc">ascending</option>
 <option value="desc">descending</option></select></div>
 <table id="gallery"><thead><tr><th class=name>case</th><th>image</th><th>truth</th>
-{method_heads}{dice_heads}<th>gap A − B</th></tr></thead><tbody id="gallery-body"></tbody></table>
+{method_heads}<th>gap A − B</th></tr></thead><tbody id="gallery-body"></tbody></table>
 <script type="application/json" id="data">{payload}</script>
 <script>{SCRIPT}</script>
 </body></html>
