@@ -11,7 +11,7 @@ def test_demo_takes_experiment_entries_and_prints_the_paired_interval(tmp_path, 
     assert grid["rows"][1]["selections"] == [0, 1, 2]
     [pair] = grid["comparisons"]
     assert pair["selections"] == [0, 1, 2] and len(pair["per_selection"]) == 3
-    assert f"  {entry} − supervised: " in out and "95 % interval [" in out
+    assert "  CLCC (n=2, recalibrated BN) − Supervised: " in out and "95 % interval [" in out
     assert 'docs/results.md, "Paper protocol on a GPU"' in out and "scripts/gpu-tables" in out
     saved = (tmp_path / "demo" / "grid" / "clcc-n2-train.recalibrate_bntrue-sel2" /
              "config.yaml").read_text()

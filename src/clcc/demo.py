@@ -48,7 +48,7 @@ def run_demo(workdir: Path, methods: list[str], epochs: int | None = None,
     print("What this shows, read from the interval over the 3 selections:")
     for c in grid["comparisons"]:
         o = c["over_selections"]
-        print(f"  {c['a']} − {c['b']}: {o['mean_diff']:+.2f} Dice, 95 % interval "
+        print(f"  {c['a_label']} − {c['b_label']}: {o['mean_diff']:+.2f} Dice, 95 % interval "
               f"[{o['ci_low']:+.2f}, {o['ci_high']:+.2f}]: {verdict(c)}")
     print(
         f"\nA toy task ({time.perf_counter() - started:.0f}s in all). At the paper's protocol "
