@@ -90,3 +90,72 @@ def test_urpc_pyramid_outputs_and_plain_checkpoint():
     method.model.eval()
     x = torch.randn(1, 3, SIZE, SIZE)
     assert torch.allclose(plain.eval()(x).logits, method.model(x).logits, atol=1e-6)
+
+
+# --- as SSL4MIS trains them (train_*_2D.py and networks/unet.py, HiLab-git/SSL4MIS) ---
+
+@pytest.mark.parametrize("name,expected", [
+    ("mean-teacher", [0.05, 0.1, 0.2, 0.3, 0.5]), ("uamt", [0.05, 0.1, 0.2, 0.3, 0.5]),
+    ("urpc", [0.05, 0.1, 0.2, 0.3, 0.5]), ("supervised", []), ("clcc", []),
+])
+def test_ssl4mis_baselines_carry_its_encoder_dropout(name, expected):
+    method = build_method(name, SIZE, {"n": 4} if name == "clcc" else None, widths=WIDTHS)
+    rates = [m.p for m in method.model.encoder.modules() if type(m) is torch.nn.Dropout]
+    assert rates == expected  # element-wise nn.Dropout, one per encoder level
+    off = build_method(name, SIZE, {"n": 4} if name == "clcc" else None, widths=WIDTHS,
+                       dropout=[0.0] * 5)
+    assert not [m for m in off.model.encoder.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.parametrize("name", ["mean-teacher", "uamt"])
+@pytest.mark.parametrize("on,count", [("unlabelled", 2), ("all", 4)])
+def test_teacher_consistency_uses_the_unlabelled_images(name, on, count, monkeypatch):
+    method = build_method(name, SIZE, {"consistency_on": on}, widths=WIDTHS)
+    seen = []
+    original = method.consistency_loss
+
+    def spy(student, x, progress, logs):
+        seen.append((student.shape[0], x.shape[0]))
+        return original(student, x, progress, logs)
+
+    monkeypatch.setattr(method, "consistency_loss", spy)
+    method.training_step(_batch(), 0.5)  # 2 labelled + 2 unlabelled
+    assert seen == [(count, count)]
+
+
+@pytest.mark.parametrize("on,count", [("unlabelled", 2), ("all", 4)])
+def test_urpc_consistency_uses_the_unlabelled_images(on, count, monkeypatch):
+    import clcc.methods.urpc as urpc
+
+    seen = []
+    original = urpc.rectified_consistency
+    monkeypatch.setattr(urpc, "rectified_consistency",
+                        lambda probs: seen.append([p.shape[0] for p in probs]) or original(probs))
+    build_method("urpc", SIZE, {"consistency_on": on}, widths=WIDTHS).training_step(_batch(), 0.5)
+    assert seen == [[count] * 4]
+
+
+def test_uamt_passes_differ_by_dropout_alone():
+    """With no input noise, the 8 teacher passes still differ: the uncertainty comes from the
+    encoder dropout, as in SSL4MIS (without dropout they were identical)."""
+    torch.manual_seed(0)
+    method = build_method("uamt", SIZE, {"noise_std": 0.0}, widths=WIDTHS)
+    x = _batch()["image_u"]
+    first, second = method.teacher_probabilities(x), method.teacher_probabilities(x)
+    assert not torch.allclose(first, second)
+    method.eval()  # evaluation: no dropout, deterministic
+    assert torch.equal(method.model(x).logits, method.model(x).logits)
+
+
+def test_urpc_perturbations_and_upsampling_as_ssl4mis():
+    from clcc.models.unet import FeatureNoise, PyramidUNet
+
+    torch.manual_seed(0)
+    noisy = FeatureNoise()(torch.ones(3, 4, 5, 5))
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0, 0], noisy[0, 1])
+    net = PyramidUNet(widths=WIDTHS).eval()
+    assert type(net.perturb[0]) is torch.nn.Dropout and net.perturb[0].p == 0.5  # element-wise
+    assert all(h.kernel_size == (3, 3) for h in net.aux_heads)
+    coarsest = net(torch.randn(1, 3, SIZE, SIZE)).aux[0][0, 0]  # 8×8 map → 64×64, nearest
+    block = coarsest[:8, :8]
+    assert torch.equal(block, block[0, 0].expand(8, 8))

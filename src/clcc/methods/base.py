@@ -29,6 +29,8 @@ class Method(nn.Module):
     uses_unlabelled: ClassVar[bool] = True
     model_class: ClassVar[type[UNet]] = UNet  # URPC swaps in its pyramid variant
     has_unused_parameters: ClassVar[bool] = False  # some steps leave parameters unused (DDP)
+    default_dropout: ClassVar[tuple[float, ...] | None] = None  # per encoder level, when the
+    # config sets none: the SSL4MIS baselines train their U-Net with dropout
 
     def __init__(self, model: UNet, image_size: int) -> None:
         super().__init__()
@@ -81,6 +83,10 @@ def build_method(
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
     check_parameters(name, params or {})
+    if model_args.get("dropout") is None and cls.default_dropout is not None:
+        levels = len(model_args.get("widths") or UNet().widths)
+        padded = [*cls.default_dropout, *[cls.default_dropout[-1]] * levels]
+        model_args = {**model_args, "dropout": padded[:levels]}
     try:
         return cls(cls.model_class(**model_args), image_size, **(params or {}))
     except (TypeError, ValueError) as err:

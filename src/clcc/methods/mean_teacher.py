@@ -2,9 +2,12 @@
 
 The teacher is an exponential moving average of the student (decay min(1 − 1/(step+1), 0.99));
 it sees the images with clamped Gaussian noise (N(0, 0.1) clipped to ±0.2) and the student is
-pulled towards its sigmoid probabilities by an MSE, on all images of the batch, weighted by
-w·exp(−5(1 − t)²) with t the ramp-up progress. Binary adaptation: one logit channel and the
-sigmoid instead of a two-class softmax, so the MSE is over one probability map. The teacher runs
+pulled towards its sigmoid probabilities by an MSE on the unlabelled images of the batch
+(`volume_batch[labeled_bs:]` in SSL4MIS; `consistency_on="all"` uses all 8), weighted by
+w·exp(−5(1 − t)²) with t the ramp-up progress. Student and teacher carry SSL4MIS's encoder
+dropout (0.05, 0.1, 0.2, 0.3, 0.5 per level) unless the config sets `model.dropout`. Binary
+adaptation: one logit channel and the sigmoid instead of a two-class softmax, so the MSE is over
+one probability map. The teacher runs
 in training mode (batch statistics, as in SSL4MIS) without touching its running statistics; the
 EMA covers parameters and BatchNorm buffers. Evaluation uses the student (`evaluate="teacher"`
 to use the teacher).
@@ -22,11 +25,12 @@ from clcc.losses import supervised_loss
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
-from clcc.models.unet import UNet
+from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
 
 @register("mean-teacher")
 class MeanTeacher(Method):
+    default_dropout = SSL4MIS_DROPOUT
     def __init__(
         self,
         model: UNet,
@@ -37,6 +41,7 @@ class MeanTeacher(Method):
         noise_std: float = 0.1,
         noise_clip: float = 0.2,
         evaluate: Literal["student", "teacher"] = "student",
+        consistency_on: Literal["unlabelled", "all"] = "unlabelled",
     ) -> None:
         super().__init__(model, image_size)
         if not 0 <= ema_decay < 1 or consistency < 0 or rampup < 0 or noise_std < 0:
@@ -45,6 +50,7 @@ class MeanTeacher(Method):
         self.teacher = copy.deepcopy(model).requires_grad_(False)
         self.ema_decay, self.consistency, self.rampup = ema_decay, consistency, rampup
         self.noise_std, self.noise_clip, self.evaluate = noise_std, noise_clip, evaluate
+        self.consistency_on = consistency_on
 
     def noisy(self, x: torch.Tensor) -> torch.Tensor:
         noise = torch.randn_like(x) * self.noise_std
@@ -67,7 +73,9 @@ class MeanTeacher(Method):
         logits = self.model(x).logits
         sup = supervised_loss(logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": sup.detach()}
-        consist = self.consistency_loss(torch.sigmoid(logits.float()), x, progress, logs)
+        first = n_labelled if self.consistency_on == "unlabelled" else 0
+        consist = self.consistency_loss(torch.sigmoid(logits[first:].float()), x[first:],
+                                        progress, logs)
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
         logs["consist"] = consist.detach()
         return sup + weight * consist, logs

@@ -2,21 +2,25 @@
 
 The network is a `PyramidUNet`: the main head plus auxiliary heads on three decoder scales,
 upsampled to the input size, with feature perturbations in training. Supervised loss
-½(Dice + CE) on every head, averaged. Consistency, on all images: with p̄ the mean of the four
+½(Dice + CE) on every head, averaged. Consistency, on the unlabelled images
+(`[labeled_bs:]` in SSL4MIS; `consistency_on="all"` for all 8): with p̄ the mean of the four
 heads' probabilities and D_s = KL(p̄ ‖ p_s) per pixel, each head contributes
 mean(exp(−D_s)·(p̄ − p_s)²) / mean(exp(−D_s)) + mean(D_s); the four are averaged and weighted
 by w·exp(−5(1 − t)²). Binary adaptation: one sigmoid channel, the KL taken over the two classes
-(p, 1 − p). Prediction and export use the main head only (`UNet.plain_state_dict`).
+(p, 1 − p). The U-Net carries SSL4MIS's encoder dropout unless the config sets `model.dropout`.
+Prediction and export use the main head only (`UNet.plain_state_dict`).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
 from clcc.losses import supervised_loss
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
-from clcc.models.unet import PyramidUNet
+from clcc.models.unet import SSL4MIS_DROPOUT, PyramidUNet
 
 EPS = 1e-6
 
@@ -43,11 +47,16 @@ def rectified_consistency(probs: list[torch.Tensor]) -> torch.Tensor:
 class URPC(Method):
     model_class = PyramidUNet
 
+    default_dropout = SSL4MIS_DROPOUT
+
     def __init__(
-        self, model: PyramidUNet, image_size: int, consistency: float = 0.1, rampup: float = 1.0
+        self, model: PyramidUNet, image_size: int, consistency: float = 0.1,
+        rampup: float = 1.0, consistency_on: Literal["unlabelled", "all"] = "unlabelled",
     ) -> None:
         super().__init__(model, image_size)
-        self.consistency, self.rampup = consistency, rampup
+        if consistency < 0 or rampup < 0:
+            raise ValueError(f"need consistency, rampup >= 0; got {consistency}, {rampup}")
+        self.consistency, self.rampup, self.consistency_on = consistency, rampup, consistency_on
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         n_labelled = batch["image"].shape[0]
@@ -55,6 +64,7 @@ class URPC(Method):
         out = self.model(x)
         heads = [out.logits, *out.aux]
         sup = torch.stack([supervised_loss(h[:n_labelled], batch["mask"]) for h in heads]).mean()
-        consist = rectified_consistency([torch.sigmoid(h.float()) for h in heads])
+        first = n_labelled if self.consistency_on == "unlabelled" else 0
+        consist = rectified_consistency([torch.sigmoid(h[first:].float()) for h in heads])
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
         return sup + weight * consist, {"sup": sup.detach(), "consist": consist.detach()}

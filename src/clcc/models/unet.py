@@ -24,6 +24,10 @@ class SegOutput:
     aux: list[torch.Tensor] = field(default_factory=list)
 
 
+SSL4MIS_DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
+"""Per-level encoder dropout of SSL4MIS's 2-D U-Net, which its baselines train with."""
+
+
 class ConvBlock(nn.Sequential):
     """Two 3×3 convolutions with batch norm and LeakyReLU, then optional dropout."""
 
@@ -32,7 +36,7 @@ class ConvBlock(nn.Sequential):
             nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
             nn.BatchNorm2d(c_out),
             nn.LeakyReLU(0.01, inplace=True),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),  # element-wise, as SSL4MIS
             nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
             nn.BatchNorm2d(c_out),
             nn.LeakyReLU(0.01, inplace=True),
@@ -118,32 +122,34 @@ class UNet(nn.Module):
 
 
 class FeatureNoise(nn.Module):
-    """Multiplicative uniform noise x·(1 + U(−r, r)), shared over channels (URPC)."""
+    """Multiplicative uniform noise x·(1 + U(−r, r)), one draw per (channel, position) shared
+    by the images of the batch, as SSL4MIS's `FeatureNoise` samples it (URPC)."""
 
     def __init__(self, ratio: float = 0.3) -> None:
         super().__init__()
         self.ratio = ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.empty_like(x[:, :1]).uniform_(-self.ratio, self.ratio)
+        noise = torch.empty_like(x[:1]).uniform_(-self.ratio, self.ratio)
         return x + x * noise
 
 
 class FeatureDropout(nn.Module):
-    """Drops the most activated positions: where the channel-mean activation exceeds
-    U(0.7, 0.9) × its per-image maximum (URPC)."""
+    """Drops the most activated positions: where the channel-mean activation reaches u × its
+    per-image maximum, u ~ U(0.7, 0.9) drawn once per batch as in SSL4MIS (URPC)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attention = x.mean(dim=1, keepdim=True)
         peak = attention.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
-        threshold = peak * torch.empty_like(peak).uniform_(0.7, 0.9)
+        threshold = peak * float(torch.empty(()).uniform_(0.7, 0.9))
         return x * (attention < threshold).to(x.dtype)
 
 
 class PyramidUNet(UNet):
-    """U-Net with auxiliary 1×1 heads on the three coarser decoder scales (URPC, Luo et al.
-    2021), upsampled to the input size. In training each auxiliary branch sees a perturbed
-    feature map (dropout 0.5, feature dropout, feature noise: coarsest to finest)."""
+    """U-Net with auxiliary 3×3 heads on the three coarser decoder scales (URPC, Luo et al.
+    2021), upsampled to the input size (nearest, as SSL4MIS's `interpolate(x, shape)`). In
+    training each auxiliary branch sees a perturbed feature map: element-wise dropout 0.5,
+    feature dropout, feature noise (coarsest to finest)."""
 
     extra_prefixes = ("aux_heads.", "perturb.")
 
@@ -153,8 +159,9 @@ class PyramidUNet(UNet):
         if len(self.widths) < 5:
             raise ValueError("PyramidUNet needs at least 5 levels for three auxiliary scales")
         decoder_widths = list(reversed(self.widths[:-1]))  # coarsest to finest
-        self.aux_heads = nn.ModuleList(nn.Conv2d(w, 1, 1) for w in decoder_widths[-4:-1])
-        self.perturb = nn.ModuleList([nn.Dropout2d(0.5), FeatureDropout(), FeatureNoise()])
+        self.aux_heads = nn.ModuleList(nn.Conv2d(w, 1, 3, padding=1)
+                                       for w in decoder_widths[-4:-1])
+        self.perturb = nn.ModuleList([nn.Dropout(0.5), FeatureDropout(), FeatureNoise()])
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         maps = self.decode(self.encode(x))
@@ -162,6 +169,5 @@ class PyramidUNet(UNet):
         aux = []
         for head, perturb, fmap in zip(self.aux_heads, self.perturb, maps[-4:-1], strict=True):
             logits = head(perturb(fmap) if self.training else fmap)
-            aux.append(F.interpolate(logits, size=x.shape[-2:], mode="bilinear",
-                                     align_corners=False))
+            aux.append(F.interpolate(logits, size=x.shape[-2:], mode="nearest"))
         return SegOutput(logits=self.head(features), features=features, aux=aux)
