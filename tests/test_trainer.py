@@ -80,7 +80,7 @@ def _launch(config_path, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["clcc", "mean-teacher"])
+@pytest.mark.parametrize("method", ["clcc", "mean-teacher", "unimatch"])
 def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path, method):
     """Everything resumes exactly: student, EMA teacher, projection head, optimiser, RNG."""
     params = "{n: 2}" if method == "clcc" else "{}"

@@ -2,6 +2,7 @@
 
 - `supervised_loss`: L_sup = ½(Dice + CE), eq. (4) of the CLCC paper, CE being binary
   cross-entropy on the logit.
+- `masked_dice_loss`: the pseudo-label loss of FixMatch and UniMatch (confident pixels only).
 - `cross_level_contrastive_loss`, eq. (1), and `cross_level_consistency_loss`, eq. (2), with the
   patch geometry (`to_patches`, `from_patches`) they share.
 """
@@ -26,6 +27,19 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """½(Dice + BCE), eq. (4)."""
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return 0.5 * (dice_loss(logits, target) + bce)
+
+
+def masked_dice_loss(prob: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """1 − soft Dice over the pixels where `keep` is 1, averaged over the two classes
+    (foreground p against t, background 1 − p against 1 − t), with squared sums in the
+    denominator: UniMatch's `DiceLoss(n_classes=2)` with `ignore`, for one sigmoid channel."""
+    keep = keep.float()
+    total = prob.new_zeros(())
+    for p, t in ((prob, target), (1 - prob, 1 - target)):
+        intersection = (p * t * keep).sum()
+        squares = (p * p * keep).sum() + (t * t * keep).sum()
+        total = total + 1 - (2 * intersection + SMOOTH) / (squares + SMOOTH)
+    return total / 2
 
 
 def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:

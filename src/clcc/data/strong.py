@@ -1,0 +1,122 @@
+"""Strong perturbations of FixMatch-style methods, batched on the training device.
+
+As UniMatch's medical pipeline draws them (`dataset/transform.py`, `dataset/acdc.py`), per
+image: colour jitter with probability 0.8 (brightness, contrast, saturation ×U(0.5, 1.5), hue
+shifted by U(−0.25, 0.25) of a turn), Gaussian blur with probability 0.5 (σ ~ U(0.1, 2)), and a
+CutMix box with probability 0.5 (area U(0.02, 0.4) of the image, aspect ratio U(0.3, 1/0.3)).
+Written in a few lines of torch rather than with a library: each is one formula, and torch's
+own random generator then draws every choice, so a resumed run replays them exactly (the
+trainer checkpoints that generator). The jitter's four factors are applied in a fixed order
+(torchvision draws one), and hue turns in YIQ space (a linear stand-in for HSV).
+
+Images come and go normalised, as the network takes them (`clcc.data.loaders.to_input`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from clcc.data.loaders import MEAN, STD
+
+GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                           [0.211, -0.523, 0.312]])
+
+
+def _uniform(n: int, low: float, high: float) -> torch.Tensor:
+    return torch.empty(n).uniform_(low, high)  # on the CPU generator: resumable
+
+
+def _per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return values.to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+
+def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
+                  hue: float = 0.25) -> torch.Tensor:
+    """x in [0, 1], (B,3,H,W); each image jittered with probability `p`."""
+    b = x.shape[0]
+    on = _per_image((torch.rand(b) < p).float(), x)
+    brightness = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
+    contrast = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
+    saturation = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
+    angle = _uniform(b, -hue, hue) * 2 * math.pi
+    y = (x * brightness).clamp(0, 1)
+    grey = (y * GREY.to(x)).sum(1, keepdim=True)
+    y = ((y - grey.mean((2, 3), keepdim=True)) * contrast + grey.mean((2, 3), keepdim=True))
+    y = y.clamp(0, 1)
+    grey = (y * GREY.to(x)).sum(1, keepdim=True)
+    y = ((y - grey) * saturation + grey).clamp(0, 1)
+    y = _turn_hue(y, angle)
+    return on * y + (1 - on) * x
+
+
+def _turn_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate the chroma (I, Q) of each image by its angle."""
+    to_yiq = RGB_TO_YIQ.to(x)
+    cos, sin = angle.cos(), angle.sin()
+    turn = torch.zeros(len(angle), 3, 3)
+    turn[:, 0, 0] = 1
+    turn[:, 1, 1], turn[:, 1, 2], turn[:, 2, 1], turn[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(to_yiq) @ turn.to(x) @ to_yiq  # (B,3,3) RGB → RGB
+    return torch.einsum("bij,bjhw->bihw", matrix, x).clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = (0.1, 2.0)
+                  ) -> torch.Tensor:
+    """Each image blurred with probability `p`, σ ~ U(sigma) pixels (separable kernel)."""
+    out = x.clone()
+    chosen = torch.rand(x.shape[0]) < p
+    sigmas = _uniform(x.shape[0], *sigma)
+    for i in torch.nonzero(chosen).flatten().tolist():
+        s = float(sigmas[i])
+        radius = max(1, math.ceil(3 * s))
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (taps / s) ** 2)
+        kernel = (kernel / kernel.sum()).view(1, 1, -1).repeat(3, 1, 1)
+        image = F.pad(x[i : i + 1], (radius, radius, radius, radius), mode="reflect")
+        image = F.conv2d(image, kernel.unsqueeze(2), groups=3)  # along rows
+        out[i] = F.conv2d(image, kernel.unsqueeze(3), groups=3)[0]  # along columns
+    return out
+
+
+def cutmix_boxes(b: int, size: int, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4),
+                 ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
+    """(B, size, size) 0/1 masks: with probability `p` one box per image, else none."""
+    boxes = torch.zeros(b, size, size)
+    for i in range(b):
+        if float(torch.rand(())) > p:
+            continue
+        target = float(_uniform(1, *area)) * size * size
+        while True:
+            r = float(_uniform(1, *ratio))
+            w, h = int(math.sqrt(target / r)), int(math.sqrt(target * r))
+            x0, y0 = int(torch.randint(0, size, ())), int(torch.randint(0, size, ()))
+            if x0 + w <= size and y0 + h <= size:
+                break
+        boxes[i, y0 : y0 + h, x0 : x0 + w] = 1
+    return boxes
+
+
+def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """`base` with `source` inside each image's box; (B,H,W) boxes broadcast over channels, so
+    images (B,C,H,W), probability maps and labels mix alike."""
+    inside = boxes.to(base.device, base.dtype)
+    inside = inside.unsqueeze(1) if base.dim() == 4 else inside
+    return base * (1 - inside) + source * inside
+
+
+def strong_view(x: torch.Tensor) -> torch.Tensor:
+    """Colour jitter and blur of a normalised batch (the CutMix box is drawn apart, since its
+    labels must follow it)."""
+    mean, std = MEAN.to(x), STD.to(x)
+    pixels = (x * std + mean).clamp(0, 1)
+    pixels = gaussian_blur(colour_jitter(pixels))
+    return ((pixels - mean) / std).contiguous(memory_format=_memory_format(x))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last and x.shape[1] > 1 else torch.contiguous_format

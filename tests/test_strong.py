@@ -1,0 +1,89 @@
+"""FixMatch and UniMatch: strong perturbations, pseudo-labels, CutMix and the loss weights,
+checked against values worked out by hand."""
+
+import pytest
+import torch
+
+import clcc.methods.fixmatch as fixmatch
+from clcc.data.strong import colour_jitter, cutmix_boxes, gaussian_blur, paste, strong_view
+from clcc.losses import masked_dice_loss
+from clcc.methods import build_method
+
+from test_methods import SIZE, WIDTHS, _batch
+
+
+def test_pseudo_labels_keep_only_confident_pixels():
+    prob = torch.tensor([0.97, 0.5, 0.03, 0.96, 0.94, 0.05])
+    label, keep = fixmatch.pseudo_labels(prob, 0.95)
+    assert label.tolist() == [1, 0, 0, 1, 1, 0]  # p > 0.5, confident or not
+    assert keep.tolist() == [1, 0, 1, 1, 0, 1]  # max(p, 1 − p) ≥ 0.95
+
+
+def test_masked_dice_by_hand():
+    prob, target = torch.tensor([1.0, 0, 1, 0]), torch.tensor([1.0, 0, 0, 0])
+    # the one wrong pixel (index 2) ignored: both classes perfect
+    kept = masked_dice_loss(prob, target, torch.tensor([1.0, 1, 0, 1]))
+    assert kept == pytest.approx(0, abs=1e-5)
+    # all kept: foreground 1 − 2·1/(2 + 1) = 1/3, background 1 − 2·2/(2 + 3) = 1/5
+    assert masked_dice_loss(prob, target, torch.ones(4)) == pytest.approx((1 / 3 + 1 / 5) / 2,
+                                                                          abs=1e-5)
+
+
+def test_a_pasted_pixel_carries_its_source_label(monkeypatch):
+    box = torch.zeros(2, 4, 4)
+    box[0, :2, :2] = 1  # image 0 gets a 2×2 box from its partner, image 1 none
+    monkeypatch.setattr(fixmatch, "cutmix_boxes", lambda b, size: box)
+    views = torch.stack([torch.full((3, 4, 4), 1.0), torch.full((3, 4, 4), 2.0)])
+    labels = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])
+    keep = torch.stack([torch.ones(4, 4), torch.zeros(4, 4)])
+    img, target, kept = fixmatch.cutmix_view(views, labels, keep)
+    assert (img[0, :, :2, :2] == 2).all() and (img[0, :, 2:, :] == 1).all()
+    assert (target[0, :2, :2] == 1).all() and target[0].sum() == 4  # A's box carries B's label
+    assert (kept[0, :2, :2] == 0).all() and kept[0].sum() == 12  # and B's confidence
+    assert torch.equal(img[1], views[1]) and torch.equal(target[1], labels[1])
+
+
+def test_cutmix_boxes_follow_unimatch_ranges():
+    torch.manual_seed(0)
+    boxes = cutmix_boxes(400, 64)
+    areas = boxes.flatten(1).sum(1) / 64**2
+    drawn = areas[areas > 0]
+    assert 0.35 < len(drawn) / 400 < 0.65  # p = 0.5
+    assert drawn.min() >= 0.012 and drawn.max() <= 0.41  # U(0.02, 0.4), rounded to pixels
+    assert cutmix_boxes(3, 8, p=0.0).sum() == 0
+    assert paste(torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.eye(2)[None]).tolist() == [
+        [[1.0, 0.0], [0.0, 1.0]]]
+
+
+def test_perturbations_are_identity_when_off_and_reproducible():
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.equal(colour_jitter(x, p=0.0), x) and torch.equal(gaussian_blur(x, p=0.0), x)
+    flat = torch.full((1, 3, 9, 9), 0.3)
+    assert torch.allclose(gaussian_blur(flat, p=1.0), flat)  # a blur keeps a flat image
+    torch.manual_seed(1)
+    first = strong_view(x)
+    torch.manual_seed(1)
+    assert torch.equal(strong_view(x), first) and first.shape == x.shape
+    assert not torch.equal(first, x)
+
+
+@pytest.mark.parametrize("name,expected", [("fixmatch", (8 + 1) / 2),
+                                           ("unimatch", (8 + 0.25 * 1 + 0.25 * 2 + 0.5 * 4) / 2)])
+def test_branch_weights(name, expected, monkeypatch):
+    method = build_method(name, SIZE, widths=WIDTHS)
+    monkeypatch.setattr(fixmatch, "supervised_loss", lambda logits, mask: torch.tensor(8.0))
+    terms = {"loss_u_s1": 1.0, "loss_u_s2": 2.0, "loss_u_w_fp": 4.0}
+    monkeypatch.setattr(method, "unlabelled_losses", lambda img, mask, keep, extra: {
+        k: torch.tensor(terms[k]) for k in method.weights})
+    loss, logs = method.training_step(_batch(), 0.5)
+    assert loss.item() == pytest.approx(expected) and set(method.weights) <= set(logs)
+
+
+def test_unimatch_perturbs_features_in_the_same_pass():
+    torch.manual_seed(0)
+    method = build_method("unimatch", SIZE, widths=WIDTHS)
+    batch = _batch()
+    logits_x, prob_u_w, extra = method.weak_pass(batch["image"], batch["image_u"])
+    assert prob_u_w.shape == extra["prob_u_w_fp"].shape == (2, 1, SIZE, SIZE)
+    assert not torch.allclose(prob_u_w, extra["prob_u_w_fp"])
