@@ -1,0 +1,153 @@
+"""BCP, Bidirectional Copy-Paste (Bai et al., CVPR 2023), as its 2-D script trains it
+(DeepMed-Lab-ECNU/BCP, `code/ACDC_BCP_train.py`), for binary segmentation.
+
+One box per step, 2/3 of the image side at a random place, shared by the batch; `m` is 1
+outside it and 0 inside. The labelled half-batches are img_a, img_b, the unlabelled ones
+uimg_a, uimg_b (2 + 2 and 2 + 2 images at 4 + 4).
+- Stage 1, pre-training (the first `pretrain` of training, 10 000 of 40 000 iterations in the
+  script): labelled images only, img_a·m + img_b·(1 − m) against the labels mixed alike.
+- Stage 2, self-training: a mean teacher (EMA 0.99 of parameters and BatchNorm buffers, started
+  from the student at the stage switch) predicts pseudo-labels of uimg_a, uimg_b (p > 0.5, then
+  each image's largest connected component, as `get_ACDC_masks(nms=1)`). The student sees
+  uimg_a·m + img_a·(1 − m) (a labelled box pasted into an unlabelled image) and
+  img_b·m + uimg_b·(1 − m) (the reverse), each against the labels and pseudo-labels mixed
+  alike, in two passes; pseudo-labelled pixels weigh `u_weight` (0.5), labelled ones 1.
+Each loss is ½(Σ Dice + Σ CE) over the two regions of each mixed image, Dice being the two-class
+Dice of the region's pixels and CE the region's mean BCE, as the script's `mix_loss`.
+
+Adaptations, stated: one run holds both stages (the script trains a second run from the
+pre-training's best checkpoint; here the student simply goes on, and `best.pt` is chosen on
+validation over the whole run); the teacher normalises with batch statistics without updating
+its own (as Mean Teacher here); binary; the U-Net carries the script's (= SSL4MIS's) encoder
+dropout; AdamW, batches and schedule are the engine's.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from clcc.losses import masked_dice_loss
+from clcc.methods.base import Batch, Logs, Method, register
+from clcc.models.norm import frozen_bn_statistics
+from clcc.models.unet import SSL4MIS_DROPOUT, UNet
+
+
+def box_mask(size: int, side: float = 2 / 3) -> torch.Tensor:
+    """(size, size): 0 inside one random box of `side` × size, 1 elsewhere (BCP's img_mask)."""
+    patch = int(size * side)
+    top, left = (int(v) for v in torch.randint(0, size - patch, (2,)))
+    mask = torch.ones(size, size)
+    mask[top : top + patch, left : left + patch] = 0
+    return mask
+
+
+def largest_component(labels: torch.Tensor) -> torch.Tensor:
+    """Each image's largest 4-connected foreground component (an image with none stays empty);
+    (B,1,H,W) 0/1."""
+    out = np.zeros(labels.shape, np.float32)
+    for i, image in enumerate(labels[:, 0].cpu().numpy() > 0):
+        components, count = ndimage.label(image)
+        if count:
+            sizes = np.bincount(components.ravel())[1:]
+            out[i, 0] = components == 1 + int(np.argmax(sizes))
+    return torch.from_numpy(out).to(labels.device)
+
+
+def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Tensor,
+             outside: torch.Tensor, weight_out: float, weight_in: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Dice, CE) of a mixed image: `target_out` where `outside` is 1, `target_in` in the box,
+    each region weighted."""
+    prob = torch.sigmoid(logits.float())
+    inside = 1 - outside
+    dice = (weight_out * masked_dice_loss(prob, target_out, outside)
+            + weight_in * masked_dice_loss(prob, target_in, inside))
+    ce = prob.new_zeros(())
+    for target, region, weight in ((target_out, outside, weight_out),
+                                   (target_in, inside, weight_in)):
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+        pixels = region.expand_as(bce)
+        ce = ce + weight * (bce * pixels).sum() / (pixels.sum() + 1e-16)
+    return dice, ce
+
+
+@register("bcp")
+class BCP(Method):
+    default_dropout = SSL4MIS_DROPOUT
+
+    def __init__(
+        self,
+        model: UNet,
+        image_size: int,
+        pretrain: float = 0.25,
+        u_weight: float = 0.5,
+        ema_decay: float = 0.99,
+        box: float = 2 / 3,
+        evaluate: Literal["student", "teacher"] = "student",
+    ) -> None:
+        super().__init__(model, image_size)
+        if not 0 <= pretrain < 1 or u_weight < 0 or not 0 <= ema_decay < 1 or not 0 < box < 1:
+            raise ValueError(f"need 0 <= pretrain < 1, u_weight >= 0, 0 <= ema_decay < 1, "
+                             f"0 < box < 1; got {pretrain}, {u_weight}, {ema_decay}, {box}")
+        self.pretrain, self.u_weight, self.ema_decay, self.box = pretrain, u_weight, ema_decay, box
+        self.evaluate = evaluate
+        self.teacher = copy.deepcopy(model).requires_grad_(False)
+        self.register_buffer("teacher_started", torch.zeros((), dtype=torch.bool))
+        self.self_training = False
+
+    def eval_model(self) -> nn.Module:
+        return self.teacher if self.evaluate == "teacher" else self.model
+
+    def _mixed(self, inside_from: torch.Tensor, outside_from: torch.Tensor,
+               outside: torch.Tensor) -> torch.Tensor:
+        m = outside.to(inside_from)
+        return outside_from * m + inside_from * (1 - m)
+
+    def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
+        img, lab, uimg = batch["image"], batch["mask"], batch["image_u"]
+        half, uhalf = len(img) // 2, len(uimg) // 2
+        img_a, img_b, lab_a, lab_b = img[:half], img[half:], lab[:half], lab[half:]
+        outside = box_mask(img.shape[-1], self.box).to(img.device)
+        self.self_training = progress >= self.pretrain
+        if not self.self_training:
+            logits = self.model(self._mixed(img_b, img_a, outside)).logits
+            dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0)
+            loss = (dice + ce) / 2
+            return loss, {"sup": loss.detach(), "stage": torch.ones((), device=img.device)}
+        self._start_teacher()
+        uimg_a, uimg_b = uimg[:uhalf], uimg[uhalf:]
+        with torch.no_grad(), frozen_bn_statistics(self.teacher):
+            plab_a = largest_component(self.teacher(uimg_a).logits > 0)
+            plab_b = largest_component(self.teacher(uimg_b).logits > 0)
+        out_unl = self.model(self._mixed(img_a, uimg_a, outside)).logits  # labelled box in
+        out_l = self.model(self._mixed(uimg_b, img_b, outside)).logits  # unlabelled box in
+        dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0)
+        dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight)
+        loss = (dice_u + dice_l + ce_u + ce_l) / 2
+        return loss, {"unl": ((dice_u + ce_u) / 2).detach(), "sup": ((dice_l + ce_l) / 2).detach(),
+                      "stage": torch.full((), 2.0, device=img.device)}
+
+    @torch.no_grad()
+    def _start_teacher(self) -> None:
+        """At the first self-training step the teacher becomes the pre-trained student."""
+        if not bool(self.teacher_started):
+            self.teacher.load_state_dict(self.model.state_dict())
+            self.teacher_started.fill_(True)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        if not self.self_training:
+            return
+        student = self.model.state_dict()
+        for name, value in self.teacher.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.lerp_(student[name], 1.0 - self.ema_decay)
+            else:
+                value.copy_(student[name])
