@@ -80,9 +80,10 @@ def _launch(config_path, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["clcc", "mean-teacher", "unimatch"])
+@pytest.mark.parametrize("method", ["clcc", "mean-teacher", "unimatch", "bcp"])
 def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path, method):
-    """Everything resumes exactly: student, EMA teacher, projection head, optimiser, RNG."""
+    """Everything resumes exactly: student, EMA teacher, projection head, optimiser, RNG (for
+    BCP across the switch from pre-training to self-training at epoch 10)."""
     params = "{n: 2}" if method == "clcc" else "{}"
     overrides = ("train.epochs=40", "train.eval_every=3", f"method.name={method}",
                  f"method.params={params}", "train.threads=1")

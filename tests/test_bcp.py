@@ -1,0 +1,71 @@
+"""BCP: the copy-paste box, the mixing of images and labels, the region weights, the largest
+component of a pseudo-label, and the two stages, against values worked out by hand."""
+
+import pytest
+import torch
+
+import clcc.methods.bcp as bcp
+from clcc.methods import build_method
+
+from test_methods import SIZE, WIDTHS, _batch
+
+
+def test_box_is_two_thirds_of_the_side():
+    torch.manual_seed(0)
+    mask = bcp.box_mask(48)
+    assert mask.shape == (48, 48) and (mask == 0).sum() == 32 * 32
+    rows, cols = torch.nonzero(mask == 0, as_tuple=True)
+    assert rows.max() - rows.min() == 31 and cols.max() - cols.min() == 31  # one square
+
+
+def test_a_pasted_pixel_carries_its_source_label():
+    method = build_method("bcp", SIZE, widths=WIDTHS)
+    outside = torch.ones(4, 4)
+    outside[:2, :2] = 0  # the box
+    a, b = torch.full((1, 3, 4, 4), 1.0), torch.full((1, 3, 4, 4), 2.0)
+    mixed = method._mixed(b, a, outside)  # b's box pasted into a
+    assert (mixed[..., :2, :2] == 2).all() and mixed.sum() == 3 * (12 * 1 + 4 * 2)
+    lab_a, lab_b = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    right = torch.where(outside.bool(), -20.0, 20.0).view(1, 1, 4, 4)  # a's 0 out, b's 1 in
+    dice, ce = bcp.mix_loss(right, lab_a, lab_b, outside, 1.0, 1.0)
+    assert dice.item() == pytest.approx(0, abs=1e-4) and ce.item() == pytest.approx(0, abs=1e-6)
+    wrong_in = torch.full((1, 1, 4, 4), -20.0)  # everything predicted as a's label
+    _, ce_in = bcp.mix_loss(wrong_in, lab_a, lab_b, outside, 1.0, 0.5)
+    assert ce_in.item() == pytest.approx(0.5 * 20, rel=1e-4)  # only the box is wrong, × 0.5
+
+
+def test_pseudo_label_keeps_the_largest_component():
+    labels = torch.zeros(2, 1, 6, 6)
+    labels[0, 0, 0, :3] = 1  # 3 pixels
+    labels[0, 0, 3:5, 3:6] = 1  # 6 pixels: kept
+    out = bcp.largest_component(labels)
+    assert out[0, 0, 3:5, 3:6].all() and out[0].sum() == 6
+    assert out[1].sum() == 0  # nothing predicted: stays empty
+
+
+def test_pre_training_uses_labelled_images_only_then_the_teacher_starts():
+    torch.manual_seed(0)
+    method = build_method("bcp", SIZE, {"pretrain": 0.5}, widths=WIDTHS)
+    batch = _batch()
+    torch.manual_seed(1)
+    first, logs = method.training_step(batch, 0.2)
+    torch.manual_seed(1)
+    other = method.training_step({**batch, "image_u": batch["image_u"] + 5}, 0.2)[0]
+    assert torch.equal(first, other) and logs["stage"] == 1  # unlabelled images unused
+    method.after_step(1)
+    assert not bool(method.teacher_started)
+    with torch.no_grad():  # the student moves during pre-training
+        for p in method.model.parameters():
+            p.add_(0.01)
+    loss, logs = method.training_step(batch, 0.6)
+    assert logs["stage"] == 2 and bool(method.teacher_started) and torch.isfinite(loss)
+    student = dict(method.model.named_parameters())
+    teacher = {k: v.clone() for k, v in method.teacher.named_parameters()}
+    assert all(torch.equal(student[k], teacher[k]) for k in student)  # started from it
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)
+    method.after_step(2)  # EMA 0.99: the teacher moves 1 % of the way
+    name = "encoder.0.0.weight"
+    moved = dict(method.teacher.named_parameters())[name] - teacher[name]
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-6)
