@@ -56,6 +56,18 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher ← decay·teacher + (1 − decay)·student over parameters and floating buffers
+    (BatchNorm statistics); integer buffers (batch counters) are copied."""
+    weights = student.state_dict()
+    for name, value in teacher.state_dict().items():
+        if value.dtype.is_floating_point:
+            value.lerp_(weights[name], 1.0 - decay)
+        else:
+            value.copy_(weights[name])
+
+
 def all_images(batch: Batch) -> torch.Tensor:
     """Labelled then unlabelled images in one tensor (the labelled ones come first)."""
     if "image_u" not in batch:

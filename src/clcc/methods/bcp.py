@@ -34,7 +34,7 @@ from scipy import ndimage
 from torch import nn
 
 from clcc.losses import masked_dice_loss
-from clcc.methods.base import Batch, Logs, Method, register
+from clcc.methods.base import Batch, Logs, Method, ema_update, register
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
@@ -141,13 +141,6 @@ class BCP(Method):
             self.teacher.load_state_dict(self.model.state_dict())
             self.teacher_started.fill_(True)
 
-    @torch.no_grad()
     def after_step(self, step: int) -> None:
-        if not self.self_training:
-            return
-        student = self.model.state_dict()
-        for name, value in self.teacher.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.lerp_(student[name], 1.0 - self.ema_decay)
-            else:
-                value.copy_(student[name])
+        if self.self_training:
+            ema_update(self.teacher, self.model, self.ema_decay)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from clcc.losses import supervised_loss
-from clcc.methods.base import Batch, Logs, Method, all_images, register
+from clcc.methods.base import Batch, Logs, Method, all_images, ema_update, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
@@ -80,15 +80,8 @@ class MeanTeacher(Method):
         logs["consist"] = consist.detach()
         return sup + weight * consist, logs
 
-    @torch.no_grad()
     def after_step(self, step: int) -> None:
-        decay = min(1.0 - 1.0 / (step + 1), self.ema_decay)
-        student = self.model.state_dict()
-        for name, value in self.teacher.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.lerp_(student[name], 1.0 - decay)
-            else:
-                value.copy_(student[name])
+        ema_update(self.teacher, self.model, min(1.0 - 1.0 / (step + 1), self.ema_decay))
 
     def eval_model(self) -> nn.Module:
         return self.teacher if self.evaluate == "teacher" else self.model
