@@ -69,6 +69,8 @@ def test_wrong_value_types_are_refused(override, message):
     ("train.eval_every=0", "train.eval_every must be at least 1, got 0"),
     ("optim.lr=0", "optim.lr must be positive, got 0.0"),
     ("model.widths=[16,0,32]", r"model.widths must be two or more positive counts"),
+    ("train.compile_mode=fast", r"train.compile_mode must be one of default, reduce-overhead"),
+    ("optim.schedule_unit=iteration", r"optim.schedule_unit must be step or epoch"),
 ])
 def test_counts_and_sizes_out_of_range_are_refused(override, message):
     with pytest.raises(ClccError, match=message):

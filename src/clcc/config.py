@@ -165,6 +165,10 @@ def _check_ranges(cfg: Config) -> Config:
         section, key = dotted.split(".")
         if values[section][key] < least:
             raise ClccError(f"config {dotted} must be at least {least}, got {values[section][key]}")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if cfg.train.compile_mode not in modes:
+        raise ClccError(f"config train.compile_mode must be one of {', '.join(modes)}, got "
+                        f"{cfg.train.compile_mode!r}")
     if cfg.optim.schedule_unit not in ("step", "epoch"):
         raise ClccError(f"config optim.schedule_unit must be step or epoch, got "
                         f"{cfg.optim.schedule_unit!r}")
