@@ -143,8 +143,11 @@ def test_train_help_lists_the_registered_methods(capsys):
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even at hyphens
+    text = capsys.readouterr().out
+    out = "".join(text.split())  # argparse wraps lines, even at hyphens
     assert "oneof" + ",".join(sorted(METHODS)) in out
+    assert "  fixmatch: threshold (float, default 0.95)" in text  # each method's parameters
+    assert "stage1 (float, default 0.3333)" in text and "reduction (one of sum|mean" in text
 
 
 def test_evaluate_any_labelled_folder_at_both_resolutions(checkpoint, tmp_path, capsys):

@@ -205,6 +205,16 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
             text = text.replace("{methods}", ", ".join(sorted(METHODS)))
         return text
 
+    def _format_text(self, text: str) -> str:
+        if "{method_parameters}" not in text:
+            return super()._format_text(text)
+        from clcc.methods import METHODS
+        from clcc.methods.base import parameter_listing
+
+        lines = [f"  {name}: {parameter_listing(name)}" for name in sorted(METHODS)]
+        return ("method parameters (--set method.params.NAME=VALUE):\n" + "\n".join(lines)
+                + "\n\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clcc", description=__doc__)
@@ -240,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_download)
 
     p = sub.add_parser("train", help="train one method on one labelled selection",
-                       formatter_class=_MethodsHelpFormatter)
+                       formatter_class=_MethodsHelpFormatter, epilog="{method_parameters}")
     p.add_argument("--config", type=Path)
     p.add_argument("--method", help="shorthand for --set method.name=...; one of {methods}")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")

@@ -137,7 +137,25 @@ def _kind(hint: Any) -> str:
 
 
 def describe(parameter: inspect.Parameter, hint: Any) -> str:
-    return f"{parameter.name} ({_kind(hint)}, default {parameter.default!r})"
+    default = parameter.default
+    shown = f"{default:.4g}" if isinstance(default, float) else repr(default)
+    return f"{parameter.name} ({_kind(hint)}, default {shown})"
+
+
+def _hints(cls: type[Method]) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass not in (nn.Module, object):
+            hints = {**typing.get_type_hints(klass.__init__), **hints}
+    return hints
+
+
+def parameter_listing(name: str) -> str:
+    """The parameters of method `name`, with types, choices and defaults (for help texts)."""
+    cls = METHODS[name]
+    hints = _hints(cls)
+    return "; ".join(describe(p, hints.get(n)) for n, p in method_parameters(cls).items()) or (
+        "none")
 
 
 def check_parameters(name: str, params: dict[str, Any]) -> None:
@@ -146,15 +164,11 @@ def check_parameters(name: str, params: dict[str, Any]) -> None:
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
-    known = method_parameters(cls)
-    hints = {}
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass) and klass not in (nn.Module, object):
-            hints = {**typing.get_type_hints(klass.__init__), **hints}
-    listing = "; ".join(describe(p, hints.get(n)) for n, p in known.items()) or "none"
+    known, hints = method_parameters(cls), _hints(cls)
     for key, value in params.items():
         if key not in known:
-            raise ClccError(f"method {name!r} has no parameter {key!r}; it takes: {listing}")
+            raise ClccError(f"method {name!r} has no parameter {key!r}; it takes: "
+                            f"{parameter_listing(name)}")
         hint = hints.get(key)
         if hint is not None and not _accepts(hint, value):
             raise ClccError(f"method {name!r}: parameter {key}={value!r} must be {_kind(hint)}")
