@@ -87,3 +87,17 @@ def test_unimatch_perturbs_features_in_the_same_pass():
     logits_x, prob_u_w, extra = method.weak_pass(batch["image"], batch["image_u"])
     assert prob_u_w.shape == extra["prob_u_w_fp"].shape == (2, 1, SIZE, SIZE)
     assert not torch.allclose(prob_u_w, extra["prob_u_w_fp"])
+
+
+def test_batched_blur_equals_a_plain_gaussian_convolution():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12)
+    got = gaussian_blur(x, p=1.0, sigma=(1.0, 1.0))
+    taps = torch.arange(-3, 4, dtype=torch.float32)
+    k1 = torch.exp(-0.5 * taps**2)
+    k1 = k1 / k1.sum()
+    k2 = (k1[:, None] * k1[None, :]).expand(3, 1, 7, 7)
+    want = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), k2, groups=3)
+    assert torch.allclose(got, want, atol=1e-6)
