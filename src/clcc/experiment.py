@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import yaml
@@ -118,6 +119,125 @@ def _threads_per_run(cfg: Config, jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs) if on_gpu else 1
 
 
+@dataclass
+class _Run:
+    """A training process of the grid and what its progress lines need."""
+
+    cfg: Config
+    proc: subprocess.Popen
+    log: TextIO
+    started: float
+    from_epoch: int  # where it (re)started
+    shown: int  # the last epoch reported
+
+
+class _Scheduler:
+    """Runs `todo` as training processes, `jobs` at a time, printing each epoch and the time
+    left; stops the running ones at `deadline` (they resume from their last.pt)."""
+
+    def __init__(self, todo: list, total: int, config: Path | None, jobs: int) -> None:
+        self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
+        self.running: list[_Run] = []
+        self.durations: list[float] = []  # whole-run seconds of the runs finished here
+        self.started = time.perf_counter()
+        self.threads = _threads_per_run(todo[0][2], jobs) if todo and jobs > 1 else 0
+
+    def run(self, poll_s: float, deadline: float) -> None:
+        while self.todo or self.running:
+            if time.perf_counter() > deadline:
+                self.stop_all()
+                return
+            while self.todo and len(self.running) < self.jobs:
+                self.start(*self.todo.pop(0)[2:])
+            time.sleep(poll_s)
+            for run in list(self.running):
+                self.poll(run)
+
+    def start(self, cfg: Config, sets: list[str]) -> None:
+        cfg.run_dir().mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
+        cmd += ["--config", str(self.config)] if self.config is not None else []
+        cmd += [a for s in sets for a in ("--set", s)]
+        env = dict(os.environ)
+        if self.threads:
+            cmd += ["--set", f"train.threads={self.threads}"]
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        log = open(cfg.run_dir() / "train.log", "a")
+        epoch = _last_epoch(cfg.run_dir())
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.running.append(_Run(cfg, proc, log, time.perf_counter(), epoch, epoch))
+        print(f"  start {cfg.run_dir().name}", flush=True)
+
+    def poll(self, run: _Run) -> None:
+        name = run.cfg.run_dir().name
+        if run.proc.poll() is None:
+            epoch = _last_epoch(run.cfg.run_dir())
+            if epoch > run.shown:
+                run.shown = epoch
+                print(f"  {name}: epoch {epoch}/{run.cfg.train.epochs}  {self.status()}",
+                      flush=True)
+            return
+        self.running.remove(run)
+        run.log.close()
+        if run.proc.returncode != 0:
+            raise ClccError(f"run {run.cfg.run_dir()} failed; see "
+                            f"{run.cfg.run_dir() / 'train.log'}")
+        took = time.perf_counter() - run.started
+        if run.from_epoch < run.cfg.train.epochs:
+            self.durations.append(whole_run_s(took, run.from_epoch, run.cfg.train.epochs))
+        print(f"  done  {name} in {_fmt(took)}  {self.status()}", flush=True)
+
+    def stop_all(self) -> None:
+        for run in self.running:
+            run.proc.terminate()
+            run.proc.wait()
+            run.log.close()
+            print(f"  stop  {run.cfg.run_dir().name}: time budget spent (resumable)", flush=True)
+        self.running = []
+
+    def status(self) -> str:
+        """Runs done / total, elapsed, and the time left from each run's own pace."""
+        now = time.perf_counter()
+        lefts = [run_left_s(now - r.started, r.from_epoch, r.shown, r.cfg.train.epochs)
+                 for r in self.running]
+        projected = [now - r.started + left for r, left in zip(self.running, lefts, strict=True)
+                     if left is not None]  # whole-run times of the running runs
+        typical = self.durations or projected
+        left = time_left_s(lefts, len(self.todo), float(np.mean(typical)) if typical else None,
+                           self.jobs)
+        done = self.total - len(self.todo) - len(self.running)
+        return (f"[{done}/{self.total} runs done, elapsed {_fmt(now - self.started)}, "
+                f"about {_fmt(left)} left]")
+
+
+def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant],
+              selections: list[int], output: Path, order: str) -> list:
+    """(variant, selection, config, overrides) of every run, in the order they should run;
+    every entry's method parameters are checked first (before any run starts)."""
+    from clcc.methods import check_parameters  # (imports torch: only when a grid runs)
+
+    for variant in variants:
+        check_parameters(variant.method,
+                         {k: v for k, v in variant.params.items() if "." not in k})
+    grid = []
+    for variant in variants:
+        for selection in selections:
+            cfg, sets = run_config(config, overrides, variant, selection, output)
+            grid.append((variant, selection, cfg, sets))
+    return order_grid(grid, order)
+
+
+def _reference_entry(reference: str | None, variants: list[Variant]) -> str | None:
+    """The entry `reference` names (as written, as an entry or by its label)."""
+    if reference is None:
+        return None
+    for v in variants:
+        if reference in (v.spec, v.entry, v.label):
+            return v.entry
+    raise ClccError(f"--reference {reference!r} is not one of the methods: "
+                    f"{' '.join(v.spec for v in variants)}")
+
+
 def run_grid(
     config: Path | None,
     overrides: list[str],
@@ -138,92 +258,22 @@ def run_grid(
     With `time_budget_s`, no run starts after the budget is spent and the runs still going are
     stopped then (they resume from their last.pt next time); the tables hold the runs finished.
     """
-    variants = [Variant(m) for m in methods]
-    if reference is not None:
-        matches = [v.entry for v in variants if reference in (v.spec, v.entry, v.label)]
-        if not matches:
-            raise ClccError(
-                f"--reference {reference!r} is not one of the methods: {' '.join(methods)}"
-            )
-        reference = matches[0]
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
-    from clcc.methods import check_parameters  # (imports torch: only when a grid runs)
-
-    for variant in variants:  # a bad entry stops here, not a third of the way into its run
-        check_parameters(variant.method,
-                         {k: v for k, v in variant.params.items() if "." not in k})
-    grid = []
-    for variant in variants:
-        for selection in selections:
-            cfg, sets = run_config(config, overrides, variant, selection, output)
-            grid.append((variant, selection, cfg, sets))
-    grid = order_grid(grid, order)
+    variants = [Variant(m) for m in methods]
+    reference = _reference_entry(reference, variants)
+    grid = plan_grid(config, overrides, variants, selections, output, order)
     _refuse_stale(grid, overwrite)
     todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
-    started, durations = time.perf_counter(), []
-    deadline = started + time_budget_s if time_budget_s is not None else float("inf")
-    running: list[tuple[subprocess.Popen, Any, float, Any]] = []
-    shown: dict[Path, int] = {}  # last epoch reported per running run
-    base: dict[Path, int] = {}  # the epoch a run started (resumed) from
+    scheduler = _Scheduler(todo, len(grid), config, jobs)
+    budget = time_budget_s if time_budget_s is not None else float("inf")
+    scheduler.run(poll_s, deadline=scheduler.started + budget)
+    return tabulate(grid, output, reference, report)
 
-    def status() -> str:
-        """Runs done / total, elapsed, and the time left from each run's own pace."""
-        now = time.perf_counter()
-        lefts = [run_left_s(now - t0, base[c.run_dir()], shown[c.run_dir()], c.train.epochs)
-                 for _, c, t0, _ in running]
-        projected = [now - t0 + left for (_, _, t0, _), left in zip(running, lefts, strict=True)
-                     if left is not None]  # whole-run times of the running runs, if no run ended
-        typical = durations or projected
-        left = time_left_s(lefts, len(todo), float(np.mean(typical)) if typical else None, jobs)
-        return (f"[{len(grid) - len(todo) - len(running)}/{len(grid)} runs done, "
-                f"elapsed {_fmt(now - started)}, about {_fmt(left)} left]")
 
-    threads = _threads_per_run(grid[0][2], jobs) if jobs > 1 else 0
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
-    while todo or running:
-        if time.perf_counter() > deadline:
-            for proc, cfg, _, log in running:
-                proc.terminate()
-                proc.wait()
-                log.close()
-                print(f"  stop  {cfg.run_dir().name}: time budget spent (resumable)", flush=True)
-            break
-        while todo and len(running) < jobs:
-            variant, selection, cfg, sets = todo.pop(0)
-            cfg.run_dir().mkdir(parents=True, exist_ok=True)
-            base[cfg.run_dir()] = shown[cfg.run_dir()] = _last_epoch(cfg.run_dir())
-            log = open(cfg.run_dir() / "train.log", "a")
-            cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set",
-                   "train.progress=false"]
-            if config is not None:
-                cmd += ["--config", str(config)]
-            for s in sets:
-                cmd += ["--set", s]
-            if threads:
-                cmd += ["--set", f"train.threads={threads}"]
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
-                            cfg, time.perf_counter(), log))
-            print(f"  start {cfg.run_dir().name}", flush=True)
-        time.sleep(poll_s)
-        for item in list(running):
-            proc, cfg, t0, log = item
-            if proc.poll() is None:
-                epoch = _last_epoch(cfg.run_dir())
-                if epoch > shown.get(cfg.run_dir(), 0):
-                    shown[cfg.run_dir()] = epoch
-                    print(f"  {cfg.run_dir().name}: epoch {epoch}/{cfg.train.epochs}  "
-                          f"{status()}", flush=True)
-                continue
-            running.remove(item)
-            log.close()
-            if proc.returncode != 0:
-                raise ClccError(f"run {cfg.run_dir()} failed; see {cfg.run_dir() / 'train.log'}")
-            took = time.perf_counter() - t0
-            if base[cfg.run_dir()] < cfg.train.epochs:
-                durations.append(whole_run_s(took, base[cfg.run_dir()], cfg.train.epochs))
-            print(f"  done  {cfg.run_dir().name} in {_fmt(took)}  {status()}", flush=True)
+def tabulate(grid: list, output: Path, reference: str | None, report: bool) -> dict[str, Any]:
+    """Tables of the finished runs of `grid` (and the report, when every run has finished)."""
     done = [g for g in grid if (g[2].run_dir() / "results.json").exists()]
     missing = [g[2].run_dir().name for g in grid if g not in done]
     if not done:
