@@ -185,7 +185,10 @@ class _Scheduler:
         took = time.perf_counter() - run.started
         if run.from_epoch < run.cfg.train.epochs:
             self.durations.append(whole_run_s(took, run.from_epoch, run.cfg.train.epochs))
-        print(f"  done  {name} in {_fmt(took)}  {self.status()}", flush=True)
+        memory = json.loads((run.cfg.run_dir() / "results.json").read_text()).get(
+            "peak_gpu_memory_gib")
+        gpu = f", peak GPU memory {memory:.2f} GiB" if memory is not None else ""
+        print(f"  done  {name} in {_fmt(took)}{gpu}  {self.status()}", flush=True)
 
     def stop_all(self) -> None:
         for run in self.running:
