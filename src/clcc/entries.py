@@ -11,7 +11,8 @@ import yaml
 from clcc.errors import ClccError
 
 METHOD_NAMES = {"supervised": "Supervised", "clcc": "CLCC", "mean-teacher": "Mean Teacher",
-                "uamt": "UAMT", "urpc": "URPC"}
+                "uamt": "UAMT", "urpc": "URPC", "fixmatch": "FixMatch", "unimatch": "UniMatch",
+                "bcp": "BCP"}
 PARAMETER_NAMES = {("clcc", "alpha", 0): "w/o contrast", ("clcc", "beta", 0): "w/o consistency",
                    ("clcc", "patch_bn", "frozen"): "frozen patch BN",
                    (None, "train.recalibrate_bn", True): "recalibrated BN"}

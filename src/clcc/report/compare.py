@@ -66,6 +66,13 @@ def verdict(c: dict[str, Any]) -> str:
     return "no difference shown"
 
 
+def interval_text(stat: dict[str, float]) -> str:
+    """"[low, high]", or "–" where there is no interval (a single selection)."""
+    if np.isnan(stat["ci_low"]):
+        return "–"
+    return f"[{stat['ci_low']:+.2f}, {stat['ci_high']:+.2f}]"
+
+
 def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
     """A markdown table of the comparisons (×100 Dice)."""
     lines = ["| method − reference | per selection | mean | 95 % over selections (t) | "
@@ -76,7 +83,7 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {c['a_label']} − {c['b_label']} | "
             f"{' / '.join(f'{d:+.2f}' for d in c['per_selection'])} | "
-            f"{o['mean_diff']:+.2f} | [{o['ci_low']:+.2f}, {o['ci_high']:+.2f}] | "
+            f"{o['mean_diff']:+.2f} | {interval_text(o)} | "
             f"[{h['ci_low']:+.2f}, {h['ci_high']:+.2f}] | [{i['ci_low']:+.2f}, {i['ci_high']:+.2f}]"
             f", p = {i['p_wilcoxon']:.2g} | {verdict(c)} |"
         )

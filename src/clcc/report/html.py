@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from clcc.entries import Variant
-from clcc.report.compare import verdict
+from clcc.report.compare import interval_text, verdict
 
 CSP = (
     "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; "
@@ -100,8 +100,8 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
         f"<tr><td class=name>{escape(c['a_label'])} − {escape(c['b_label'])}</td>"
         f"<td>{' / '.join(f'{d:+.2f}' for d in c['per_selection'])}</td>"
         f"<td>{c['over_selections']['mean_diff']:+.2f}</td>"
-        f"<td>{_interval(c['over_selections'])}</td><td>{_interval(c['hierarchical'])}</td>"
-        f"<td>{_interval(c['images'])}, p = {c['images']['p_wilcoxon']:.2g}</td>"
+        f"<td>{interval_text(c['over_selections'])}</td><td>{interval_text(c['hierarchical'])}</td>"
+        f"<td>{interval_text(c['images'])}, p = {c['images']['p_wilcoxon']:.2g}</td>"
         f"<td>{escape(verdict(c))}</td></tr>"
         for c in comparisons
     )
@@ -109,10 +109,6 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
             "<th>mean</th><th>95 % over selections (t)</th><th>hierarchical bootstrap</th>"
             "<th>test-image sampling only</th><th>verdict</th></tr>"
             f"{body}</table>")
-
-
-def _interval(stat: dict[str, float]) -> str:
-    return f"[{stat['ci_low']:+.2f}, {stat['ci_high']:+.2f}]"
 
 
 def render_report(
