@@ -45,9 +45,8 @@ def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
     saturation = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
     angle = _uniform(b, -hue, hue) * 2 * math.pi
     y = (x * brightness).clamp(0, 1)
-    grey = (y * GREY.to(x)).sum(1, keepdim=True)
-    y = ((y - grey.mean((2, 3), keepdim=True)) * contrast + grey.mean((2, 3), keepdim=True))
-    y = y.clamp(0, 1)
+    mean_grey = (y * GREY.to(x)).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    y = ((y - mean_grey) * contrast + mean_grey).clamp(0, 1)
     grey = (y * GREY.to(x)).sum(1, keepdim=True)
     y = ((y - grey) * saturation + grey).clamp(0, 1)
     y = _turn_hue(y, angle)
