@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from clcc.data.synthetic import write_synthetic
 from clcc.errors import ClccError
 from clcc.experiment import (
     Variant,
+    _Scheduler,
     markdown_table,
     order_grid,
+    plan_grid,
     run_config,
     run_grid,
     run_left_s,
@@ -287,6 +290,29 @@ def test_time_budget_stops_runs_resumably_and_tables_what_finished(experiment: P
     done = run_grid(None, overrides, ["supervised", "clcc:n=2"], [0], tmp_path / "grid",
                     report=False, poll_s=0.2)
     assert done["missing"] == [] and len(done["rows"]) == 2
+
+
+def test_deadline_starts_only_runs_that_can_finish(tmp_path: Path):
+    """The case of the H200 call: runs started near the deadline were stopped at 294/300."""
+    clcc, supervised = Variant("clcc:n=2"), Variant("supervised")
+    grid = plan_grid(None, [*TINY, "train.epochs=10"], [clcc, supervised], [0, 1], tmp_path,
+                     "selections")  # clcc-sel0, supervised-sel0, clcc-sel1, supervised-sel1
+    scheduler = _Scheduler(grid, len(grid), None, jobs=2)
+    assert scheduler.next_fitting(1.0) is grid[0]  # nothing timed yet: tried, in order
+    assert scheduler.next_fitting(1000.0) is grid[1]
+    scheduler.durations = {clcc.entry: [600.0], supervised.entry: [100.0]}
+    assert scheduler.next_fitting(300.0) is grid[3]  # CLCC needs 600 s: the cheaper run goes
+    assert scheduler.todo == [grid[2]] and scheduler.next_fitting(300.0) is None
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 300.0)
+    assert "leave clcc-n2-sel1: needs about 00:10:00, 00:04:" in printed.getvalue()
+    assert not (tmp_path / "clcc-n2-sel1").exists()  # never started
+    half = grid[2][2].run_dir()
+    half.mkdir(parents=True)
+    (half / "metrics.jsonl").write_text(json.dumps({"epoch": 5}) + "\n")  # 5 of 10 epochs done
+    assert scheduler.estimate_s(grid[2]) == pytest.approx(300.0)
+    assert scheduler.next_fitting(300.0) is grid[2]
 
 
 def test_selection_order_puts_every_method_of_a_selection_first():

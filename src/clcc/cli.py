@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="retrain runs whose folder was made with another config")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="start no run after this, stop the running ones (they resume later)")
+                   help="start only runs that can finish by then (timed by the finished runs of "
+                        "the same method), stop the running ones there (they resume later)")
     p.add_argument("--order", default="methods", choices=["methods", "selections"],
                    help="which runs go first: all selections of a method, or all methods of a "
                         "selection")

@@ -123,6 +123,7 @@ def _threads_per_run(cfg: Config, jobs: int) -> int:
 class _Run:
     """A training process of the grid and what its progress lines need."""
 
+    entry: str  # the method entry, whose finished runs time the next ones
     cfg: Config
     proc: subprocess.Popen
     log: TextIO
@@ -131,29 +132,64 @@ class _Run:
     shown: int  # the last epoch reported
 
 
+def run_fits(estimate_s: float | None, left_s: float) -> bool:
+    """Whether a run expected to take `estimate_s` (None: not timed yet, so tried) can finish in
+    the `left_s` seconds before the deadline; one that cannot would only be stopped there."""
+    return estimate_s is None or estimate_s <= left_s
+
+
 class _Scheduler:
     """Runs `todo` as training processes, `jobs` at a time, printing each epoch and the time
-    left; stops the running ones at `deadline` (they resume from their last.pt)."""
+    left. Before the deadline it starts only runs that its finished runs of the same method say
+    can finish in time; at the deadline it stops the running ones (they resume from last.pt)."""
 
     def __init__(self, todo: list, total: int, config: Path | None, jobs: int) -> None:
         self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
         self.running: list[_Run] = []
-        self.durations: list[float] = []  # whole-run seconds of the runs finished here
+        self.durations: dict[str, list[float]] = {}  # whole-run seconds of finished runs
         self.started = time.perf_counter()
         self.threads = _threads_per_run(todo[0][2], jobs) if todo and jobs > 1 else 0
 
+    def estimate_s(self, item: tuple) -> float | None:
+        """Seconds the run `item` (variant, selection, cfg, sets) should take: the mean of this
+        method entry's finished runs, less what the run has already done."""
+        variant, _, cfg, _ = item
+        timed = self.durations.get(variant.entry)
+        if not timed:
+            return None
+        epochs = cfg.train.epochs
+        return float(np.mean(timed)) * (epochs - _last_epoch(cfg.run_dir())) / epochs
+
+    def next_fitting(self, left_s: float) -> tuple | None:
+        """The first waiting run that can finish in `left_s` (it leaves the queue), else None."""
+        for item in self.todo:
+            if run_fits(self.estimate_s(item), left_s):
+                self.todo.remove(item)
+                return item
+        return None
+
     def run(self, poll_s: float, deadline: float) -> None:
         while self.todo or self.running:
-            if time.perf_counter() > deadline:
+            now = time.perf_counter()
+            if now > deadline:
                 self.stop_all()
                 return
-            while self.todo and len(self.running) < self.jobs:
-                self.start(*self.todo.pop(0)[2:])
+            while len(self.running) < self.jobs and (item := self.next_fitting(deadline - now)):
+                self.start(item)
+            if not self.running:
+                self.leave_unfitting(deadline - now)
+                return
             time.sleep(poll_s)
             for run in list(self.running):
                 self.poll(run)
 
-    def start(self, cfg: Config, sets: list[str]) -> None:
+    def leave_unfitting(self, left_s: float) -> None:
+        for item in self.todo:
+            print(f"  leave {item[2].run_dir().name}: needs about {_fmt(self.estimate_s(item))}, "
+                  f"{_fmt(max(0.0, left_s))} left (a later call runs it)", flush=True)
+
+    def start(self, item: tuple) -> None:
+        variant, _, cfg, sets = item
         cfg.run_dir().mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
         cmd += ["--config", str(self.config)] if self.config is not None else []
@@ -165,7 +201,8 @@ class _Scheduler:
         log = open(cfg.run_dir() / "train.log", "a")
         epoch = _last_epoch(cfg.run_dir())
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.running.append(_Run(cfg, proc, log, time.perf_counter(), epoch, epoch))
+        self.running.append(_Run(variant.entry, cfg, proc, log, time.perf_counter(), epoch,
+                                 epoch))
         print(f"  start {cfg.run_dir().name}", flush=True)
 
     def poll(self, run: _Run) -> None:
@@ -184,7 +221,8 @@ class _Scheduler:
                             f"{run.cfg.run_dir() / 'train.log'}")
         took = time.perf_counter() - run.started
         if run.from_epoch < run.cfg.train.epochs:
-            self.durations.append(whole_run_s(took, run.from_epoch, run.cfg.train.epochs))
+            self.durations.setdefault(run.entry, []).append(
+                whole_run_s(took, run.from_epoch, run.cfg.train.epochs))
         memory = json.loads((run.cfg.run_dir() / "results.json").read_text()).get(
             "peak_gpu_memory_gib")
         gpu = f", peak GPU memory {memory:.2f} GiB" if memory is not None else ""
@@ -205,7 +243,7 @@ class _Scheduler:
                  for r in self.running]
         projected = [now - r.started + left for r, left in zip(self.running, lefts, strict=True)
                      if left is not None]  # whole-run times of the running runs
-        typical = self.durations or projected
+        typical = [d for runs in self.durations.values() for d in runs] or projected
         left = time_left_s(lefts, len(self.todo), float(np.mean(typical)) if typical else None,
                            self.jobs)
         done = self.total - len(self.todo) - len(self.running)
@@ -258,8 +296,9 @@ def run_grid(
     """Train every (method, selection) pair not yet finished, then write the tables and
     (with `report`) the figures and HTML report.
 
-    With `time_budget_s`, no run starts after the budget is spent and the runs still going are
-    stopped then (they resume from their last.pt next time); the tables hold the runs finished.
+    With `time_budget_s`, a run starts only if it can finish before the budget is spent (timed
+    by the finished runs of its method) and the runs still going are stopped then (they resume
+    from their last.pt next time); the tables hold the runs finished.
     """
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
