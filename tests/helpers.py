@@ -1,7 +1,12 @@
-"""Small image files written by tests (no real data in the repository)."""
+"""Small image files written by tests (no real data in the repository), and a process that
+holds a run's lock."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,3 +24,25 @@ def write_pair(image_path: Path, mask_path: Path | None, size=(24, 16), seed: in
         mask = np.zeros((height, width), np.uint8)
         mask[height // 4 : height // 2, width // 4 : width // 2] = 255
         Image.fromarray(mask).save(mask_path)
+
+
+HOLD = """import sys, time
+from pathlib import Path
+from clcc.files import exclusive
+with exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextlib.contextmanager
+def locked_elsewhere(run: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding `run`'s lock for the block; killed (-9) at its end."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

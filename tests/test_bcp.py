@@ -69,3 +69,35 @@ def test_pre_training_uses_labelled_images_only_then_the_teacher_starts():
     name = "encoder.0.0.weight"
     moved = dict(method.teacher.named_parameters())[name] - teacher[name]
     assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-6)
+
+
+def _inputs_and_loss(passes: str, progress: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The student's inputs and the loss of one step, the student in eval mode (no dropout,
+    running statistics) so that how images are grouped into passes cannot change the result."""
+    torch.manual_seed(0)
+    method = build_method("bcp", SIZE, {"passes": passes}, widths=WIDTHS)
+    method.model.eval()
+    seen = []
+    method.model.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    torch.manual_seed(1)
+    loss, _ = method.training_step(_batch(), progress)
+    return seen, loss
+
+
+def test_joint_passes_change_only_the_batch_statistics():
+    separate, loss_separate = _inputs_and_loss("separate", 0.9)
+    joint, loss_joint = _inputs_and_loss("joint", 0.9)
+    assert [len(x) for x in separate] == [1, 1] and [len(x) for x in joint] == [2]
+    assert torch.equal(torch.cat(separate), joint[0])
+    assert torch.allclose(loss_joint, loss_separate, atol=1e-6)
+
+
+def test_joint_pre_training_mixes_each_pair_both_ways():
+    batch = _batch()
+    img_a, img_b = batch["image"][:1], batch["image"][1:]
+    torch.manual_seed(1)
+    outside = bcp.box_mask(SIZE)  # the box the step draws first
+    (mixed,), _ = _inputs_and_loss("joint", 0.1)
+    assert len(mixed) == 2  # 2 labelled images → 2 mixed ones, not 1
+    assert torch.equal(mixed[0], img_a[0] * outside + img_b[0] * (1 - outside))
+    assert torch.equal(mixed[1], img_b[0] * outside + img_a[0] * (1 - outside))

@@ -5,7 +5,10 @@ import stat
 
 import pytest
 
-from clcc.files import atomic_dir, atomic_path, write_json
+from clcc.errors import ClccError
+from clcc.files import atomic_dir, atomic_path, exclusive, is_locked, write_json
+
+from helpers import locked_elsewhere
 
 
 @pytest.fixture
@@ -51,3 +54,17 @@ def test_a_folder_is_replaced_whole(tmp_path):
         (tmp / "fresh").write_text("new")
     assert [p.name for p in (tmp_path / "folder").iterdir()] == ["fresh"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+def test_a_run_locked_elsewhere_is_refused_until_that_process_dies(tmp_path):
+    run = tmp_path / "grid" / "supervised-sel0"
+    with locked_elsewhere(run) as holder:
+        assert is_locked(run)
+        with pytest.raises(ClccError, match=rf"supervised-sel0: another process \(pid "
+                           rf"{holder.pid}\) is training this run; wait for it"):
+            with exclusive(run):
+                pass
+    assert not is_locked(run)  # killed with -9: the system let the lock go
+    with exclusive(run):
+        assert (tmp_path / "grid" / ".supervised-sel0.lock").read_text() == str(os.getpid())
+    assert not is_locked(run)

@@ -33,6 +33,7 @@ from clcc.experiment import (
 from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
 
 from conftest import TINY
+from helpers import locked_elsewhere
 
 CRAFTED = "<img src=x onerror=window.pwned=1>"  # a legal file name that is also markup
 
@@ -313,6 +314,16 @@ def test_deadline_starts_only_runs_that_can_finish(tmp_path: Path):
     (half / "metrics.jsonl").write_text(json.dumps({"epoch": 5}) + "\n")  # 5 of 10 epochs done
     assert scheduler.estimate_s(grid[2]) == pytest.approx(300.0)
     assert scheduler.next_fitting(300.0) is grid[2]
+
+
+def test_a_run_trained_by_another_experiment_is_left_to_it(tmp_path: Path):
+    grid = plan_grid(None, list(TINY), [Variant("supervised")], [0], tmp_path, "methods")
+    scheduler = _Scheduler(grid, len(grid), None, jobs=1)
+    printed = io.StringIO()
+    with locked_elsewhere(grid[0][2].run_dir()), contextlib.redirect_stdout(printed):
+        scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
+    assert "busy  supervised-sel0: another process is training it" in printed.getvalue()
+    assert scheduler.running == [] and not grid[0][2].run_dir().exists()
 
 
 def test_selection_order_puts_every_method_of_a_selection_first():

@@ -14,6 +14,8 @@ from clcc.engine.logging import read_log
 from clcc.engine.trainer import lr_lambda, schedule_for, train
 from clcc.errors import ClccError
 
+from helpers import locked_elsewhere
+
 
 def test_fit_writes_checkpoints_logs_and_test_metrics(tiny_config):
     cfg = tiny_config("train.epochs=3")
@@ -190,3 +192,15 @@ def test_a_log_file_gets_one_line_per_epoch_and_no_bars(tiny_config, tmp_path):
     assert done.returncode == 0 and "\r" not in text
     assert [line.split()[1] for line in text.splitlines() if line.startswith("epoch ")] == [
         "1", "2", "3"]
+
+
+def test_a_run_another_process_is_training_is_refused_untouched(tiny_config):
+    cfg = tiny_config("train.epochs=1")
+    with locked_elsewhere(cfg.run_dir()):
+        with pytest.raises(ClccError, match="another process .* is training this run"):
+            train(cfg)
+        with pytest.raises(ClccError, match="another process"):
+            train(cfg, overwrite=True)
+    assert not cfg.run_dir().exists()
+    train(cfg)  # free again
+    assert (cfg.run_dir() / "results.json").exists()

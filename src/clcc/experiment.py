@@ -29,7 +29,7 @@ from clcc.config import Config, config_differences, load_config
 from clcc.engine.logging import read_log
 from clcc.entries import Variant, label_of
 from clcc.errors import ClccError
-from clcc.files import write_json, write_text
+from clcc.files import is_locked, write_json, write_text
 from clcc.report.compare import compare_with_reference, comparison_lines
 
 TABLE_METRICS = ("mae", "dice", "iou")
@@ -190,6 +190,10 @@ class _Scheduler:
 
     def start(self, item: tuple) -> None:
         variant, _, cfg, sets = item
+        if is_locked(cfg.run_dir()):
+            print(f"  busy  {cfg.run_dir().name}: another process is training it; left to it",
+                  flush=True)
+            return
         cfg.run_dir().mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
         cmd += ["--config", str(self.config)] if self.config is not None else []

@@ -10,7 +10,9 @@ uninterrupted one (batch order and augmentation are seeded per epoch; the global
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
 import sys
 import time
@@ -39,7 +41,7 @@ from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
 from clcc.engine.runtime import Runtime, environment, make_runtime
 from clcc.errors import ClccError
-from clcc.files import write_json, write_text
+from clcc.files import exclusive, write_json, write_text
 from clcc.methods import Method, build_method
 
 AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
@@ -302,5 +304,9 @@ def _epoch_line(record: dict[str, Any]) -> str:
 
 
 def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
+    """Train the run `cfg` names; its folder is locked meanwhile (by the first rank under
+    torchrun), so a second process training the same run is refused at once."""
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    with exclusive(cfg.run_dir()) if first_rank else contextlib.nullcontext():
+        return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
 

@@ -14,6 +14,10 @@ uimg_a, uimg_b (2 + 2 and 2 + 2 images at 4 + 4).
   alike, in two passes; pseudo-labelled pixels weigh `u_weight` (0.5), labelled ones 1.
 Each loss is ½(Σ Dice + Σ CE) over the two regions of each mixed image, Dice being the two-class
 Dice of the region's pixels and CE the region's mean BCE, as the script's `mix_loss`.
+`passes="separate"` runs each mixed half-batch through the student on its own, as the script
+(6 images a pass at its 12 + 12; 2 at the engine's 4 + 4, so BatchNorm normalises with the
+statistics of 2 images); `"joint"` runs the step's mixed images in one pass, and pre-training
+mixes each labelled pair both ways (4 images, as the other methods' labelled batch).
 
 Adaptations, stated: one run holds both stages (the script trains a second run from the
 pre-training's best checkpoint; here the student simply goes on, and `best.pt` is chosen on
@@ -91,13 +95,14 @@ class BCP(Method):
         ema_decay: float = 0.99,
         box: float = 2 / 3,
         evaluate: Literal["student", "teacher"] = "student",
+        passes: Literal["separate", "joint"] = "separate",
     ) -> None:
         super().__init__(model, image_size)
         if not 0 <= pretrain < 1 or u_weight < 0 or not 0 <= ema_decay < 1 or not 0 < box < 1:
             raise ValueError(f"need 0 <= pretrain < 1, u_weight >= 0, 0 <= ema_decay < 1, "
                              f"0 < box < 1; got {pretrain}, {u_weight}, {ema_decay}, {box}")
         self.pretrain, self.u_weight, self.ema_decay, self.box = pretrain, u_weight, ema_decay, box
-        self.evaluate = evaluate
+        self.evaluate, self.passes = evaluate, passes
         self.teacher = copy.deepcopy(model).requires_grad_(False)
         self.register_buffer("teacher_started", torch.zeros((), dtype=torch.bool))
         self.self_training = False
@@ -117,6 +122,9 @@ class BCP(Method):
         outside = box_mask(img.shape[-1], self.box).to(img.device)
         self.self_training = progress >= self.pretrain
         if not self.self_training:
+            if self.passes == "joint":  # each pair mixed both ways: 4 images, not 2
+                img_a, img_b = torch.cat([img_a, img_b]), torch.cat([img_b, img_a])
+                lab_a, lab_b = torch.cat([lab_a, lab_b]), torch.cat([lab_b, lab_a])
             logits = self.model(self._mixed(img_b, img_a, outside)).logits
             dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0)
             loss = (dice + ce) / 2
@@ -126,13 +134,20 @@ class BCP(Method):
         with torch.no_grad(), frozen_bn_statistics(self.teacher):
             plab_a = largest_component(self.teacher(uimg_a).logits > 0)
             plab_b = largest_component(self.teacher(uimg_b).logits > 0)
-        out_unl = self.model(self._mixed(img_a, uimg_a, outside)).logits  # labelled box in
-        out_l = self.model(self._mixed(uimg_b, img_b, outside)).logits  # unlabelled box in
+        out_unl, out_l = self._logits(self._mixed(img_a, uimg_a, outside),  # labelled box in
+                                      self._mixed(uimg_b, img_b, outside))  # unlabelled box in
         dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0)
         dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight)
         loss = (dice_u + dice_l + ce_u + ce_l) / 2
         return loss, {"unl": ((dice_u + ce_u) / 2).detach(), "sup": ((dice_l + ce_l) / 2).detach(),
                       "stage": torch.full((), 2.0, device=img.device)}
+
+    def _logits(self, *images: torch.Tensor) -> list[torch.Tensor]:
+        """The student's logits of each mixed batch: a pass each, as the script, or one pass
+        over all of them ("joint": BatchNorm's batch statistics over the step's 4 images)."""
+        if self.passes == "separate":
+            return [self.model(x).logits for x in images]
+        return list(self.model(torch.cat(images)).logits.split([len(x) for x in images]))
 
     @torch.no_grad()
     def _start_teacher(self) -> None:
