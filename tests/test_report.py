@@ -324,6 +324,12 @@ def test_a_run_trained_by_another_experiment_is_left_to_it(tmp_path: Path):
         scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
     assert "busy  supervised-sel0: another process is training it" in printed.getvalue()
     assert scheduler.running == [] and not grid[0][2].run_dir().exists()
+    grid[0][2].run_dir().mkdir(parents=True)
+    (grid[0][2].run_dir() / "results.json").write_text("{}")  # finished by the other one
+    scheduler = _Scheduler(grid, len(grid), None, jobs=1)
+    with contextlib.redirect_stdout(io.StringIO()):
+        scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
+    assert scheduler.running == [] and not (grid[0][2].run_dir() / "train.log").exists()
 
 
 def test_selection_order_puts_every_method_of_a_selection_first():

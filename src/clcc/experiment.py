@@ -190,9 +190,9 @@ class _Scheduler:
 
     def start(self, item: tuple) -> None:
         variant, _, cfg, sets = item
-        if is_locked(cfg.run_dir()):
-            print(f"  busy  {cfg.run_dir().name}: another process is training it; left to it",
-                  flush=True)
+        if (cfg.run_dir() / "results.json").exists() or is_locked(cfg.run_dir()):
+            print(f"  busy  {cfg.run_dir().name}: another process is training it or has "
+                  f"finished it; left to it", flush=True)
             return
         cfg.run_dir().mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
