@@ -1,6 +1,6 @@
 import pytest
 
-from clcc.config import dump_config, load_config
+from clcc.config import config_differences, dump_config, load_config
 from clcc.errors import ClccError
 
 
@@ -102,3 +102,17 @@ def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(tmp_path, monkeypa
         monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda native=native: native)
         assert runtime.make_runtime("cpu", "auto").dtype == expected
         assert runtime.make_runtime("cpu", "fp32").dtype == torch.float32  # asked for: kept
+
+
+def test_method_parameters_compare_one_by_one():
+    """Runs save every parameter with its default: a changed default reads as a difference;
+    older runs, which saved only the parameters given, still match."""
+    cfg = load_config(None, ["method.name=bcp", "method.params.passes=joint"])
+    saved = cfg.to_dict()
+    assert config_differences(saved, cfg) == []
+    saved["method"]["params"] = {"passes": "separate"}  # made when the default was separate
+    assert config_differences(saved, cfg) == ["method.params.passes"]
+    saved["method"]["params"] = {}  # an older run: nothing saved, nothing to compare
+    assert config_differences(saved, cfg) == []
+    saved["method"]["params"] = {"passes": "joint", "consistency": "mean"}  # a parameter since
+    assert config_differences(saved, cfg) == ["method.params.consistency"]  # renamed

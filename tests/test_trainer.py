@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import yaml
 
 from clcc.config import dump_config
 from clcc.engine.checkpoint import load_checkpoint
@@ -204,3 +205,16 @@ def test_a_run_another_process_is_training_is_refused_untouched(tiny_config):
     assert not cfg.run_dir().exists()
     train(cfg)  # free again
     assert (cfg.run_dir() / "results.json").exists()
+
+
+def test_a_run_made_under_another_method_default_is_not_resumed(tiny_config):
+    cfg = tiny_config("train.epochs=1", "method.name=mean-teacher")
+    train(cfg)
+    saved = yaml.safe_load((cfg.run_dir() / "config.yaml").read_text())
+    assert saved["method"]["params"]["ema_decay"] == 0.99  # every parameter, defaults too
+    path = cfg.run_dir() / "last.pt"
+    state = load_checkpoint(path)
+    state["config"]["method"]["params"]["ema_decay"] = 0.9  # as if the default was 0.9 then
+    torch.save(state, path)
+    with pytest.raises(ClccError, match="differs in method.params.ema_decay"):
+        train(cfg, resume=True)

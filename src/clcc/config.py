@@ -198,18 +198,33 @@ NON_RESULT_KEYS = ("output", "name", "progress", "tensorboard", "threads", "chec
                    "compile", "compile_mode")
 
 
+def _flat(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config tree as dotted keys, each method parameter a key of its own."""
+    flat: dict[str, Any] = {}
+    for section, values in tree.items():
+        for key, value in (values or {}).items():
+            if (section, key) == ("method", "params"):
+                flat.update({f"method.params.{name}": v for name, v in (value or {}).items()})
+            else:
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
 def config_differences(
     saved: dict[str, Any], cfg: Config, ignored: tuple[str, ...] = NON_RESULT_KEYS
 ) -> list[str]:
-    """Dotted keys whose value in `saved` (a run's config) differs from `cfg`; a key newer than
-    the saved run counts as its default, so runs made before an option existed still match."""
-    now, defaults = cfg.to_dict(), Config().to_dict()
+    """Dotted keys whose value in `saved` (a run's config) differs from `cfg`. A key newer than
+    the saved run counts as its default, so runs made before an option existed still match; so
+    does a method parameter the saved run lacks (runs before session 6 saved only the ones
+    given), while one only the saved run has differs. Runs save every method parameter with
+    its default (`clcc.methods.resolved_parameters`): compare against a `cfg` completed alike,
+    and a changed default shows as a difference."""
+    now, old, defaults = _flat(cfg.to_dict()), _flat(saved), _flat(Config().to_dict())
+    gone = [k for k in old if k.startswith("method.params.") and k not in now]
     return [
-        f"{section}.{key}"
-        for section, values in now.items()
-        for key, value in values.items()
-        if saved.get(section, {}).get(key, defaults[section][key]) != value
-        and key not in ignored
+        key for key in [*now, *gone]
+        if key.rsplit(".", 1)[-1] not in ignored
+        and old.get(key, defaults.get(key, now.get(key))) != now.get(key)
     ]
 
 

@@ -259,7 +259,8 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
               selections: list[int], output: Path, order: str) -> list:
     """(variant, selection, config, overrides) of every run, in the order they should run;
     every entry's method parameters are checked first (before any run starts)."""
-    from clcc.methods import check_parameters  # (imports torch: only when a grid runs)
+    from clcc.engine.trainer import with_resolved_parameters  # (torch: when a grid runs)
+    from clcc.methods import check_parameters
 
     for variant in variants:
         check_parameters(variant.method,
@@ -268,7 +269,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
     for variant in variants:
         for selection in selections:
             cfg, sets = run_config(config, overrides, variant, selection, output)
-            grid.append((variant, selection, cfg, sets))
+            grid.append((variant, selection, with_resolved_parameters(cfg), sets))
     return order_grid(grid, order)
 
 

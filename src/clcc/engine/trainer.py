@@ -11,6 +11,7 @@ uninterrupted one (batch order and augmentation are seeded per epoch; the global
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -42,7 +43,7 @@ from clcc.engine.predict import load_trained_model
 from clcc.engine.runtime import Runtime, environment, make_runtime
 from clcc.errors import ClccError
 from clcc.files import exclusive, write_json, write_text
-from clcc.methods import Method, build_method
+from clcc.methods import Method, build_method, resolved_parameters
 
 AUGMENT_STREAM = 1  # the augmentation generator is seeded apart from the batch order
 
@@ -92,6 +93,12 @@ def to_device_batch(
     return batch
 
 
+def with_resolved_parameters(cfg: Config) -> Config:
+    """`cfg` with every parameter of its method, defaults included."""
+    params = resolved_parameters(cfg.method.name, cfg.method.params)
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, params=params))
+
+
 def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
     """Refuse to resume with a different config (settings of speed and display aside)."""
     diffs = config_differences(saved, cfg)
@@ -101,6 +108,7 @@ def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+        cfg = with_resolved_parameters(cfg)  # saved whole: a later default change shows
         self.cfg = cfg
         self.dist = init_distributed()
         self.run_dir = cfg.run_dir()

@@ -4,6 +4,9 @@
 from clcc.methods import (  # noqa: E402, F401, I001
     bcp, clcc, fixmatch, mean_teacher, supervised, uamt, unimatch, urpc,
 )
-from clcc.methods.base import METHODS, Method, build_method, check_parameters, register
+from clcc.methods.base import (
+    METHODS, Method, build_method, check_parameters, register, resolved_parameters,
+)
 
-__all__ = ["METHODS", "Method", "build_method", "check_parameters", "register"]
+__all__ = ["METHODS", "Method", "build_method", "check_parameters", "register",
+           "resolved_parameters"]

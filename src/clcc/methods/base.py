@@ -172,3 +172,11 @@ def check_parameters(name: str, params: dict[str, Any]) -> None:
         hint = hints.get(key)
         if hint is not None and not _accepts(hint, value):
             raise ClccError(f"method {name!r}: parameter {key}={value!r} must be {_kind(hint)}")
+
+
+def resolved_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` (checked) completed with the method's defaults: what a run saves, so that a
+    later change of a default reads as a difference rather than as the same run."""
+    check_parameters(name, params)
+    defaults = {n: p.default for n, p in method_parameters(METHODS[name]).items()}
+    return {**defaults, **params}
