@@ -332,6 +332,25 @@ def test_a_run_trained_by_another_experiment_is_left_to_it(tmp_path: Path):
     assert scheduler.running == [] and not (grid[0][2].run_dir() / "train.log").exists()
 
 
+@pytest.mark.slow
+def test_a_zero_time_budget_tables_what_finished_and_trains_nothing(experiment: Path,
+                                                                    tmp_path: Path, capsys):
+    from clcc.cli import main
+
+    shutil.copytree(experiment, tmp_path / "grid")
+    sets = [a for s in [*TINY, f"data.root={experiment.parent / 'prepared'}"]
+            for a in ("--set", s)]
+    args = ["experiment", "--methods", "supervised clcc:n=2", "--selections", "0", "--output",
+            str(tmp_path / "grid"), "--no-report", *sets]
+    assert main([*args, "--time-budget", "0"]) == 0
+    assert not (tmp_path / "grid" / "clcc-n2-sel0").exists()
+    table = json.loads((tmp_path / "grid" / "table.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["supervised"]
+    assert main([*args, "--time-budget", "-1"]) == 2
+    assert "--time-budget must be 0 (tables only) or more, got -1 minutes" in (
+        capsys.readouterr().err)
+
+
 def test_selection_order_puts_every_method_of_a_selection_first():
     grid = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     assert order_grid(grid, "selections") == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]

@@ -151,7 +151,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     run_grid(args.config, list(args.set or []), args.methods.split(),
              list(args.selections), Path(args.output), jobs=args.jobs,
              report=not args.no_report, reference=args.reference, overwrite=args.overwrite,
-             time_budget_s=60 * args.time_budget if args.time_budget else None,
+             time_budget_s=None if args.time_budget is None else 60 * args.time_budget,
              order=args.order)
 
 
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain runs whose folder was made with another config")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="start only runs that can finish by then (timed by the finished runs of "
-                        "the same method), stop the running ones there (they resume later)")
+                        "the same method), stop the running ones there (they resume later); "
+                        "0: the tables of the finished runs only")
     p.add_argument("--order", default="methods", choices=["methods", "selections"],
                    help="which runs go first: all selections of a method, or all methods of a "
                         "selection")

@@ -307,6 +307,9 @@ def run_grid(
     """
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
+    if time_budget_s is not None and time_budget_s < 0:
+        raise ClccError(f"--time-budget must be 0 (tables only) or more, got "
+                        f"{time_budget_s / 60:g} minutes")
     variants = [Variant(m) for m in methods]
     reference = _reference_entry(reference, variants)
     grid = plan_grid(config, overrides, variants, selections, output, order)
