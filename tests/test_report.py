@@ -324,6 +324,7 @@ def test_a_run_trained_by_another_experiment_is_left_to_it(tmp_path: Path):
         scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
     assert "busy  supervised-sel0: another process is training it" in printed.getvalue()
     assert scheduler.running == [] and not grid[0][2].run_dir().exists()
+    assert scheduler.status().startswith("[0/1 runs done")  # not counted as done here
     grid[0][2].run_dir().mkdir(parents=True)
     (grid[0][2].run_dir() / "results.json").write_text("{}")  # finished by the other one
     scheduler = _Scheduler(grid, len(grid), None, jobs=1)

@@ -146,6 +146,7 @@ class _Scheduler:
     def __init__(self, todo: list, total: int, config: Path | None, jobs: int) -> None:
         self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
         self.running: list[_Run] = []
+        self.others = 0  # runs left to another process training them
         self.durations: dict[str, list[float]] = {}  # whole-run seconds of finished runs
         self.started = time.perf_counter()
         self.threads = _threads_per_run(todo[0][2], jobs) if todo and jobs > 1 else 0
@@ -193,6 +194,7 @@ class _Scheduler:
         if (cfg.run_dir() / "results.json").exists() or is_locked(cfg.run_dir()):
             print(f"  busy  {cfg.run_dir().name}: another process is training it or has "
                   f"finished it; left to it", flush=True)
+            self.others += 1
             return
         cfg.run_dir().mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
@@ -250,7 +252,7 @@ class _Scheduler:
         typical = [d for runs in self.durations.values() for d in runs] or projected
         left = time_left_s(lefts, len(self.todo), float(np.mean(typical)) if typical else None,
                            self.jobs)
-        done = self.total - len(self.todo) - len(self.running)
+        done = self.total - len(self.todo) - len(self.running) - self.others
         return (f"[{done}/{self.total} runs done, elapsed {_fmt(now - self.started)}, "
                 f"about {_fmt(left)} left]")
 
