@@ -1,5 +1,6 @@
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -88,4 +89,33 @@ def test_escaping_member_names_the_users_folder(tmp_path):
     with pytest.raises(ClccError, match=r"would be written outside .*data[/\\]kvasir$") as info:
         dl.download("kvasir-seg", tmp_path / "data" / "kvasir", url=archive.as_uri())
     assert ".tmp" not in str(info.value)
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.zip"]  # not even data/
+
+
+def test_download_into_a_folder_of_the_users_files_is_refused(tmp_path, monkeypatch):
+    archive, digest = _kvasir_zip(tmp_path)
+    spec = dl.ARCHIVES["kvasir-seg"]
+    monkeypatch.setitem(dl.ARCHIVES, "kvasir-seg", dl.Archive(spec.url, spec.top, digest))
+    mine = tmp_path / "mydata"
+    (mine / "my_masks").mkdir(parents=True)
+    (mine / "annotations.csv").write_text("case,label\n")
+    (mine / "my_masks" / "m.png").write_text("x")
+    with pytest.raises(ClccError, match=r"mydata: a non-empty folder that `clcc data download` "
+                       r"did not make; it is left untouched"):
+        dl.download("kvasir-seg", mine, url=archive.as_uri())
+    assert sorted(p.name for p in mine.rglob("*")) == ["annotations.csv", "m.png", "my_masks"]
+    monkeypatch.chdir(mine)
+    with pytest.raises(ClccError, match=r"did not make"):
+        dl.download("kvasir-seg", Path("."), url=archive.as_uri())
+    folder = dl.download("kvasir-seg", tmp_path / "fresh", url=archive.as_uri())
+    (tmp_path / "fresh" / "notes.txt").write_text("mine")
+    assert dl.download("kvasir-seg", tmp_path / "fresh", url=archive.as_uri()) == folder
+    assert (tmp_path / "fresh" / "notes.txt").read_text() == "mine"  # again: only its files
+
+
+def test_a_file_that_is_not_a_zip_is_one_line_and_makes_no_folder(tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_text("not a zip")
+    with pytest.raises(ClccError, match=r"fake.zip: not a zip archive; nothing was written"):
+        dl.download("kvasir-seg", tmp_path / "new" / "deeper" / "out", url=fake.as_uri())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.zip"]

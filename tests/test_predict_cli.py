@@ -67,8 +67,8 @@ def test_prepare_command_prints_the_split(tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
-    (tmp_path / "images").mkdir()
-    code = main(["data", "prepare", "folder", "--source", str(tmp_path), "--output",
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    code = main(["data", "prepare", "folder", "--source", str(tmp_path / "src"), "--output",
                  str(tmp_path / "p")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("clcc: error: ") and "no images found" in err

@@ -97,19 +97,20 @@ def test_output_folder_with_other_files_is_left_untouched(tmp_path):
     _raw(tmp_path / "raw")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thesis.tex").write_text("years of work")
-    with pytest.raises(ClccError, match=r"out: --output is a non-empty folder that is not a pre"):
+    with pytest.raises(ClccError, match=r"out: a non-empty folder that `clcc data prepare` did "
+                       r"not make; it is left untouched"):
         prepare("folder", tmp_path / "raw", tmp_path / "out", labelled=2, size=16, overwrite=True)
     assert (tmp_path / "out" / "thesis.tex").read_text() == "years of work"
     assert _files(tmp_path / "out") == [Path("thesis.tex")]
 
 
-@pytest.mark.parametrize("where", ["source", "parent"])
-def test_output_that_is_or_holds_the_source_is_refused(tmp_path, where):
+@pytest.mark.parametrize("where", ["source", "parent", "inside"])
+def test_output_that_is_holds_or_lies_inside_the_source_is_refused(tmp_path, where):
     source = tmp_path / "data" / "raw"
     _raw(source)
     before = _files(tmp_path)
-    output = source if where == "source" else tmp_path / "data"
-    with pytest.raises(ClccError, match="is or contains the source"):
+    output = {"source": source, "parent": tmp_path / "data", "inside": source / "prepared"}[where]
+    with pytest.raises(ClccError, match="the output is, holds or lies inside the input"):
         prepare("folder", source, output, labelled=2, size=16, overwrite=True)
     assert _files(tmp_path) == before
 
@@ -134,7 +135,35 @@ def test_cli_refusal_is_one_line_and_exit_2(tmp_path, capsys):
     code = main(["data", "prepare", "folder", "--source", str(tmp_path / "raw"),
                  "--output", str(tmp_path / "raw"), "--size", "16", "--labelled", "2"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "delete the source images" in err
+    assert code == 2 and err.count("\n") == 1 and "lies inside the input" in err
+
+
+def test_re_preparing_keeps_the_users_files_in_the_prepared_set(tmp_path):
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, selections=(0, 1), size=16)
+    (tmp_path / "p" / "NOTES.txt").write_text("my notes")
+    (tmp_path / "p" / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "p" / "runs" / "a" / "best.pt").write_text("weights")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=3, selections=(0,), size=16,
+            overwrite=True)
+    assert (tmp_path / "p" / "NOTES.txt").read_text() == "my notes"
+    assert (tmp_path / "p" / "runs" / "a" / "best.pt").read_text() == "weights"
+    assert not (tmp_path / "p" / "splits" / "labelled-1.txt").exists()  # its own stale list
+    assert len(PreparedData.open(tmp_path / "p", 16).labelled(0)) == 3
+
+
+def test_re_preparing_refuses_to_replace_a_hand_edited_split_list(tmp_path):
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    lists = tmp_path / "p" / "splits"
+    edited = (lists / "labelled-0.txt").read_text().split()[:1]
+    (lists / "labelled-0.txt").write_text("".join(f"{n}\n" for n in edited))
+    with pytest.raises(ClccError, match=r"splits/labelled-0.txt edited by hand since `clcc data "
+                       r"prepare` wrote it; pass --overwrite"):
+        prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    assert (lists / "labelled-0.txt").read_text().split() == edited
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16, overwrite=True)
+    assert len((lists / "labelled-0.txt").read_text().split()) == 2
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -88,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.data.sources import labelled_pairs
     from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
     from clcc.engine.predict import evaluate_cases, load_trained_model
-    from clcc.files import write_json
+    from clcc.files import OUTPUT_MARKER, claim, mark, staged_into, write_json
 
     if (args.images is None) != (args.masks is None):
         raise ClccError("--images and --masks go together (a folder of images and one of masks)")
@@ -113,8 +113,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                  [data.names[i] for i in idx], runtime)
         what = args.split
     out = Path(args.output or Path(args.checkpoint).parent / f"evaluate-{what}")
-    write_per_image_csv(out / "per_image.csv", rows)
-    write_json(out / "summary.json", summary)
+    claim(out, "evaluate", inputs=[args.checkpoint, args.images, args.masks, args.data])
+    with staged_into(out, last=OUTPUT_MARKER) as tmp:
+        write_per_image_csv(tmp / "per_image.csv", rows)
+        write_json(tmp / "summary.json", summary)
+        mark(tmp, "evaluate", checkpoint=str(Path(args.checkpoint).resolve()))
     print(f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
                                    f" at {cfg.data.size}×{cfg.data.size}"))
     for name, v in summary.items():
@@ -134,7 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
         predictor = Predictor.from_model(model, cfg.data.size, runtime)
     written, skipped = predict_folder(
-        predictor, args.input, args.output, overlays=args.overlay, probabilities=args.probabilities
+        predictor, args.input, args.output, overlays=args.overlay,
+        probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
     )
     print(f"wrote {len(written)} masks to {args.output}")
     if skipped:
@@ -166,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from clcc.engine.predict import load_trained_model
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
-    export_onnx(model, cfg.data.size, args.output)
+    export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint)
     print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
           f"{model.divisor}; output: foreground probability N×1×H×W; trained at {cfg.data.size})")
 

@@ -9,7 +9,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -25,6 +25,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    name: Literal["authors", "ssl4mis"] = "authors"  # the CLCC authors' U-Net, or SSL4MIS's
+    # (clcc.models.unet.ARCHITECTURES)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     dropout: list[float] | None = None  # per encoder level; None = no dropout
 
@@ -61,6 +63,8 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
+    flips: Literal["dihedral", "authors"] = "dihedral"  # uniform over the 8 flips × turns, or
+    # the authors' HFlip, VFlip, RandomRotate90 at p 0.5 each (clcc.data.augment)
     recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full
     # training images only (for methods that also feed patches: see docs/results.md)
     output: str = "runs"
@@ -104,7 +108,13 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def _checked(hint: Any, value: Any, key: str) -> Any:
-    """Refuse a value of the wrong scalar type (`train.epochs=ten`) before anything runs."""
+    """Refuse a value of the wrong scalar type (`train.epochs=ten`) or outside its choices
+    before anything runs."""
+    if typing.get_origin(hint) is Literal:
+        if value not in typing.get_args(hint):
+            raise ClccError(f"config {key} must be one of "
+                            f"{', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
+        return value
     expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
     is_bool = isinstance(value, bool)  # YAML's true is an int to Python; not to us
     if expected and not (isinstance(value, expected) and is_bool == (hint is bool)):
@@ -188,8 +198,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return _check_ranges(_build(Config, tree, ""))
 
 
+def upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, in today's terms: runs made before `model.name`
+    existed trained SSL4MIS's U-Net, whatever today's default is."""
+    model = saved.get("model")
+    if isinstance(model, dict) and "name" not in model:
+        return {**saved, "model": {**model, "name": "ssl4mis"}}
+    return saved
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
-    return _check_ranges(_build(Config, values, ""))
+    """A saved config (a checkpoint's, a run's `config.yaml`), upgraded, checked."""
+    return _check_ranges(_build(Config, upgraded(values), ""))
 
 
 # train keys that change where a run is written, how fast it goes or what it prints, never
@@ -219,7 +239,7 @@ def config_differences(
     given), while one only the saved run has differs. Runs save every method parameter with
     its default (`clcc.methods.resolved_parameters`): compare against a `cfg` completed alike,
     and a changed default shows as a difference."""
-    now, old, defaults = _flat(cfg.to_dict()), _flat(saved), _flat(Config().to_dict())
+    now, old, defaults = _flat(cfg.to_dict()), _flat(upgraded(saved)), _flat(Config().to_dict())
     gone = [k for k in old if k.startswith("method.params.") and k not in now]
     return [
         key for key in [*now, *gone]

@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,9 +26,10 @@ import yaml
 
 from clcc.config import Config, config_differences, load_config
 from clcc.engine.logging import read_log
+from clcc.engine.run_folder import claim_run_dir, clear_run, is_run
 from clcc.entries import Variant, label_of
 from clcc.errors import ClccError
-from clcc.files import is_locked, write_json, write_text
+from clcc.files import claim, is_locked, made_by, mark, write_json, write_text
 from clcc.report.compare import compare_with_reference, comparison_lines
 
 TABLE_METRICS = ("mae", "dice", "iou")
@@ -94,7 +94,7 @@ def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite:
                 f"{cfg.run_dir()}: this run was made with another config (differs in "
                 f"{', '.join(diffs)}); choose another --output or pass --overwrite to retrain it"
             )
-        shutil.rmtree(cfg.run_dir())
+        clear_run(cfg.run_dir())
 
 
 def order_grid(grid: list, order: str) -> list:
@@ -275,6 +275,24 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
     return order_grid(grid, order)
 
 
+def is_grid(folder: Path) -> bool:
+    """An experiment folder made before it carried its marker: tables, or run folders."""
+    folder = Path(folder)
+    return (folder / "table.json").is_file() or any(is_run(p) for p in folder.iterdir()
+                                                     if p.is_dir())
+
+
+def claim_grid(output: Path, grid: list) -> None:
+    """Refuse, before any run starts, an output folder or run folder that is not this
+    command's own (or lies in the prepared data), then mark the output as a grid."""
+    roots = {Path(cfg.data.root) for _, _, cfg, _ in grid}
+    claim(output, "experiment", inputs=roots, ours=is_grid)
+    for _, _, cfg, _ in grid:
+        claim_run_dir(cfg.run_dir(), roots, resume=True, overwrite=False)
+    if made_by(output) != "experiment":
+        mark(output, "experiment", listing=False)
+
+
 def _reference_entry(reference: str | None, variants: list[Variant]) -> str | None:
     """The entry `reference` names (as written, as an entry or by its label)."""
     if reference is None:
@@ -315,6 +333,7 @@ def run_grid(
     variants = [Variant(m) for m in methods]
     reference = _reference_entry(reference, variants)
     grid = plan_grid(config, overrides, variants, selections, output, order)
+    claim_grid(output, grid)
     _refuse_stale(grid, overwrite)
     todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")

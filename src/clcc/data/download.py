@@ -9,6 +9,7 @@ and links.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import stat
@@ -17,9 +18,10 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 from clcc.errors import ClccError
-from clcc.files import atomic_dir, atomic_path
+from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
 
 
 @dataclass(frozen=True)
@@ -85,18 +87,25 @@ def fetch(url: str, dest: Path) -> Path:
 def download(name: str, output: Path, url: str | None = None) -> Path:
     """Fetch data set `name` into `output`, verify its content digest, return the data folder.
 
-    `url` overrides the official address (a mirror, or a local `file://` archive). The archive
-    goes to a hidden temporary name beside `output` and is removed whatever happens.
+    `url` overrides the official address (a mirror, or a local `file://` archive). `output` is a
+    new or empty folder, or one this command wrote before (other files in it stay). The archive
+    goes to a hidden temporary name beside `output` and is removed whatever happens; a failed
+    call leaves no folder it made.
     """
     if name not in ARCHIVES:
         raise ClccError(f"no download for {name!r}; available: {', '.join(ARCHIVES)}")
     spec = ARCHIVES[name]
-    output = Path(output)
+    output = Path(output).absolute()
+    local = Path(urllib.request.url2pathname(urlparse(url).path)) if url and url.startswith(
+        "file:") else None
+    claim(output, "data download", inputs=[local])
+    created = _missing_folders(output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     zip_path = output.with_name(f".{output.name}.download.zip")
     try:
         fetch(url or spec.url, zip_path)
-        with atomic_dir(output) as tmp:
+        with staged_into(output, last=OUTPUT_MARKER) as tmp:
+            _check_zip(zip_path, url or spec.url)
             safe_extract(zip_path, tmp, shown=output)
             digest = content_digest(tmp / spec.top, spec.content_dirs)
             if digest != spec.content_sha256:
@@ -105,6 +114,27 @@ def download(name: str, output: Path, url: str | None = None) -> Path:
                     f"{spec.content_sha256}); the download is corrupt or not the official "
                     "release"
                 )
+            mark(tmp, "data download", name=name, content_sha256=digest)
+    except BaseException:
+        zip_path.unlink(missing_ok=True)
+        for folder in created:  # deepest first: only the folders this call made, if empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         zip_path.unlink(missing_ok=True)
     return output / spec.top
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _check_zip(path: Path, url: str) -> None:
+    if not zipfile.is_zipfile(path):
+        raise ClccError(f"{url}: not a zip archive; nothing was written")

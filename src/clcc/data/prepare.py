@@ -30,9 +30,10 @@ from PIL import Image
 from clcc.data.images import read_image, read_mask
 from clcc.data.sources import Case, read_source
 from clcc.errors import ClccError
-from clcc.files import atomic_dir, write_json, write_text
+from clcc.files import claim, staged_into, write_json, write_text
 
 MANIFEST = "manifest.json"
+MASK_RESAMPLING = "nearest"  # part of the cache fingerprint: caches of bilinear masks rebuild
 DEFAULT_SELECTIONS = (0, 1, 2)
 
 
@@ -75,44 +76,52 @@ def _read_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _write_list(path: Path, names: list[str]) -> None:
-    write_text(path, "".join(f"{n}\n" for n in names))
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def check_output(source: Path, output: Path, *, overwrite: bool) -> None:
-    """Refuse, before anything is touched, every output whose replacement would lose data.
+def is_prepared(folder: Path) -> bool:
+    """Whether `folder` is a prepared set (what `data prepare` may write again)."""
+    return (Path(folder) / MANIFEST).is_file()
 
-    `prepare` swaps the whole output folder, so the folder may only be empty, absent, or a
-    prepared set: of the same source, or of another one with `overwrite`. It may never be the
-    source or hold it, as the swap would delete the source images.
+
+def check_output(source: Path, output: Path, *, overwrite: bool) -> dict | None:
+    """Refuse, before anything is touched, every output whose writing would lose data, and
+    return the manifest of the prepared set already there (None when there is none).
+
+    The output may be absent, an empty folder, or a prepared set: of the same source, or of
+    another one with `overwrite`; it never is, holds or lies inside the source. Re-preparing
+    replaces only the manifest, the split lists and the cache (other files stay), and refuses to
+    replace a split list edited by hand since it was written unless `overwrite` is given.
     """
-    source, output = source.resolve(), output.resolve()
-    if output == source or output in source.parents:
-        raise ClccError(
-            f"{output}: the output folder is or contains the source {source}; "
-            "preparing there would delete the source images, choose another --output"
-        )
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise ClccError(f"{output}: --output exists and is not a folder")
-    if not any(output.iterdir()):
-        return
-    manifest = output / MANIFEST
-    if not manifest.is_file():
-        raise ClccError(
-            f"{output}: --output is a non-empty folder that is not a prepared data set "
-            f"(no {MANIFEST}); it is left untouched, choose an empty or new folder"
-        )
+    claim(output, "data prepare", inputs=[source], ours=is_prepared)
+    if not is_prepared(output):
+        return None
+    manifest = Path(output) / MANIFEST
     try:
-        previous = json.loads(manifest.read_text())["source"]
+        previous = json.loads(manifest.read_text())
+        previous_source = previous["source"]
     except (ValueError, KeyError, TypeError) as err:
         raise ClccError(f"{manifest}: unreadable manifest; not replacing {output}") from err
-    if previous != str(source) and not overwrite:
+    if previous_source != str(Path(source).resolve()) and not overwrite:
         raise ClccError(
-            f"{output}: already a prepared set of another source ({previous}); "
+            f"{output}: already a prepared set of another source ({previous_source}); "
             "pass --overwrite to replace it"
         )
+    return previous
+
+
+def edited_lists(output: Path, previous: dict, new: dict[str, str]) -> list[str]:
+    """Split lists of `output` that differ from what `data prepare` last wrote there (its
+    recorded digests; a set prepared before digests were recorded: from what it writes now)."""
+    recorded = previous.get("lists") or {}
+    edited = []
+    for relative in sorted(set(recorded) | set(new)):
+        now = _digest(Path(output) / relative)
+        expected = recorded.get(relative, new.get(relative))
+        if now is not None and now != expected:
+            edited.append(relative)
+    return edited
 
 
 def prepare(
@@ -133,13 +142,27 @@ def prepare(
     Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
     also what validates them); nothing is written unless all cases are good.
     """
-    check_output(Path(source), Path(output), overwrite=overwrite)
+    previous = check_output(Path(source), Path(output), overwrite=overwrite)
     cases = read_source(kind, Path(source))
     labelled_names = [c.name for c in cases if c.mask is not None]
     splits = split_cases(labelled_names, fractions, split_seed)
     count = labelled_count(labelled, len(splits["train"]))
     output = Path(output)
-    with atomic_dir(output) as tmp:
+    lists = {f"splits/{split}.txt": names for split, names in splits.items()}
+    lists["splits/unlabelled.txt"] = [c.name for c in cases if c.mask is None]
+    for k in selections:
+        lists[f"splits/labelled-{k}.txt"] = select_labelled(splits["train"], count, k)
+    texts = {relative: "".join(f"{n}\n" for n in names) for relative, names in lists.items()}
+    digests = {r: hashlib.sha256(t.encode()).hexdigest() for r, t in texts.items()}
+    edited = edited_lists(output, previous, digests) if previous else []
+    if edited and not overwrite:
+        raise ClccError(f"{output}: {', '.join(edited)} edited by hand since `clcc data prepare` "
+                        "wrote it; pass --overwrite to replace it, or prepare into a new folder")
+    with staged_into(output, last=MANIFEST) as tmp:
+        for relative, text in texts.items():
+            write_text(tmp / relative, text)
+        if size:
+            build_cache(tmp, size, workers=workers, cases=cases)
         write_json(
             tmp / MANIFEST,
             {
@@ -150,6 +173,7 @@ def prepare(
                 "fractions": list(fractions),
                 "labelled": labelled,
                 "selections": list(selections),
+                "lists": digests,
                 "cases": [
                     {"name": c.name, "image": str(c.image.resolve()),
                      "mask": str(c.mask.resolve()) if c.mask else None}
@@ -157,15 +181,9 @@ def prepare(
                 ],
             },
         )
-        for split, names in splits.items():
-            _write_list(tmp / "splits" / f"{split}.txt", names)
-        _write_list(tmp / "splits" / "unlabelled.txt", [c.name for c in cases if c.mask is None])
-        for k in selections:
-            _write_list(
-                tmp / "splits" / f"labelled-{k}.txt", select_labelled(splits["train"], count, k)
-            )
-        if size:
-            build_cache(tmp, size, workers=workers)
+    for stale in set((previous or {}).get("lists") or {}) - set(texts):
+        (output / stale).unlink(missing_ok=True)  # a list it wrote before (unedited, or
+        # --overwrite) that this selection set no longer has
     summary = {k: len(v) for k, v in splits.items()}
     summary["labelled"] = count
     summary["unlabelled"] = len(splits["train"]) - count + len(cases) - len(labelled_names)
@@ -190,7 +208,7 @@ def _cases(manifest: dict) -> list[Case]:
 
 def _fingerprint(cases: list[Case], size: int) -> str:
     """Changes when any source file is replaced, touched, added or removed, or the size changes."""
-    h = hashlib.sha256(f"size={size}".encode())
+    h = hashlib.sha256(f"size={size}|masks={MASK_RESAMPLING}".encode())
     for case in cases:
         for path in (case.image, case.mask):
             if path is None:
@@ -205,15 +223,16 @@ def _fingerprint(cases: list[Case], size: int) -> str:
 
 
 def load_case(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, check and resize one case to size×size: uint8 RGB image and uint8 0/1 mask."""
+    """Decode, check and resize one case to size×size: uint8 RGB image (bilinear) and uint8
+    0/1 mask (nearest neighbour, as the authors' code and SSL4MIS resize labels)."""
     image = read_image(case.image)
     height, width = image.shape[:2]
     resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     if case.mask is None:
         return resized, np.zeros((size, size), np.uint8)
     mask = read_mask(case.mask, expected_size=(width, height))
-    mask_img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.BILINEAR)
-    return resized, (np.asarray(mask_img) > 127).astype(np.uint8)
+    mask_img = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST)
+    return resized, np.asarray(mask_img, np.uint8)
 
 
 def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray] | str:
@@ -223,11 +242,12 @@ def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray]
         return str(err)
 
 
-def build_cache(prepared: Path, size: int, workers: int | None = None) -> Path:
-    """Decode every case once at `size`, so that training epochs never decode a JPEG."""
+def build_cache(prepared: Path, size: int, workers: int | None = None,
+                cases: list[Case] | None = None) -> Path:
+    """Decode every case once at `size`, so that training epochs never decode a JPEG
+    (`cases`: those of the prepared set's manifest unless given)."""
     prepared = Path(prepared)
-    manifest = _manifest(prepared)
-    cases = _cases(manifest)
+    cases = cases if cases is not None else _cases(_manifest(prepared))
     fingerprint = _fingerprint(cases, size)
     target = prepared / "cache" / str(size)
     workers = workers or min(4, os.cpu_count() or 1)
@@ -248,7 +268,7 @@ def build_cache(prepared: Path, size: int, workers: int | None = None) -> Path:
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise ClccError(f"{len(errors)} bad case(s):\n" + "\n".join(errors[:10]) + more)
-    with atomic_dir(target) as tmp:
+    with staged_into(target, last="meta.json") as tmp:
         np.save(tmp / "images.npy", images)
         np.save(tmp / "masks.npy", masks)
         write_json(

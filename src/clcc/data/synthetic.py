@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clcc.files import atomic_dir
+from clcc.errors import ClccError
+from clcc.files import OUTPUT_MARKER, claim, mark, staged_into
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -60,13 +61,18 @@ def synth_case(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_synthetic(output: Path, count: int = 160, size: int = 96, seed: int = 0) -> Path:
-    """Write `count` cases as images/*.png and masks/*.png (0/255), atomically."""
+    """Write `count` cases as images/*.png and masks/*.png (0/255) into a new or empty folder,
+    or one this command wrote before (its other files stay)."""
     output = Path(output)
-    with atomic_dir(output) as tmp:
+    if count < 1 or size < 8:
+        raise ClccError(f"data synth: need --count >= 1 and --size >= 8, got {count} and {size}")
+    claim(output, "data synth")
+    with staged_into(output, last=OUTPUT_MARKER) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for i in range(count):
             image, mask = synth_case(seed * 100_003 + i, size)
             Image.fromarray(image).save(tmp / "images" / f"synth_{i:04d}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "masks" / f"synth_{i:04d}.png")
+        mark(tmp, "data synth", count=count, size=size, seed=seed)
     return output

@@ -18,7 +18,7 @@ from torch import nn
 
 from clcc.data.loaders import MEAN, STD
 from clcc.errors import ClccError
-from clcc.files import atomic_path
+from clcc.files import atomic_path, claim
 from clcc.models.unet import UNet
 
 SIZE_KEY = "clcc.size"
@@ -44,10 +44,25 @@ def _require(module: str) -> None:
         raise ClccError(f"ONNX support needs {module}: pip install 'clcc[onnx]'") from err
 
 
-def export_onnx(model: UNet, size: int, output: Path) -> Path:
+def is_exported(path: Path) -> bool:
+    """Whether `path` is an ONNX file `clcc export` wrote (its `clcc.size` metadata)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not ours
+        return False
+    return any(prop.key == SIZE_KEY for prop in proto.metadata_props)
+
+
+def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None) -> Path:
+    """Write the ONNX graph to `output`: a new file, or one `clcc export` wrote; never the
+    `checkpoint` it comes from."""
     _require("onnx")
     _require("onnxscript")
     import onnx
+
+    claim(Path(output), "export", inputs=[checkpoint], ours=is_exported)
 
     # a copy in the default layout: the exporter rejects channels-last weights
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)

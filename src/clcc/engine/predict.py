@@ -22,7 +22,7 @@ from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.evaluate import evaluate, predict_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
-from clcc.files import atomic_path
+from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
 from clcc.metrics import image_metrics, summarise
 from clcc.models.unet import UNet
 
@@ -36,7 +36,7 @@ def load_trained_model(
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
     runtime = make_runtime(device, precision)
-    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout)
+    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name)
     model.load_state_dict(state["model"])
     return cfg, model.to(runtime.device).eval(), runtime
 
@@ -85,37 +85,70 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     return out.astype(np.uint8)
 
 
+def _mask_names(files: list[Path], input_dir: Path) -> dict[Path, str]:
+    """The mask file name of each input (`<stem>.png`), refusing two inputs that would share
+    one (`a.png` and `a.jpg`): the second would overwrite the first."""
+    names: dict[str, Path] = {}
+    for path in files:
+        name = f"{path.stem}.png"
+        if name.lower() in names:
+            raise ClccError(f"{input_dir}: {names[name.lower()].name} and {path.name} would both "
+                            f"be written as {name}; rename one of them")
+        names[name.lower()] = path
+    return {path: f"{path.stem}.png" for path in files}
+
+
+def _check_readable(files: list[Path]) -> None:
+    """Decode every input before the first mask is written: a bad file ends the call with
+    nothing written, rather than with a partial set that looks complete."""
+    errors = []
+    for path in files:
+        try:
+            read_image(path)
+        except ClccError as err:
+            errors.append(str(err))
+    if errors:
+        more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ClccError(f"{len(errors)} unreadable image(s), nothing written:\n"
+                        + "\n".join(errors[:10]) + more)
+
+
 def predict_folder(
     predictor: Predictor,
     input_dir: Path,
     output_dir: Path,
     overlays: bool = False,
     probabilities: bool = False,
+    model_file: Path | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """Write <stem>.png (0/255) for every image in `input_dir`; returns the mask paths and the
-    files skipped because their suffix is not an image's."""
+    files skipped because their suffix is not an image's. `output_dir` is new, empty, or an
+    earlier `clcc predict` output, apart from the input folder and `model_file`; the masks
+    appear together once all are computed."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise ClccError(f"{input_dir}: input folder not found")
+    claim(output_dir, "predict", inputs=[input_dir, model_file])
     entries = sorted(p for p in input_dir.iterdir() if p.is_file())
     files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
     skipped = [p for p in entries if p not in files]
     if not files:
         raise ClccError(f"{input_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    written = []
-    for path in files:
-        image = read_image(path)
-        prob = predictor.probabilities(image)
-        mask = prob > 0.5
-        target = output_dir / f"{path.stem}.png"
-        _save_png(mask.astype(np.uint8) * 255, target)
-        if overlays:
-            _save_png(overlay(image, mask), output_dir / "overlays" / f"{path.stem}.png")
-        if probabilities:
-            _save_png(np.round(prob * 255).astype(np.uint8), output_dir / "probabilities" /
-                      f"{path.stem}.png")
-        written.append(target)
-    return written, skipped
+    names = _mask_names(files, input_dir)
+    _check_readable(files)
+    with staged_into(output_dir, last=OUTPUT_MARKER) as tmp:
+        for path in files:
+            image = read_image(path)
+            prob = predictor.probabilities(image)
+            mask = prob > 0.5
+            _save_png(mask.astype(np.uint8) * 255, tmp / names[path])
+            if overlays:
+                _save_png(overlay(image, mask), tmp / "overlays" / names[path])
+            if probabilities:
+                _save_png(np.round(prob * 255).astype(np.uint8),
+                          tmp / "probabilities" / names[path])
+        mark(tmp, "predict", input=str(input_dir.resolve()))
+    return [output_dir / names[path] for path in files], skipped
 
 
 def evaluate_cases(

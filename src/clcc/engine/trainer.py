@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from clcc.engine.distributed import (
 from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
 from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
+from clcc.engine.run_folder import claim_run_dir
 from clcc.engine.runtime import Runtime, environment, make_runtime
 from clcc.errors import ClccError
 from clcc.files import exclusive, write_json, write_text
@@ -79,14 +79,15 @@ def schedule_for(optim: OptimConfig, epochs: int, steps_per_epoch: int):
 
 
 def to_device_batch(
-    host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None
+    host: dict[str, torch.Tensor], runtime: Runtime, gen: torch.Generator | None,
+    flips: str = "dihedral",
 ) -> dict[str, torch.Tensor]:
     """uint8 host batch → normalised float tensors on the device, augmented when `gen` is set
     (on the uint8 pixels, before the one float conversion)."""
     fmt = runtime.memory_format()
     raw = {k: v.to(runtime.device, non_blocking=True) for k, v in host.items()}
     if gen is not None:
-        augment_batch(raw, gen)
+        augment_batch(raw, gen, flips)
     batch = {"image": to_input(raw["image"], fmt), "mask": to_target(raw["mask"])}
     if "image_u" in raw:
         batch["image_u"] = to_input(raw["image_u"], fmt)
@@ -113,12 +114,8 @@ class Trainer:
         self.dist = init_distributed()
         self.run_dir = cfg.run_dir()
         last = self.run_dir / "last.pt"
-        if last.exists() and not resume and not overwrite:
-            raise ClccError(
-                f"{self.run_dir}: a run exists; pass --resume to continue it or --overwrite"
-            )
-        if self.run_dir.exists() and overwrite and self.dist.is_main:
-            shutil.rmtree(self.run_dir)
+        if self.dist.is_main:
+            claim_run_dir(self.run_dir, [Path(cfg.data.root)], resume, overwrite)
         barrier(self.dist)
         t = cfg.train
         if t.threads:
@@ -131,7 +128,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
             cfg.method.name, cfg.data.size, cfg.method.params,
-            widths=cfg.model.widths, dropout=cfg.model.dropout,
+            widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         unlabelled = (
@@ -208,7 +205,7 @@ class Trainer:
         for i, host in enumerate(self.batches.epoch(self.epoch)):
             if cfg.compile and cfg.compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are free
-            batch = to_device_batch(host, self.runtime, gen)
+            batch = to_device_batch(host, self.runtime, gen, cfg.flips)
             with self.runtime.autocast():
                 loss, logs = self.step_module(batch, self.step / self.total_steps)
             self.optimizer.zero_grad(set_to_none=True)

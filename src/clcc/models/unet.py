@@ -1,13 +1,24 @@
-"""U-Net as in the CLCC authors' implementation: 5 levels, widths 16…256 (a quarter of the
-classic 64…1024), batch norm, transposed-convolution upsampling, 1×1 segmentation head.
+"""Two U-Nets of 5 levels, widths 16…256 (a quarter of the classic 64…1024), with a 1×1
+segmentation head, as an `Architecture` each:
 
-The forward pass returns named outputs, so a method asks for what it needs (the CLCC
-projection head needs the last decoder feature map) instead of unpacking tuples.
+- `authors`: the CLCC authors' network (`utils/models/utils_unet.py`, `unet2d.py` of
+  ShinkaiZ/CLCC-semi), which the paper's numbers come from: encoder blocks conv 3×3 (with bias)
+  → BatchNorm → ReLU, twice; decoder blocks upsample with ConvTranspose2d(kernel 4, stride 2,
+  padding 1) and then conv 3×3 → ReLU twice, **no BatchNorm in the decoder**; Kaiming-normal
+  (fan-in) convolutions, BatchNorm weights N(1, 0.02) and biases 0. 2.47 M parameters.
+- `ssl4mis`: SSL4MIS's 2-D U-Net, which its baselines train: conv (no bias) → BatchNorm →
+  LeakyReLU(0.01), twice, in encoder and decoder alike; ConvTranspose2d(kernel 2, stride 2);
+  PyTorch's default initialisation. 1.94 M parameters.
+
+Encoder dropout (`dropout`, per level) sits between the two convolutions of a block, as in
+SSL4MIS, in either architecture. The forward pass returns named outputs, so a method asks for
+what it needs (the CLCC projection head needs the last decoder feature map) instead of
+unpacking tuples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,35 +35,66 @@ class SegOutput:
     aux: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What distinguishes one U-Net of this family from another."""
+
+    activation: Callable[[], nn.Module]
+    conv_bias: bool
+    decoder_norm: bool
+    up_kernel: int  # 2 (no padding) or 4 (padding 1): both exactly double the size
+    kaiming_init: bool
+
+
+ARCHITECTURES = {
+    "authors": Architecture(lambda: nn.ReLU(inplace=True), conv_bias=True, decoder_norm=False,
+                            up_kernel=4, kaiming_init=True),
+    "ssl4mis": Architecture(lambda: nn.LeakyReLU(0.01, inplace=True), conv_bias=False,
+                            decoder_norm=True, up_kernel=2, kaiming_init=False),
+}
+
 SSL4MIS_DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
 """Per-level encoder dropout of SSL4MIS's 2-D U-Net, which its baselines train with."""
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3×3 convolutions with batch norm and LeakyReLU, then optional dropout."""
+    """Two 3×3 convolutions, each followed by BatchNorm (when `norm`) and the activation, with
+    optional element-wise dropout between them (as SSL4MIS places it)."""
 
-    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0) -> None:
-        super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.LeakyReLU(0.01, inplace=True),
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),  # element-wise, as SSL4MIS
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.LeakyReLU(0.01, inplace=True),
-        )
+    def __init__(self, c_in: int, c_out: int, arch: Architecture, norm: bool = True,
+                 dropout: float = 0.0) -> None:
+        def conv(a: int) -> list[nn.Module]:
+            layers = [nn.Conv2d(a, c_out, 3, padding=1, bias=arch.conv_bias)]
+            return layers + ([nn.BatchNorm2d(c_out)] if norm else []) + [arch.activation()]
+
+        middle = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # keeps layer indices
+        super().__init__(*conv(c_in), middle, *conv(c_out))
 
 
 class UpBlock(nn.Module):
     """Transposed convolution ×2, concatenation with the skip connection, ConvBlock."""
 
-    def __init__(self, c_in: int, c_skip: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_skip: int, c_out: int, arch: Architecture) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(c_in, c_skip, kernel_size=2, stride=2)
-        self.conv = ConvBlock(2 * c_skip, c_out)
+        k = arch.up_kernel
+        self.up = nn.ConvTranspose2d(c_in, c_skip, kernel_size=k, stride=2, padding=(k - 2) // 2)
+        self.conv = ConvBlock(2 * c_skip, c_out, arch, norm=arch.decoder_norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
+
+
+def authors_init(module: nn.Module) -> None:
+    """Kaiming-normal (fan-in, ReLU gain) weights of every convolution, transposed ones
+    included, and N(1, 0.02) / 0 for BatchNorm, as the authors' `init_weights(..., 'kaiming')`;
+    convolution biases keep PyTorch's default. (The authors' 1×1 head keeps PyTorch's default
+    too: it is re-initialised after this by the caller.)"""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
 
 
 class UNet(nn.Module):
@@ -69,22 +111,30 @@ class UNet(nn.Module):
         in_channels: int = 3,
         widths: Sequence[int] = (16, 32, 64, 128, 256),
         dropout: Sequence[float] | None = None,
+        architecture: str = "authors",
     ) -> None:
         super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown U-Net architecture {architecture!r}; choose "
+                             f"{' or '.join(ARCHITECTURES)}")
+        arch = ARCHITECTURES[architecture]
         widths = list(widths)
         dropout = list(dropout) if dropout is not None else [0.0] * len(widths)
         if len(dropout) != len(widths):
             raise ValueError(f"dropout {dropout} needs one value per level ({len(widths)})")
-        self.widths = widths
+        self.widths, self.architecture = widths, architecture
         self.encoder = nn.ModuleList()
         c_prev = in_channels
         for width, p in zip(widths, dropout, strict=True):
-            self.encoder.append(ConvBlock(c_prev, width, p))
+            self.encoder.append(ConvBlock(c_prev, width, arch, dropout=p))
             c_prev = width
         self.pool = nn.MaxPool2d(2)
         self.decoder = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(len(widths) - 1))
+            UpBlock(widths[i + 1], widths[i], widths[i], arch)
+            for i in reversed(range(len(widths) - 1))
         )
+        if arch.kaiming_init:
+            authors_init(self)
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
@@ -154,8 +204,8 @@ class PyramidUNet(UNet):
     extra_prefixes = ("aux_heads.", "perturb.")
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128, 256),
-                 dropout: Sequence[float] | None = None) -> None:
-        super().__init__(in_channels, widths, dropout)
+                 dropout: Sequence[float] | None = None, architecture: str = "authors") -> None:
+        super().__init__(in_channels, widths, dropout, architecture)
         if len(self.widths) < 5:
             raise ValueError("PyramidUNet needs at least 5 levels for three auxiliary scales")
         decoder_widths = list(reversed(self.widths[:-1]))  # coarsest to finest

@@ -23,7 +23,7 @@ from clcc.engine.logging import read_log
 from clcc.engine.predict import load_trained_model, overlay
 from clcc.entries import label_of
 from clcc.errors import ClccError
-from clcc.files import write_json, write_text
+from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into, write_json, write_text
 from clcc.report.compare import compare_with_reference, per_image_dice
 from clcc.report.figures import qualitative_figure, training_curves
 from clcc.report.html import render_report
@@ -32,8 +32,8 @@ from clcc.report.html import render_report
 def _save_asset(array: np.ndarray, report: Path, name: str) -> str:
     """Write report/assets/<name> and return its address relative to the page."""
     path = report / "assets" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
     return f"assets/{name}"
 
 
@@ -65,55 +65,58 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         raise ClccError(f"{table_path}: no method {reference!r} to compare with; the "
                         f"experiment has {', '.join(variants)}")
     shown = min(r["selection"] for r in runs)
-    out = experiment / "report"
+    final = experiment / "report"
 
-    curves: dict[str, dict[int, list]] = {}
-    for r in runs:
-        curves.setdefault(labels[r["variant"]], {})[r["selection"]] = read_log(
-            Path(r["run"]) / "metrics.jsonl"
+    claim(final, "report", ours=lambda p: (p / "index.html").is_file())
+    with staged_into(final, last=OUTPUT_MARKER) as out:
+        curves: dict[str, dict[int, list]] = {}
+        for r in runs:
+            curves.setdefault(labels[r["variant"]], {})[r["selection"]] = read_log(
+                Path(r["run"]) / "metrics.jsonl"
+            )
+        training_curves(curves, out / "curves.png")
+
+        comparisons = compare_with_reference(runs, reference)
+
+        first = next(r for r in runs if r["selection"] == shown)
+        cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
+        data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
+        idx = data.split("test")
+        names = [data.names[i] for i in idx]
+        images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx]) > 0
+        masks: dict[str, np.ndarray] = {}
+        shown_dice: dict[str, np.ndarray] = {}
+        for v in variants:
+            run = next(r for r in runs if r["variant"] == v and r["selection"] == shown)
+            _, model, runtime = load_trained_model(Path(run["run"]) / "best.pt", "cpu")
+            masks[v] = predict_probabilities(model, images, runtime).numpy() > 0.5
+            by_case = per_image_dice(Path(run["run"]))
+            shown_dice[v] = np.array([by_case[n] for n in names])
+
+        rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
+        qualitative_figure(images[rows] / 255.0, truths[rows].astype(float),
+                           {labels[v]: masks[v][rows].astype(float) for v in variants},
+                           [names[i] for i in rows], out / "qualitative.png")
+
+        gallery = []
+        for i, name in enumerate(names):
+            entry: dict[str, Any] = {
+                "case": name,  # shown with textContent; asset names never contain it
+                "image": _save_asset(images[i], out, f"{i:05d}-image.png"),
+                "truth": _save_asset(overlay(images[i], truths[i]), out, f"{i:05d}-truth.png"),
+                "overlays": {}, "dice": {},
+            }
+            for k, v in enumerate(variants):
+                entry["overlays"][v] = _save_asset(overlay(images[i], masks[v][i]), out,
+                                                   f"{i:05d}-m{k}.png")
+                entry["dice"][v] = round(100 * float(shown_dice[v][i]), 2)
+            gallery.append(entry)
+        page = render_report(
+            title=f"clcc experiment: {experiment.name}", rows=table["rows"],
+            comparisons=comparisons, gallery=gallery, methods=variants, labels=labels,
+            selection=shown, reference=reference,
         )
-    training_curves(curves, out / "curves.png")
-
-    comparisons = compare_with_reference(runs, reference)
-
-    first = next(r for r in runs if r["selection"] == shown)
-    cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
-    data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
-    idx = data.split("test")
-    names = [data.names[i] for i in idx]
-    images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx]) > 0
-    masks: dict[str, np.ndarray] = {}
-    shown_dice: dict[str, np.ndarray] = {}
-    for v in variants:
-        run = next(r for r in runs if r["variant"] == v and r["selection"] == shown)
-        _, model, runtime = load_trained_model(Path(run["run"]) / "best.pt", "cpu")
-        masks[v] = predict_probabilities(model, images, runtime).numpy() > 0.5
-        by_case = per_image_dice(Path(run["run"]))
-        shown_dice[v] = np.array([by_case[n] for n in names])
-
-    rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
-    qualitative_figure(images[rows] / 255.0, truths[rows].astype(float),
-                       {labels[v]: masks[v][rows].astype(float) for v in variants},
-                       [names[i] for i in rows], out / "qualitative.png")
-
-    gallery = []
-    for i, name in enumerate(names):
-        entry: dict[str, Any] = {
-            "case": name,  # shown with textContent; asset names never contain it
-            "image": _save_asset(images[i], out, f"{i:05d}-image.png"),
-            "truth": _save_asset(overlay(images[i], truths[i]), out, f"{i:05d}-truth.png"),
-            "overlays": {}, "dice": {},
-        }
-        for k, v in enumerate(variants):
-            entry["overlays"][v] = _save_asset(overlay(images[i], masks[v][i]), out,
-                                               f"{i:05d}-m{k}.png")
-            entry["dice"][v] = round(100 * float(shown_dice[v][i]), 2)
-        gallery.append(entry)
-    page = render_report(
-        title=f"clcc experiment: {experiment.name}", rows=table["rows"],
-        comparisons=comparisons, gallery=gallery, methods=variants, labels=labels,
-        selection=shown, reference=reference,
-    )
-    write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
-    write_text(out / "index.html", page)
-    return out / "index.html"
+        write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
+        write_text(out / "index.html", page)
+        mark(out, "report")
+    return final / "index.html"
