@@ -42,3 +42,64 @@ def test_projection_receptive_fields_do_not_overlap():
     patch = features[:, :, 8:16, 0:8]
     assert torch.allclose(head(features)[:, :, 1, 0], head(patch)[:, :, 0, 0], atol=1e-6)
     assert torch.all(head(features) >= 0)  # ReLU: non-negative vectors, as in the authors' head
+
+
+def _count(module, kind):
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
+def test_the_authors_unet_is_theirs():
+    """utils/models/utils_unet.py + unet2d.py of ShinkaiZ/CLCC-semi at 16…256: BatchNorm in the
+    encoder only, ReLU, biased convolutions, kernel-4 transposed convolutions, 2.47 M weights."""
+    net = UNet(architecture="authors")
+    assert sum(p.numel() for p in net.parameters()) == 2_465_329
+    assert _count(net.encoder, torch.nn.BatchNorm2d) == 10
+    assert _count(net.decoder, torch.nn.BatchNorm2d) == 0
+    assert _count(net, torch.nn.LeakyReLU) == 0 and _count(net, torch.nn.ReLU) == 18
+    assert all(m.bias is not None for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert {m.kernel_size for m in net.decoder.modules()
+            if isinstance(m, torch.nn.ConvTranspose2d)} == {(4, 4)}
+    bn = net.encoder[0][1]
+    assert torch.all(bn.bias == 0) and 0.9 < bn.weight.mean() < 1.1 and bn.weight.std() > 0
+    assert net(torch.randn(1, 3, 64, 64)).logits.shape == (1, 1, 64, 64)
+
+
+def test_the_ssl4mis_unet_stays_as_it_was():
+    net = UNet(architecture="ssl4mis")
+    assert sum(p.numel() for p in net.parameters()) == 1_942_577
+    assert _count(net.decoder, torch.nn.BatchNorm2d) == 8
+    assert "encoder.0.4.weight" in net.state_dict()  # checkpoints made before still load
+
+
+def test_kaiming_fan_in_initialisation():
+    torch.manual_seed(0)
+    conv = UNet(widths=(16, 32, 64, 128, 256), architecture="authors").encoder[3][0]
+    fan_in = conv.in_channels * 9
+    assert conv.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+
+
+def test_the_projection_head_sees_one_64_pixel_block_per_vector_on_the_authors_unet():
+    """On the authors' U-Net's last decoder map (16 channels at 128²): a change inside one
+    64×64 block moves that block's vector only."""
+    torch.manual_seed(0)
+    net, head = UNet(architecture="authors").eval(), ProjectionHead(16, 64).eval()
+    features = net(torch.randn(1, 3, 128, 128)).features.detach()
+    base = head(features)
+    changed = features.clone()
+    changed[..., 64:, 64:] += 1.0  # the bottom-right block
+    moved = (head(changed) - base).abs().sum(1)[0]
+    assert base.shape == (1, 128, 2, 2)
+    assert moved[1, 1] > 0 and torch.all(moved.flatten()[:3] == 0)
+
+
+def test_model_name_is_checked_when_the_config_is_read():
+    import typing
+
+    from clcc.config import ModelConfig, load_config
+    from clcc.errors import ClccError
+    from clcc.models.unet import ARCHITECTURES
+
+    hint = typing.get_type_hints(ModelConfig)["name"]
+    assert set(typing.get_args(hint)) == set(ARCHITECTURES)
+    with pytest.raises(ClccError, match=r"model.name must be one of authors, ssl4mis, got 'vgg'"):
+        load_config(None, ["model.name=vgg"])

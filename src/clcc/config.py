@@ -38,12 +38,19 @@ class MethodConfig:
 
 
 @dataclass
+class LossConfig:
+    supervised: Literal["paper", "authors"] = "paper"  # ½(Dice + BCE), eq. (4); or the
+    # authors' code: BCE + per-image Dice, no ½ (clcc.losses)
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-3  # AdamW defaults, as in the paper
     weight_decay: float = 0.01
     schedule: str = "cosine"  # cosine | constant
-    warmup_steps: int = 0  # linear warm-up, in optimiser steps ...
+    warmup_steps: int = 0  # warm-up, in optimiser steps ...
     warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
+    warmup_shape: Literal["linear", "authors"] = "linear"  # or the authors' cosine × T/W
     schedule_unit: str = "step"  # step: the schedule advances every step; epoch: once per
     # epoch, as the authors' code does
 
@@ -78,6 +85,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

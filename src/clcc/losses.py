@@ -29,6 +29,20 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dice_loss(logits, target) + bce)
 
 
+def authors_supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE (plain mean) + 1 − Dice computed per image with smooth 1, averaged over images,
+    summed without the ½ of eq. (4): what the authors' public code trains with. Relative to
+    eq. (4) it weighs the supervised term twice, so CLCC's α and β count half as much."""
+    prob = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    dice = (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return bce + (1 - dice).mean()
+
+
+SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_loss}
+
+
 def masked_dice_loss(prob: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """1 − soft Dice over the pixels where `keep` is 1, averaged over the two classes
     (foreground p against t, background 1 − p against 1 − t), with squared sums in the

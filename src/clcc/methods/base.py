@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clcc.errors import ClccError
+from clcc.losses import SUPERVISED_LOSSES, supervised_loss
 from clcc.models.unet import UNet
 
 Batch = dict[str, torch.Tensor]
@@ -36,6 +37,8 @@ class Method(nn.Module):
         super().__init__()
         self.model = model
         self.image_size = image_size
+        self.supervised_loss = supervised_loss  # L_sup of eq. (4) unless `build_method` is
+        # told otherwise (the authors' form: losses.authors_supervised_loss)
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
@@ -87,10 +90,12 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def build_method(
-    name: str, image_size: int, params: dict[str, Any] | None = None, **model_args: Any
+    name: str, image_size: int, params: dict[str, Any] | None = None,
+    supervised_loss: str = "paper", **model_args: Any
 ) -> Method:
     """The registered method `name` with a fresh network of its `model_class` (built from
-    `model_args`: widths, dropout), for square images of `image_size`."""
+    `model_args`: widths, dropout, architecture), for square images of `image_size`, trained
+    with the supervised loss `supervised_loss` (a key of `losses.SUPERVISED_LOSSES`)."""
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
@@ -100,9 +105,11 @@ def build_method(
         padded = [*cls.default_dropout, *[cls.default_dropout[-1]] * levels]
         model_args = {**model_args, "dropout": padded[:levels]}
     try:
-        return cls(cls.model_class(**model_args), image_size, **(params or {}))
+        method = cls(cls.model_class(**model_args), image_size, **(params or {}))
     except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err
+    method.supervised_loss = SUPERVISED_LOSSES[supervised_loss]
+    return method
 
 
 def method_parameters(cls: type[Method]) -> dict[str, inspect.Parameter]:

@@ -27,7 +27,6 @@ import torch
 from clcc.losses import (
     cross_level_consistency_loss,
     cross_level_contrastive_loss,
-    supervised_loss,
     to_patches,
 )
 from clcc.methods.base import Batch, Logs, Method, all_images, register
@@ -97,7 +96,7 @@ class CLCC(Method):
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"CLCC was built for {self.image_size}px images, got {x.shape}")
         out = self.model(x)
-        loss = supervised_loss(out.logits[:n_labelled], batch["mask"])
+        loss = self.supervised_loss(out.logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": loss.detach()}
         alpha, beta = self.weights(progress)
         if alpha or beta:

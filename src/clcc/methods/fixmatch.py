@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 
 from clcc.data.strong import cutmix_boxes, paste, strong_view
-from clcc.losses import masked_dice_loss, supervised_loss
+from clcc.losses import masked_dice_loss
 from clcc.methods.base import Batch, Logs, Method, register
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
@@ -77,7 +77,7 @@ class FixMatch(Method):
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         img_x, mask_x, img_u_w = batch["image"], batch["mask"], batch["image_u"]
         logits_x, prob_u_w, extra = self.weak_pass(img_x, img_u_w)
-        loss_x = supervised_loss(logits_x, mask_x)
+        loss_x = self.supervised_loss(logits_x, mask_x)
         mask_u_w, keep = pseudo_labels(prob_u_w.detach(), self.threshold)
         terms = self.unlabelled_losses(img_u_w, mask_u_w, keep, extra)
         loss = (loss_x + sum(self.weights[k] * v for k, v in terms.items())) / 2

@@ -21,7 +21,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from clcc.losses import supervised_loss
 from clcc.methods.base import Batch, Logs, Method, all_images, ema_update, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
@@ -71,7 +70,7 @@ class MeanTeacher(Method):
         n_labelled = batch["image"].shape[0]
         x = all_images(batch)
         logits = self.model(x).logits
-        sup = supervised_loss(logits[:n_labelled], batch["mask"])
+        sup = self.supervised_loss(logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": sup.detach()}
         first = n_labelled if self.consistency_on == "unlabelled" else 0
         consist = self.consistency_loss(torch.sigmoid(logits[first:].float()), x[first:],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from clcc.losses import supervised_loss
 from clcc.methods.base import Batch, Logs, Method, register
 
 
@@ -13,5 +12,5 @@ class Supervised(Method):
     uses_unlabelled = False
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
-        loss = supervised_loss(self.model(batch["image"]).logits, batch["mask"])
+        loss = self.supervised_loss(self.model(batch["image"]).logits, batch["mask"])
         return loss, {"sup": loss.detach()}

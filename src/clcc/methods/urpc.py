@@ -17,7 +17,6 @@ from typing import Literal
 
 import torch
 
-from clcc.losses import supervised_loss
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.unet import SSL4MIS_DROPOUT, PyramidUNet
@@ -63,7 +62,8 @@ class URPC(Method):
         x = all_images(batch)
         out = self.model(x)
         heads = [out.logits, *out.aux]
-        sup = torch.stack([supervised_loss(h[:n_labelled], batch["mask"]) for h in heads]).mean()
+        sup = torch.stack([self.supervised_loss(h[:n_labelled], batch["mask"])
+                           for h in heads]).mean()
         first = n_labelled if self.consistency_on == "unlabelled" else 0
         consist = rectified_consistency([torch.sigmoid(h[first:].float()) for h in heads])
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
