@@ -1,5 +1,6 @@
 """The training data path: uint8 augmentation, then one conversion to normalised floats."""
 
+import pytest
 import torch
 
 from clcc.data.augment import augment_batch
@@ -61,3 +62,18 @@ def test_to_input_values_do_not_depend_on_the_memory_format():
     assert torch.equal(plain, last)
     assert torch.allclose(plain[0, :, 0, 0], (images[0, 0, 0].float() / 255 - MEAN[0, :, 0, 0])
                           / STD[0, :, 0, 0])
+
+
+def test_the_authors_flips_follow_their_distribution():
+    """HFlip, VFlip, RandomRotate90 (0–3 turns) at p 0.5 each: the identity comes from no flip
+    and no net turn, ¼·(½ + ½·¼) = 5/32, or both flips (a half turn) and a half turn,
+    ¼·½·¼ = 1/32: 3/16, not the uniform 1/8."""
+    from clcc.data.augment import random_flips_and_turns
+
+    x = torch.arange(4, dtype=torch.uint8).view(1, 2, 2).repeat(32000, 1, 1)
+    (out,) = random_flips_and_turns([x], torch.Generator().manual_seed(0), "authors")
+    identity = (out == x[0]).flatten(1).all(1).float().mean().item()
+    assert identity == pytest.approx(3 / 16, abs=0.01)
+    (uniform,) = random_flips_and_turns([x], torch.Generator().manual_seed(0), "dihedral")
+    assert (uniform == x[0]).flatten(1).all(1).float().mean().item() == pytest.approx(
+        1 / 8, abs=0.01)

@@ -47,10 +47,39 @@ def test_ema_update_by_hand():
     with torch.no_grad():
         w_t.fill_(1.0)
         w_s.fill_(3.0)
-    method.after_step(1)  # decay min(1 − 1/2, 0.99) = 0.5 → 0.5·1 + 0.5·3
+    method.after_step(1)  # after the first step SSL4MIS passes 0: decay 0, teacher = student
+    assert torch.allclose(w_t, torch.full_like(w_t, 3.0))
+    with torch.no_grad():
+        w_t.fill_(1.0)
+    method.after_step(2)  # decay min(1 − 1/2, 0.99) = 0.5 → 0.5·1 + 0.5·3
     assert torch.allclose(w_t, torch.full_like(w_t, 2.0))
     method.after_step(1000)  # decay 0.99 → 0.99·2 + 0.01·3
     assert torch.allclose(w_t, torch.full_like(w_t, 2.01))
+
+
+def test_teacher_noise_is_in_pixel_units():
+    """SSL4MIS adds clamp(N(0, 0.1), ±0.2) to pixels in [0, 1]: on standardised inputs that is
+    the same noise divided by each channel's std."""
+    from clcc.data.loaders import STD
+
+    method = build_method("mean-teacher", SIZE, widths=WIDTHS)
+    torch.manual_seed(0)
+    noise = method.noisy(torch.zeros(64, 3, 16, 16)) * STD  # back to pixel units
+    assert noise.abs().max().item() == pytest.approx(0.2, abs=1e-6)  # the clamp, per channel
+    assert 0.08 < noise.std().item() < 0.1  # N(0, 0.1), a little less after clamping
+
+
+def test_bcp_largest_component_is_8_connected():
+    """Two blobs touching at a corner are one component for skimage's 2-D `label` (8-connected),
+    which BCP uses; 4-connectivity would split them and keep the larger one only."""
+    from clcc.methods.bcp import largest_component
+
+    mask = torch.zeros(1, 1, 6, 6)
+    mask[0, 0, 0:2, 0:2] = 1  # 4 pixels
+    mask[0, 0, 2:5, 2:5] = 1  # 9 pixels, diagonal neighbour of the first
+    mask[0, 0, 5, 0] = 1  # a lone pixel apart from both
+    kept = largest_component(mask)
+    assert kept.sum().item() == 13 and kept[0, 0, 5, 0] == 0
 
 
 def test_uncertainty_mask_by_hand():

@@ -91,3 +91,26 @@ def test_consistency_loss_by_hand_and_detached_target():
     cross_level_consistency_loss(patch_logits2, image_logits, n=2).backward()
     assert image_logits.grad is None  # the full-image side is the (detached) target
     assert patch_logits2.grad is not None
+
+
+def test_the_authors_supervised_loss_by_hand():
+    """BCE (plain mean) + mean over images of 1 − (2·Σpt + 1)/(Σp + Σt + 1), no ½."""
+    from clcc.losses import authors_supervised_loss
+
+    logits = torch.tensor([0.0, 0.0, 2.0, -2.0]).view(2, 1, 1, 2)  # p = .5 .5 | σ(2) σ(−2)
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0]).view(2, 1, 1, 2)
+    s2 = 1 / (1 + math.exp(-2))
+    bce = (2 * math.log(2) - math.log(s2) - math.log(1 - s2)) / 4
+    dice_1 = (2 * 0.5 + 1) / (1.0 + 1 + 1)
+    dice_2 = (2 * (s2 + 1 - s2) + 1) / (1.0 + 2 + 1)
+    expected = bce + ((1 - dice_1) + (1 - dice_2)) / 2
+    assert authors_supervised_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_supervised_picks_the_methods_loss():
+    from clcc.losses import SUPERVISED_LOSSES
+    from clcc.methods import build_method
+
+    method = build_method("clcc", 64, {"n": 4}, "authors", widths=(8, 16, 32))
+    assert method.supervised_loss is SUPERVISED_LOSSES["authors"]
+    assert build_method("supervised", 64).supervised_loss is SUPERVISED_LOSSES["paper"]

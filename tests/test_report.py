@@ -30,7 +30,12 @@ from clcc.experiment import (
     whole_run_s,
     write_tables,
 )
-from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
+from clcc.report.stats import (
+    hierarchical_bootstrap,
+    paired_comparison,
+    selection_interval,
+    sign_flip_p,
+)
 
 from conftest import TINY
 from helpers import locked_elsewhere
@@ -113,9 +118,10 @@ def test_table_rows_by_hand():
 
     rows = summarise_runs([run("a", 0, 0.5), run("a", 1, 0.7), run("b", 0, 0.6)])
     assert rows[0]["dice"]["mean"] == pytest.approx(60.0)
-    assert rows[0]["dice"]["std"] == pytest.approx(10.0)
+    assert rows[0]["dice"]["std"] == pytest.approx(2 ** 0.5 * 10)  # sample std: √(200 / 1)
+    assert rows[1]["dice"]["std"] == 0.0  # one selection
     assert rows[0]["dice"]["per_selection"] == pytest.approx([50.0, 70.0])
-    assert "| a | 60.00 ± 10.00 | 60.00 ± 10.00 |" in markdown_table(rows)
+    assert "| a | 60.00 ± 14.14 | 60.00 ± 14.14 |" in markdown_table(rows)
 
 
 def test_curves_mark_each_methods_stage_boundary_once(tmp_path: Path, monkeypatch):
@@ -158,8 +164,12 @@ def test_paired_comparison_by_hand():
     result = paired_comparison(a, b)
     assert result["mean_diff"] == pytest.approx(0.1)
     assert result["ci_low"] == pytest.approx(0.1) and result["ci_high"] == pytest.approx(0.1)
-    assert result["p_wilcoxon"] == pytest.approx(0.03125)  # all 6 differences positive: 2/2^6
-    assert paired_comparison(a, a)["p_wilcoxon"] == 1.0
+    # six equal differences: of the 2^6 sign patterns only all-plus and all-minus reach the
+    # observed |mean|
+    assert result["p_mean"] == pytest.approx(2 / 64)
+    assert paired_comparison(a, a)["p_mean"] == 1.0
+    assert sign_flip_p(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 / 8)  # |±1±2±3| ≥ 6
+    assert sign_flip_p(np.array([3.0, -1.0])) == 1.0  # |±3±1| ≥ 2 for all 4 patterns
 
 
 def test_interval_over_selections_by_hand():

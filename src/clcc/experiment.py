@@ -364,7 +364,8 @@ def tabulate(grid: list, output: Path, reference: str | None, report: bool) -> d
 
 
 def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: mean ± std over selections of each test metric (×100), plus per selection."""
+    """Per variant: mean ± sample std (n − 1, what readers assume; 0 for one selection) over
+    selections of each test metric (×100), plus per selection."""
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = sorted((r for r in results if r["variant"] == variant),
@@ -373,8 +374,8 @@ def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "selections": [r["selection"] for r in runs]}
         for metric in TABLE_METRICS:
             values = [100 * r["test"][metric]["mean"] for r in runs]
-            row[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                           "per_selection": values}
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            row[metric] = {"mean": float(np.mean(values)), "std": std, "per_selection": values}
         row["val_dice"] = [100 * r["val"]["dice"]["mean"] for r in runs]
         rows.append(row)
     return rows

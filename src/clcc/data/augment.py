@@ -18,7 +18,7 @@ def _draws(batch: int, kind: str, generator: torch.Generator) -> list[tuple[bool
 
     dihedral: a flip with p 0.5 and 0–3 turns, uniform over the 8 elements of the group.
     authors: HFlip, VFlip and RandomRotate90 (0–3 turns) at p 0.5 each, as the CLCC authors'
-    albumentations pipeline: the identity has probability 5/32, not 1/8.
+    albumentations pipeline: the identity has probability 3/16, not 1/8.
     """
     if kind == "dihedral":
         flips = (torch.rand(batch, generator=generator) < 0.5).tolist()

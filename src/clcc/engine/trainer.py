@@ -60,8 +60,8 @@ def lr_lambda(warmup: int, total: int, schedule: str, per: int = 1, shape: str =
 
     Warm-up `shape` linear: (u + 1) / W. authors: the authors' `lr_scheduler.py`, the whole
     schedule evaluated at T = u + 7/per (their shadowed step index; T = u for per = 1), the
-    cosine ½(1 + cos(π(T − W)/(N − W))) times T / W while T < W, which is 0.0012 / 0.17 / 0.43 / 0.72 at epochs 0 / 25 / 50 / 75 of
-    100 warm-up epochs in 300 with 30 steps per epoch.
+    cosine ½(1 + cos(π(T − W)/(N − W))) times T / W while T < W, which is 0.0012 / 0.17 /
+    0.43 / 0.72 at epochs 0 / 25 / 50 / 75 of 100 warm-up epochs in 300 with 30 steps per epoch.
     """
     if schedule not in ("cosine", "constant"):
         raise ClccError(f"unknown schedule {schedule!r}; choose cosine or constant")

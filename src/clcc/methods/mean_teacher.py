@@ -1,7 +1,8 @@
 """Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), as in SSL4MIS, for binary segmentation.
 
-The teacher is an exponential moving average of the student (decay min(1 − 1/(step+1), 0.99));
-it sees the images with clamped Gaussian noise (N(0, 0.1) clipped to ±0.2) and the student is
+The teacher is an exponential moving average of the student (decay min(1 − 1/(s+1), 0.99), s the
+steps done before this one: first 0); it sees the images with clamped Gaussian noise (N(0, 0.1)
+clipped to ±0.2, in units of pixels in [0, 1], as SSL4MIS adds it) and the student is
 pulled towards its sigmoid probabilities by an MSE on the unlabelled images of the batch
 (`volume_batch[labeled_bs:]` in SSL4MIS; `consistency_on="all"` uses all 8), weighted by
 w·exp(−5(1 − t)²) with t the ramp-up progress. Student and teacher carry SSL4MIS's encoder
@@ -21,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from clcc.data.loaders import STD
 from clcc.methods.base import Batch, Logs, Method, all_images, ema_update, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
@@ -52,8 +54,10 @@ class MeanTeacher(Method):
         self.consistency_on = consistency_on
 
     def noisy(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn_like(x) * self.noise_std
-        return x + noise.clamp(-self.noise_clip, self.noise_clip)
+        """`x` (standardised) with SSL4MIS's noise, which it adds to pixels in [0, 1]: drawn in
+        those units and divided by each channel's std, so its strength in pixels is theirs."""
+        noise = (torch.randn_like(x) * self.noise_std).clamp(-self.noise_clip, self.noise_clip)
+        return x + noise / STD.to(device=x.device, dtype=x.dtype)
 
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +84,10 @@ class MeanTeacher(Method):
         return sup + weight * consist, logs
 
     def after_step(self, step: int) -> None:
-        ema_update(self.teacher, self.model, min(1.0 - 1.0 / (step + 1), self.ema_decay))
+        """SSL4MIS passes the step count before its increment: the first decay is 0 (the
+        teacher becomes the student), then 1/2, 2/3, … up to `ema_decay`."""
+        done = step - 1
+        ema_update(self.teacher, self.model, min(1.0 - 1.0 / (done + 1), self.ema_decay))
 
     def eval_model(self) -> nn.Module:
         return self.teacher if self.evaluate == "teacher" else self.model

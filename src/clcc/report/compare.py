@@ -84,6 +84,7 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
             f"| {c['a_label']} − {c['b_label']} | "
             f"{' / '.join(f'{d:+.2f}' for d in c['per_selection'])} | "
             f"{o['mean_diff']:+.2f} | {interval_text(o)} | "
-            f"{interval_text(h)} | {interval_text(i)}, p = {i['p_wilcoxon']:.2g} | {verdict(c)} |"
+            f"{interval_text(h)} | {interval_text(i)}, p = {i['p_mean']:.2g} (sign-flip) | "
+            f"{verdict(c)} |"
         )
     return lines

@@ -101,7 +101,7 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
         f"<td>{' / '.join(f'{d:+.2f}' for d in c['per_selection'])}</td>"
         f"<td>{c['over_selections']['mean_diff']:+.2f}</td>"
         f"<td>{interval_text(c['over_selections'])}</td><td>{interval_text(c['hierarchical'])}</td>"
-        f"<td>{interval_text(c['images'])}, p = {c['images']['p_wilcoxon']:.2g}</td>"
+        f"<td>{interval_text(c['images'])}, p = {c['images']['p_mean']:.2g} (sign-flip)</td>"
         f"<td>{escape(verdict(c))}</td></tr>"
         for c in comparisons
     )
