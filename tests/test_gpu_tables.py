@@ -23,10 +23,11 @@ def test_gpu_tables_runs_what_fits_and_packs_the_results(tmp_path: Path):
     write_synthetic(tmp_path / "raw", count=30, size=48)
     sets = [a for s in TINY if not s.startswith("train.threads") for a in ("--set", s)]
     cmd = [str(SCRIPT), "--source", str(tmp_path / "raw"), "--kind", "folder", "--labelled", "6",
-           "--budget", "0.4", "--jobs", "2", "--output", str(tmp_path / "out"), "--patches", "2",
-           *sets]
+           "--budget", "0.4", "--jobs", "2", "--output", "out", "--patches", "2",
+           "--evidence", str(tmp_path / "evidence"), *sets]
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gpu-tables: time budget spent" in done.stdout or "patch_bn=frozen" in done.stdout
     table = json.loads((tmp_path / "out" / "grid" / "table.json").read_text())
@@ -36,3 +37,16 @@ def test_gpu_tables_runs_what_fits_and_packs_the_results(tmp_path: Path):
     assert "grid/table.md" in names and "machine.txt" in names
     assert "grid/supervised-sel0/test_per_image.csv" in names
     assert not [n for n in names if n.endswith((".pt", ".lock")) or "/cache/" in n]
+    # the finished runs became committed evidence, and a later call (a fresh machine: the same
+    # command in another checkout) counts them as done instead of training them again
+    (lease,) = (tmp_path / "evidence").iterdir()
+    kept = sorted(p.relative_to(lease).as_posix() for p in lease.rglob("*") if p.is_file())
+    assert "supervised-sel0/results.json" in kept and "command.txt" in kept
+    assert not [n for n in kept if n.endswith(".pt")]
+    finished = len([n for n in kept if n.endswith("/results.json")])
+    again = [*cmd[:cmd.index("--budget")], "--budget", "0.3", *cmd[cmd.index("--budget") + 2:]]
+    (tmp_path / "fresh").mkdir()
+    done = subprocess.run(again, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path / "fresh")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{finished} already done" in done.stdout
