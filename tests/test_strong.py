@@ -72,7 +72,7 @@ def test_perturbations_are_identity_when_off_and_reproducible():
                                            ("unimatch", (8 + 0.25 * 1 + 0.25 * 2 + 0.5 * 4) / 2)])
 def test_branch_weights(name, expected, monkeypatch):
     method = build_method(name, SIZE, widths=WIDTHS)
-    monkeypatch.setattr(fixmatch, "supervised_loss", lambda logits, mask: torch.tensor(8.0))
+    method.supervised_loss = lambda logits, mask: torch.tensor(8.0)
     terms = {"loss_u_s1": 1.0, "loss_u_s2": 2.0, "loss_u_w_fp": 4.0}
     monkeypatch.setattr(method, "unlabelled_losses", lambda img, mask, keep, extra: {
         k: torch.tensor(terms[k]) for k in method.weights})

@@ -4,6 +4,7 @@ ends with one clear line (exit status 2), not a traceback."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -11,17 +12,35 @@ from clcc import __version__
 from clcc.errors import ClccError
 
 
-def _parse_labelled(text: str) -> float:
-    value = float(text)
+def labelled_subset(text: str) -> float:
+    """--labelled: a whole count (120) or a fraction in (0, 1) (0.2)."""
+    from clcc.data.prepare import check_labelled
+
+    try:
+        value = float(text)
+        check_labelled(value)
+    except (ValueError, ClccError) as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole count (120) or a fraction between 0 and 1 (0.2)") from err
     return int(value) if value >= 1 else value
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(",") if t.strip())
+def whole_numbers(text: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, e.g. 0,1,2."""
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, "
+                                         "e.g. 0,1,2") from err
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(t) for t in text.split(","))
+def fractions(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers, e.g. 0.6,0.2,0.2."""
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three numbers separated by commas, "
+                                         "e.g. 0.6,0.2,0.2") from err
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
@@ -97,7 +116,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device, args.precision)
     data = None
     if args.recalibrate_bn or args.images is None:
-        data = PreparedData.open(Path(args.data or cfg.data.root), cfg.data.size)
+        root = Path(args.data or cfg.data.root)
+        if not root.is_dir():
+            hint = (" (the checkpoint's data.root is relative to the folder it was trained "
+                    "from); pass --data") if not root.is_absolute() and not args.data else ""
+            raise ClccError(f"{root}: prepared data set not found{hint}")
+        data = PreparedData.open(root, cfg.data.size)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
@@ -197,9 +221,14 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-class _MethodsHelpFormatter(argparse.HelpFormatter):
-    """Fills "{methods}" with the registered methods, importing them (and torch) only when
-    the help is printed."""
+class _MethodsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, and fills "{methods}" with the registered methods,
+    importing them (and torch) only when the help is printed."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or isinstance(action, argparse._HelpAction):
+            return action.help  # nothing worth showing: an unset option or a plain switch
+        return super()._get_help_string(action)
 
     def _expand_help(self, action: argparse.Action) -> str:
         text = super()._expand_help(action)
@@ -221,41 +250,47 @@ class _MethodsHelpFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clcc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="clcc", description=__doc__,
+                                     formatter_class=_MethodsHelpFormatter)
     parser.add_argument("--version", action=_PrintVersion, help="show versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_MethodsHelpFormatter)
 
     data = sub.add_parser("data", help="prepare, generate or download data sets")
     dsub = data.add_subparsers(dest="data_command", required=True)
+    dsub.add_parser = functools.partial(dsub.add_parser, formatter_class=_MethodsHelpFormatter)
     p = dsub.add_parser("prepare", help="raw layout → prepared data set (splits + cache)")
     p.add_argument("kind", choices=["kvasir-seg", "isic2018", "folder"])
-    p.add_argument("--source", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--split", type=_floats, default=(0.6, 0.2, 0.2), help="train,val,test")
-    p.add_argument("--labelled", type=_parse_labelled, default=0.2,
+    p.add_argument("--source", required=True, type=Path, help="the raw data set folder")
+    p.add_argument("--output", required=True, type=Path,
+                   help="the prepared set to write (new, empty, or prepared before)")
+    p.add_argument("--split", type=fractions, default=(0.6, 0.2, 0.2), help="train,val,test")
+    p.add_argument("--labelled", type=labelled_subset, default=0.2,
                    help="labelled subset of train: a count (120) or a fraction (0.2)")
-    p.add_argument("--selections", type=_ints, default=(0, 1, 2),
+    p.add_argument("--selections", type=whole_numbers, default=(0, 1, 2),
                    help="selection seeds of the labelled subset")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
     p.add_argument("--size", type=int, default=320, help="cache resolution (0: no cache yet)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a prepared set made from another source")
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("synth", help="write the embedded synthetic data set")
-    p.add_argument("--output", type=Path, default=Path("data/synthetic"))
-    p.add_argument("--count", type=int, default=160)
-    p.add_argument("--size", type=int, default=96)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=Path("data/synthetic"),
+                   help="folder to write (new, empty, or written by data synth)")
+    p.add_argument("--count", type=int, default=160, help="number of cases")
+    p.add_argument("--size", type=int, default=96, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.set_defaults(func=cmd_data_synth)
     p = dsub.add_parser("download", help="fetch and verify an official archive")
     p.add_argument("name", choices=["kvasir-seg"])
-    p.add_argument("--output", type=Path, default=Path("data/raw/kvasir-seg"))
+    p.add_argument("--output", type=Path, default=Path("data/raw/kvasir-seg"),
+                   help="folder to extract into (new, empty, or downloaded into before)")
     p.add_argument("--url", help="a mirror or file:// address instead of the official one")
     p.set_defaults(func=cmd_data_download)
 
     p = sub.add_parser("train", help="train one method on one labelled selection",
-                       formatter_class=_MethodsHelpFormatter, epilog="{method_parameters}")
-    p.add_argument("--config", type=Path)
+                       epilog="{method_parameters}")
+    p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
     p.add_argument("--method", help="shorthand for --set method.name=...; one of {methods}")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     p.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
@@ -263,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a split")
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="best.pt or last.pt of a run")
     p.add_argument("--data", type=Path, help="prepared data set (default: the training one)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="split of the prepared set (all: every image with a mask)")
@@ -273,28 +308,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score at each image's own size (prediction resized back)")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="first re-estimate BatchNorm statistics on the training images")
-    p.add_argument("--output", type=Path)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--output", type=Path,
+                   help="folder for per_image.csv and summary.json (default: beside the "
+                        "checkpoint, evaluate-SPLIT)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks for a folder of new images")
-    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--checkpoint", type=Path, help="best.pt or last.pt of a run")
     p.add_argument("--onnx", type=Path, help="an exported model, run with onnxruntime")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--input", required=True, type=Path, help="folder of images")
+    p.add_argument("--output", required=True, type=Path,
+                   help="folder for the masks (new, empty, or written by predict)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/")
     p.add_argument("--probabilities", action="store_true", help="also write probabilities/")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("experiment", help="methods × labelled selections → runs → tables")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML config every run starts from")
     p.add_argument("--methods", required=True,
                    help="space-separated entries, e.g. 'supervised clcc clcc:alpha=0'")
-    p.add_argument("--selections", type=_ints, default=(0, 1, 2))
+    p.add_argument("--selections", type=whole_numbers, default=(0, 1, 2))
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path,
+                   help="the experiment folder (runs and tables)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs side by side (on CPU 1 thread each; on a GPU sharing the card)")
     p.add_argument("--overwrite", action="store_true",
@@ -312,22 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="(re)build the figures and HTML report of an experiment")
-    p.add_argument("--experiment", required=True, type=Path)
+    p.add_argument("--experiment", required=True, type=Path,
+                   help="an experiment folder (with table.json)")
     p.add_argument("--reference", metavar="METHOD",
                    help="the method every other one is paired with (default: the first)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch and size)")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="best.pt or last.pt of a run")
+    p.add_argument("--output", required=True, type=Path, help="the .onnx file to write")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="supervised vs CLCC on the synthetic data, 3 selections")
-    p.add_argument("--workdir", default="runs/demo")
+    p.add_argument("--workdir", default="runs/demo", help="folder for data, runs and tables")
     p.add_argument("--methods", default=None,
                    help="space-separated entries, as for `clcc experiment` (default: "
                         "supervised, CLCC, CLCC with the BatchNorm remedies)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: 40)")
     p.add_argument("--jobs", type=int, default=2, help="runs side by side")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -340,6 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     except ClccError as err:
         print(f"clcc: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only folder or mount, a full disk, a path of the wrong kind
+        where = err.filename or "?"
+        print(f"clcc: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clcc: interrupted; rerun the same command to resume (finished work is kept)",
+              file=sys.stderr)
+        return 130
     return 0
 
 

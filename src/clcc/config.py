@@ -6,6 +6,8 @@ The CLI builds everything from a `Config` at the edge; modules receive plain typ
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +125,23 @@ def _checked(hint: Any, value: Any, key: str) -> Any:
             raise ClccError(f"config {key} must be one of "
                             f"{', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
         return value
+    options = [h for h in typing.get_args(hint) if h is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and value is None:
+        return value  # an optional key left unset
+    if options and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = options[0]
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ClccError(f"config {key} must be a list of {item.__name__}, got {value!r}")
+        return [_checked(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if typing.get_origin(hint) is dict and not isinstance(value, dict):
+        raise ClccError(f"config {key} must be a mapping (key: value), got {value!r}")
+    if hint is float and isinstance(value, str):  # YAML reads 1e-3 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
     is_bool = isinstance(value, bool)  # YAML's true is an int to Python; not to us
     if expected and not (isinstance(value, expected) and is_bool == (hint is bool)):
@@ -161,6 +180,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as err:
         raise ClccError(f"{path}: config file not found") from err
+    except IsADirectoryError as err:
+        raise ClccError(f"{path}: is a folder; --config takes a YAML file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ClccError(f"{path}: cannot read config ({err})") from err
     except yaml.YAMLError as err:
         raise ClccError(f"{path}: invalid YAML ({err})") from err
     if not isinstance(tree, dict):
@@ -170,6 +193,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return tree
     return _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), tree)
 
+
+MAX_SIZE = 2048  # training resolution: a cache of 1000 RGB images at 2048² is 12.6 GB
 
 # counts and sizes that must be at least this, checked before any folder is made
 MINIMUM = {"data.size": 1, "train.epochs": 1, "train.labelled_batch": 1,
@@ -190,8 +215,21 @@ def _check_ranges(cfg: Config) -> Config:
     if cfg.optim.schedule_unit not in ("step", "epoch"):
         raise ClccError(f"config optim.schedule_unit must be step or epoch, got "
                         f"{cfg.optim.schedule_unit!r}")
-    if cfg.optim.lr <= 0:
-        raise ClccError(f"config optim.lr must be positive, got {cfg.optim.lr}")
+    if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
+        raise ClccError(f"config optim.lr must be a positive number, got {cfg.optim.lr}")
+    if not (math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0):
+        raise ClccError(f"config optim.weight_decay must be 0 or more, got "
+                        f"{cfg.optim.weight_decay}")
+    divisor = 2 ** (len(cfg.model.widths) - 1)
+    if cfg.data.size % divisor or cfg.data.size > MAX_SIZE:
+        raise ClccError(f"config data.size {cfg.data.size} must be a multiple of {divisor} (the "
+                        f"{len(cfg.model.widths)}-level U-Net halves it {len(cfg.model.widths) - 1}"
+                        f" times) and at most {MAX_SIZE}")
+    if cfg.model.dropout is not None and (
+            len(cfg.model.dropout) != len(cfg.model.widths)
+            or not all(0 <= p < 1 for p in cfg.model.dropout)):
+        raise ClccError(f"config model.dropout must give one probability in [0, 1) per level "
+                        f"({len(cfg.model.widths)}), got {cfg.model.dropout}")
     if any(w < 1 for w in cfg.model.widths) or len(cfg.model.widths) < 2:
         raise ClccError(f"config model.widths must be two or more positive counts, got "
                         f"{cfg.model.widths}")
@@ -222,8 +260,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 # train keys that change where a run is written, how fast it goes or what it prints, never
 # what it computes: a run may resume, or count as done, with other values of these
-NON_RESULT_KEYS = ("output", "name", "progress", "tensorboard", "threads", "checkpoint_every",
-                   "compile", "compile_mode")
+NON_RESULT_KEYS = tuple(f"train.{k}" for k in (
+    "output", "name", "progress", "tensorboard", "threads", "checkpoint_every", "compile",
+    "compile_mode"))  # whole dotted keys: `name` alone would also hide method.name
 
 
 def _flat(tree: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +290,7 @@ def config_differences(
     gone = [k for k in old if k.startswith("method.params.") and k not in now]
     return [
         key for key in [*now, *gone]
-        if key.rsplit(".", 1)[-1] not in ignored
+        if key not in ignored
         and old.get(key, defaults.get(key, now.get(key))) != now.get(key)
     ]
 

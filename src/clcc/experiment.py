@@ -79,14 +79,28 @@ def time_left_s(running: list[float | None], waiting: int, run_s: float | None,
     return max(max(lefts, default=0.0), (sum(lefts) + waiting * typical) / max(1, jobs))
 
 
+def _results(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "results.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except ValueError as err:
+        raise ClccError(f"{path}: unreadable ({err}); remove it to train the run again") from err
+
+
 def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite: bool) -> None:
     """A run folder made with another config would mix its numbers into this table: refuse it,
     naming the keys, or (with `overwrite`) delete it so that it trains anew."""
+    from clcc.data.prepare import data_fingerprint
+
     for _, _, cfg, _ in grid:
         saved_path = cfg.run_dir() / "config.yaml"
         if not saved_path.exists():
             continue
         diffs = config_differences(yaml.safe_load(saved_path.read_text()) or {}, cfg)
+        done = _results(cfg.run_dir())
+        if done and done.get("data_fingerprint", "") not in ("", data_fingerprint(
+                cfg.data.root, cfg.data.size, cfg.data.selection)):
+            diffs.append(f"the prepared data (re-prepared under {cfg.data.root})")
         if not diffs:
             continue
         if not overwrite:
@@ -170,10 +184,19 @@ class _Scheduler:
         return None
 
     def run(self, poll_s: float, deadline: float) -> None:
+        """Start, watch and finish the runs; a failed run or Ctrl-C ends the others it started
+        (resumable from their last.pt) before the error goes up."""
+        try:
+            self._run(poll_s, deadline)
+        except BaseException:
+            self.stop_all("ended with the grid")
+            raise
+
+    def _run(self, poll_s: float, deadline: float) -> None:
         while self.todo or self.running:
             now = time.perf_counter()
             if now > deadline:
-                self.stop_all()
+                self.stop_all("time budget spent")
                 return
             while len(self.running) < self.jobs and (item := self.next_fitting(deadline - now)):
                 self.start(item)
@@ -234,12 +257,12 @@ class _Scheduler:
         gpu = f", peak GPU memory {memory:.2f} GiB" if memory is not None else ""
         print(f"  done  {name} in {_fmt(took)}{gpu}  {self.status()}", flush=True)
 
-    def stop_all(self) -> None:
+    def stop_all(self, why: str) -> None:
         for run in self.running:
             run.proc.terminate()
             run.proc.wait()
             run.log.close()
-            print(f"  stop  {run.cfg.run_dir().name}: time budget spent (resumable)", flush=True)
+            print(f"  stop  {run.cfg.run_dir().name}: {why} (resumable)", flush=True)
         self.running = []
 
     def status(self) -> str:
@@ -262,8 +285,12 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
     """(variant, selection, config, overrides) of every run, in the order they should run;
     every entry's method parameters are checked first (before any run starts)."""
     from clcc.engine.trainer import with_resolved_parameters  # (torch: when a grid runs)
-    from clcc.methods import check_parameters
+    from clcc.methods import build_method, check_parameters
 
+    repeated = sorted({v.entry for v in variants if [w.entry for w in variants].count(v.entry) > 1})
+    if repeated or len(set(selections)) < len(selections):
+        raise ClccError(f"--methods/--selections name {', '.join(repeated) or 'a selection'} "
+                        "twice; each once")
     for variant in variants:
         check_parameters(variant.method,
                          {k: v for k, v in variant.params.items() if "." not in k})
@@ -272,6 +299,16 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
         for selection in selections:
             cfg, sets = run_config(config, overrides, variant, selection, output)
             grid.append((variant, selection, with_resolved_parameters(cfg), sets))
+        # the whole method once, as its first run will build it: parameters that do not fit
+        # the image size or the network end the call here, before any run starts
+        build_method(cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
+                     widths=cfg.model.widths, dropout=cfg.model.dropout,
+                     architecture=cfg.model.name)
+    for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
+        if (Path(root) / "manifest.json").is_file() and not (
+                Path(root) / "splits" / f"labelled-{selection}.txt").is_file():
+            raise ClccError(f"{root}: selection {selection} was not prepared; prepare the set "
+                            f"with --selections {','.join(map(str, sorted(set(selections))))}")
     return order_grid(grid, order)
 
 

@@ -26,6 +26,8 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()
+    except Image.DecompressionBombError as err:
+        raise ClccError(f"{path}: image too large to decode safely ({err})") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ClccError(f"{path}: cannot read image ({err})") from err
     return ImageOps.exif_transpose(img)
@@ -40,8 +42,10 @@ def _pixels(img: Image.Image, path: Path) -> tuple[np.ndarray, float]:
     if img.mode.startswith("I;16") or img.mode == "I":
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-    elif img.mode == "F":
-        arr, top = np.asarray(img, dtype=np.float32), 1.0
+    elif img.mode == "F":  # float: in [0, 1], or holding 8- or 16-bit values
+        arr = np.asarray(img, dtype=np.float32)
+        peak = float(np.nanmax(arr)) if arr.size else 0.0
+        top = 1.0 if peak <= 1 else 255.0 if peak <= 255 else 65535.0
     elif img.mode in ("L", "LA", "RGB", "RGBA"):
         arr, top = np.asarray(img, dtype=np.float32), 255.0
     else:
@@ -63,7 +67,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask as a bool (H, W) array, from 0/1, 0/255, RGB, palette or 16-bit files.
+    """A mask as a bool (H, W) array, from 0/1, 0/255, RGB, palette (by colour) or 16-bit files.
 
     A pixel is foreground when its brightest channel exceeds `MASK_THRESHOLD` on a 0-255 scale;
     masks whose maximum is 1 are read as 0/1 label maps. `expected_size` is the (width, height)
@@ -76,16 +80,8 @@ def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.nd
         raise ClccError(
             f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
         )
-    if img.mode == "P":
-        indices = np.asarray(img)
-        labels = np.unique(indices)
-        if len(labels) > 2:
-            raise ClccError(
-                f"{path}: palette mask has {len(labels)} classes {labels.tolist()[:8]}; "
-                "binary segmentation needs 2"
-            )
-        return indices == labels.max() if len(labels) == 2 else np.zeros(indices.shape, bool)
-    arr, top = _pixels(img, path)
+    arr, top = _pixels(img, path)  # a palette mask by its colours, as a viewer shows it: the
+    # order of the palette's entries says nothing about which one is foreground
     grey = arr.max(axis=-1)
     if top > 1 and 0 < grey.max() < 32:  # a label map (0/1), not a 0/255 picture
         values = np.unique(grey)

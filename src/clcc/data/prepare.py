@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ def split_cases(
     names: list[str], fractions: tuple[float, float, float], seed: int
 ) -> dict[str, list[str]]:
     """Deterministic train/val/test split of the labelled case names (each list sorted)."""
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    if (len(fractions) != 3 or not all(math.isfinite(f) for f in fractions)
+            or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6):
         raise ClccError(f"split fractions {fractions} must be three numbers summing to 1")
     ranked = _rank(sorted(names), f"split:{seed}")
     n_val = round(fractions[1] * len(ranked))
@@ -55,15 +57,30 @@ def split_cases(
         "test": ranked[n_val : n_val + n_test],
         "train": ranked[n_val + n_test :],
     }
+    empty = [k for k in ("train", "val", "test") if not parts[k]]
+    if empty:
+        raise ClccError(f"split fractions {','.join(f'{f:g}' for f in fractions)} of "
+                        f"{len(names)} labelled cases leave the {' and '.join(empty)} split "
+                        "empty; training needs train, validation (to choose the checkpoint) and "
+                        "test cases")
     return {k: sorted(v) for k, v in parts.items()}
 
 
 def labelled_count(spec: float, n_train: int) -> int:
-    """`spec` is a count (>= 1) or a fraction of the training split (< 1)."""
+    """`spec` is a whole count (>= 1) or a fraction of the training split in (0, 1)."""
+    check_labelled(spec)
     count = round(spec * n_train) if spec < 1 else int(spec)
     if not 1 <= count <= n_train:
         raise ClccError(f"labelled subset {spec} gives {count} of {n_train} training cases")
     return count
+
+
+def check_labelled(spec: float) -> None:
+    """Refuse what is neither a whole count >= 1 nor a fraction in (0, 1): 2.7 would silently
+    become 2; nan, inf, 0 and negatives mean nothing."""
+    if not (math.isfinite(spec) and (0 < spec < 1 or (spec >= 1 and float(spec).is_integer()))):
+        raise ClccError(f"labelled subset {spec:g}: give a whole count (120) or a fraction of "
+                        "the training split between 0 and 1 (0.2)")
 
 
 def select_labelled(train: list[str], count: int, selection: int) -> list[str]:
@@ -71,9 +88,23 @@ def select_labelled(train: list[str], count: int, selection: int) -> list[str]:
 
 
 def _read_list(path: Path) -> list[str]:
+    """The case names of a split list, refusing a BOM, undecodable text and repeated names."""
     if not path.exists():
         raise ClccError(f"{path}: split list not found; run `clcc data prepare` first")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ClccError(f"{path}: starts with a byte-order mark (BOM), as some editors save; "
+                        "save it as plain UTF-8 without BOM")
+    try:
+        names = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ClccError(f"{path}: not UTF-8 text ({err})") from err
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ClccError(f"{path}: case {name!r} is listed twice; each case once")
+        seen.add(name)
+    return names
 
 
 def _digest(path: Path) -> str | None:
@@ -196,7 +227,10 @@ def _manifest(prepared: Path) -> dict:
         raise ClccError(
             f"{prepared}: not a prepared data set (no {MANIFEST}); run `clcc data prepare`"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ClccError(f"{path}: unreadable manifest ({err}); prepare the set again") from err
 
 
 def _cases(manifest: dict) -> list[Case]:
@@ -219,6 +253,18 @@ def _fingerprint(cases: list[Case], size: int) -> str:
             except FileNotFoundError as err:
                 raise ClccError(f"{path}: source file of case {case.name!r} is missing") from err
             h.update(f"{case.name}|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def data_fingerprint(root: Path, size: int, selection: int) -> str:
+    """What a run trains and is scored on, in one digest: the source files (paths, sizes,
+    modification times), the resolution, and the split lists of `selection`. A run remembers
+    it, so a resume or a grid notices a set re-prepared under the same path."""
+    root = Path(root)
+    h = hashlib.sha256(_fingerprint(_cases(_manifest(root)), size).encode())
+    for name in ("train", "val", "test", "unlabelled", f"labelled-{selection}"):
+        h.update(f"\n{name}:".encode() + "\n".join(_read_list(root / "splits" / f"{name}.txt"))
+                 .encode())
     return h.hexdigest()
 
 
@@ -300,6 +346,10 @@ def check_splits(root: Path, cases: list[Case]) -> None:
                 raise ClccError(f"{splits / name}.txt: case {case!r} is also in "
                                 f"{owner[case]}.txt; the splits must not overlap")
             owner[case] = name
+    for name in ("train", "val", "test"):
+        if not lists[name]:
+            raise ClccError(f"{splits / name}.txt: the {name} split is empty; training needs "
+                            "train, validation and test cases")
     train = set(lists["train"])
     for name, members in lists.items():
         outside = [c for c in members if name.startswith("labelled-") and c not in train]
@@ -353,6 +403,12 @@ class PreparedData:
 
     def labelled(self, selection: int) -> np.ndarray:
         path = self.root / "splits" / f"labelled-{selection}.txt"
+        if not path.exists():
+            prepared = sorted(int(p.stem.split("-", 1)[1]) for p in path.parent.glob(
+                "labelled-*.txt") if p.stem.split("-", 1)[1].isdigit())
+            raise ClccError(f"{path}: selection {selection} was not prepared (prepared: "
+                            f"{', '.join(map(str, prepared)) or 'none'}); prepare again with "
+                            f"--selections {','.join(map(str, sorted({*prepared, selection})))}")
         return self.indices(_read_list(path), path.name)
 
     def training_pool(self) -> np.ndarray:

@@ -37,6 +37,9 @@ def _by_stem(files: Iterable[Path], strip: str = "") -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in files:
         stem = path.stem.removesuffix(strip) if strip else path.stem
+        if stem != stem.strip():
+            raise ClccError(f"{path}: a case name may not begin or end with white space (split "
+                            "lists are read line by line, stripped); rename the file")
         if stem in found:
             raise ClccError(
                 f"duplicate case name {stem!r}: {found[stem]} and {path}; rename one of them"

@@ -34,10 +34,19 @@ def load_trained_model(
 ) -> tuple[Config, UNet, Runtime]:
     """The training config, the evaluation U-Net (eval mode) and a runtime (fp32 unless asked)."""
     state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or not (
+            isinstance(state.get("model"), dict)):
+        raise ClccError(f"{checkpoint}: not a clcc checkpoint (no training config and model "
+                        "weights in it); use a best.pt or last.pt that `clcc train` wrote")
     cfg = config_from_dict(state["config"])
     runtime = make_runtime(device, precision)
     model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise ClccError(f"{checkpoint}: its weights do not fit the network its config describes "
+                        f"({cfg.model.name}, widths {cfg.model.widths}): {first}") from err
     return cfg, model.to(runtime.device).eval(), runtime
 
 

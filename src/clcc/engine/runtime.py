@@ -43,9 +43,19 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
-        raise ClccError(f"unknown device {name!r}") from err
+        raise ClccError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClccError(f"device {name!r}: this torch build ({torch.__version__}) has no CUDA "
+                        "device to use; pass --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and (
+            device.index >= torch.cuda.device_count()):
+        raise ClccError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ClccError(f"device {name!r}: MPS is not available here; pass --device cpu")
+    return device
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")

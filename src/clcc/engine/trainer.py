@@ -27,7 +27,7 @@ from tqdm import tqdm
 from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
-from clcc.data.prepare import PreparedData
+from clcc.data.prepare import PreparedData, data_fingerprint
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clcc.engine.distributed import (
     all_reduce_sum,
@@ -143,6 +143,7 @@ class Trainer:
             device = f"cuda:{self.dist.local_rank}"
         self.runtime = make_runtime(device, t.precision, t.channels_last)
         self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
+        self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection)
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
             cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
@@ -190,6 +191,10 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         _check_resumable(state["config"], self.cfg, path)
+        if state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
+            raise ClccError(f"{path}: cannot resume, the prepared data {self.cfg.data.root} "
+                            "changed since this run started (its images or split lists); pass "
+                            "--overwrite to train it anew")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -294,6 +299,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "data_fingerprint": self.data_fingerprint,
             "step": self.step,
             "best_dice": self.best_dice,
             "best_epoch": self.best_epoch,
@@ -308,6 +314,7 @@ class Trainer:
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
             "best_epoch": self.best_epoch, "epochs": self.cfg.train.epochs,
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
+            "data_fingerprint": self.data_fingerprint,
             "environment": environment(self.runtime.device),
         }
         if self.runtime.device.type == "cuda":  # how many runs fit side by side on one GPU

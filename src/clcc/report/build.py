@@ -54,8 +54,12 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
     table_path = experiment / "table.json"
     if not table_path.exists():
         raise ClccError(f"{experiment}: no table.json; run `clcc experiment` first")
-    table = json.loads(table_path.read_text())
-    runs = table["runs"]
+    try:
+        table = json.loads(table_path.read_text())
+        runs = table["runs"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ClccError(f"{table_path}: unreadable ({err}); rebuild it with `clcc experiment "
+                        "... --time-budget 0`") from err
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     labels = {r["variant"]: label_of(r) for r in runs}
     if reference is None:
