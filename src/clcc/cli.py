@@ -226,7 +226,8 @@ class _MethodsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     importing them (and torch) only when the help is printed."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or isinstance(action, argparse._HelpAction):
+        if action.default is None or action.default is False or isinstance(
+                action, argparse._HelpAction):
             return action.help  # nothing worth showing: an unset option or a plain switch
         return super()._get_help_string(action)
 

@@ -199,6 +199,8 @@ def exclusive(target: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            if not target.exists():  # nothing was made (a failed start): no lock left behind
+                path.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

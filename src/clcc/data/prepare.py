@@ -17,10 +17,14 @@ Layout of a prepared folder::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import math
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ from clcc.errors import ClccError
 from clcc.files import claim, staged_into, write_json, write_text
 
 MANIFEST = "manifest.json"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 MASK_RESAMPLING = "nearest"  # part of the cache fingerprint: caches of bilinear masks rebuild
 DEFAULT_SELECTIONS = (0, 1, 2)
 
@@ -281,6 +286,14 @@ def load_case(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
     return resized, np.asarray(mask_img, np.uint8)
 
 
+def die_with_parent() -> None:
+    """Worker initializer: on Linux the kernel ends a decoding worker when the process that
+    started it dies (even by kill -9), so no worker is left decoding for nobody."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray] | str:
     try:
         return load_case(*args)
@@ -302,7 +315,7 @@ def build_cache(prepared: Path, size: int, workers: int | None = None,
     errors: list[str] = []
     jobs = [(c, size) for c in cases]
     if workers > 1 and len(cases) > 16:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
             results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
     else:
         results = [_load_case_or_error(job) for job in jobs]

@@ -25,7 +25,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
         text = str(err)
-        if "Unsupported global" in text:  # a pickled object would have been built by code
+        if "unsupported global" in text.lower():  # a pickled object would have been built by code
             raise ClccError(
                 f"{path}: not a clcc checkpoint; refused, because loading it would run code "
                 "(it holds Python objects, not only tensors)"
