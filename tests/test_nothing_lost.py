@@ -4,6 +4,7 @@ untouched afterwards."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,48 @@ def test_train_overwrite_of_a_run_keeps_the_users_other_files(tiny_config, tmp_p
     assert (cfg.run_dir() / "my-notes.txt").read_text() == "keep"
     assert (cfg.run_dir() / "results.json").exists()
 
+
+
+def test_evaluate_into_a_folder_of_other_files_is_refused(checkpoint, tmp_path, capsys):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "summary.json").write_text("my own summary")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "e"),
+                 "--device", "cpu"]) == 2
+    assert "`clcc evaluate` did not make" in capsys.readouterr().err
+    assert (tmp_path / "e" / "summary.json").read_text() == "my own summary"
+
+
+def test_experiment_and_report_refuse_folders_they_did_not_make(synth_prepared, tmp_path,
+                                                                capsys):
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "paper.tex").write_text("draft")
+    sets = [a for s in [*TINY, f"data.root={synth_prepared}"] for a in ("--set", s)]
+    assert main(["experiment", "--methods", "supervised", "--selections", "0", "--output",
+                 str(tmp_path / "grid"), "--no-report", *sets]) == 2
+    assert "`clcc experiment` did not make" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir()) == ["paper.tex"]
+    (tmp_path / "exp" / "report").mkdir(parents=True)
+    (tmp_path / "exp" / "report" / "slides.pdf").write_text("slides")
+    (tmp_path / "exp" / "table.json").write_text(json.dumps({"runs": [
+        {"variant": "supervised", "selection": 0, "method": "supervised", "run": "x"}],
+        "rows": []}))
+    assert main(["report", "--experiment", str(tmp_path / "exp")]) == 2
+    assert "`clcc report` did not make" in capsys.readouterr().err
+    assert (tmp_path / "exp" / "report" / "slides.pdf").read_text() == "slides"
+
+
+def test_every_option_has_a_help_text():
+    import argparse
+
+    from clcc.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    missing = [f"{p.prog} {a.option_strings}" for p in parsers(build_parser())
+               for a in p._actions if a.option_strings and not a.help]
+    assert missing == []

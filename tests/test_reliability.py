@@ -4,7 +4,6 @@ is the index of these tests."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

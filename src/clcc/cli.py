@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML config every run starts from")
     p.add_argument("--methods", required=True,
                    help="space-separated entries, e.g. 'supervised clcc clcc:alpha=0'")
-    p.add_argument("--selections", type=whole_numbers, default=(0, 1, 2))
+    p.add_argument("--selections", type=whole_numbers, default=(0, 1, 2),
+                   help="labelled selections to train, each prepared beforehand")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, repeatable")
     p.add_argument("--output", required=True, type=Path,
                    help="the experiment folder (runs and tables)")
