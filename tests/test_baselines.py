@@ -5,8 +5,9 @@ import torch
 
 from clcc.methods import build_method
 from clcc.methods.ramps import sigmoid_rampup
-from clcc.methods.uamt import binary_entropy, uncertainty_mask
-from clcc.methods.urpc import binary_kl, rectified_consistency
+from clcc.labels import BINARY
+from clcc.methods.uamt import uncertainty_mask
+from clcc.methods.urpc import rectified_consistency
 from clcc.models.unet import UNet
 
 from test_methods import SIZE, WIDTHS, _batch
@@ -83,13 +84,14 @@ def test_bcp_largest_component_is_8_connected():
 
 
 def test_uncertainty_mask_by_hand():
-    assert binary_entropy(torch.tensor(0.5)).item() == pytest.approx(math.log(2), rel=1e-5)
+    half = torch.full((1, 1, 1, 1), 0.5)
+    assert BINARY.entropy(half).item() == pytest.approx(math.log(2), rel=1e-5)
     # two pixels; passes agree on the first (p = 0.9), disagree on the second (0.1, 0.9)
     passes = torch.tensor([[0.9, 0.1], [0.9, 0.9]]).view(2, 1, 1, 1, 2)
     h_certain = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325
     threshold = 0.75 * math.log(2)  # 0.520
     assert h_certain < threshold
-    mask = uncertainty_mask(passes, threshold).flatten().tolist()
+    mask = uncertainty_mask(passes, threshold, BINARY).flatten().tolist()
     assert mask == [True, False]  # mean 0.5 → entropy ln 2 > threshold
     uamt = build_method("uamt", SIZE, widths=WIDTHS)
     assert uamt.threshold(0.0) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
@@ -101,13 +103,13 @@ def test_rectification_by_hand():
     mean = 0.6
     d1 = mean * math.log(mean / 0.8) + 0.4 * math.log(0.4 / 0.2)
     d2 = mean * math.log(mean / 0.4) + 0.4 * math.log(0.4 / 0.6)
-    assert binary_kl(torch.tensor(mean), torch.tensor(0.8)).item() == pytest.approx(d1, rel=1e-5)
+    assert BINARY.kl(torch.full((1, 1, 1, 1), mean), p1).item() == pytest.approx(d1, rel=1e-5)
     # per head: w·(p̄ − p)² / w + D = (p̄ − p)² + D for a single pixel
     expected = ((0.2**2 + d1) + (0.2**2 + d2)) / 2
-    assert rectified_consistency([p1, p2]).item() == pytest.approx(expected, rel=1e-5)
+    assert rectified_consistency([p1, p2], BINARY).item() == pytest.approx(expected, rel=1e-5)
     # a head that agrees with the mean contributes nothing
     same = torch.full((1, 1, 2, 2), 0.3)
-    assert rectified_consistency([same, same]).item() == pytest.approx(0.0, abs=1e-6)
+    assert rectified_consistency([same, same], BINARY).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_urpc_pyramid_outputs_and_plain_checkpoint():
@@ -158,8 +160,8 @@ def test_urpc_consistency_uses_the_unlabelled_images(on, count, monkeypatch):
 
     seen = []
     original = urpc.rectified_consistency
-    monkeypatch.setattr(urpc, "rectified_consistency",
-                        lambda probs: seen.append([p.shape[0] for p in probs]) or original(probs))
+    monkeypatch.setattr(urpc, "rectified_consistency", lambda probs, labels: seen.append(
+        [p.shape[0] for p in probs]) or original(probs, labels))
     build_method("urpc", SIZE, {"consistency_on": on}, widths=WIDTHS).training_step(_batch(), 0.5)
     assert seen == [[count] * 4]
 

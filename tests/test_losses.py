@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 
+from clcc.labels import BINARY
+
 from clcc.losses import (
     cross_level_consistency_loss,
     cross_level_contrastive_loss,
@@ -83,12 +85,14 @@ def test_consistency_loss_by_hand_and_detached_target():
     patch_logits = torch.zeros(4, 1, 2, 2)
     patch_logits[0] = 30.0  # patch 0 predicts p ≈ 1 → MSE 0.25; the others agree (MSE 0)
     patch_logits.requires_grad_(True)
-    total = cross_level_consistency_loss(patch_logits, image_logits, n=2)
+    prob = BINARY.probabilities
+    total = cross_level_consistency_loss(prob(patch_logits), prob(image_logits), n=2)
     assert total.item() == pytest.approx(0.25, abs=1e-6)
-    mean = cross_level_consistency_loss(patch_logits, image_logits, n=2, reduce="mean")
+    mean = cross_level_consistency_loss(prob(patch_logits), prob(image_logits), n=2,
+                                        reduce="mean")
     assert mean.item() == pytest.approx(0.0625, abs=1e-6)
     patch_logits2 = torch.full((4, 1, 2, 2), -30.0, requires_grad=True)  # p ≈ 0: MSE 0.25 each
-    cross_level_consistency_loss(patch_logits2, image_logits, n=2).backward()
+    cross_level_consistency_loss(prob(patch_logits2), prob(image_logits), n=2).backward()
     assert image_logits.grad is None  # the full-image side is the (detached) target
     assert patch_logits2.grad is not None
 

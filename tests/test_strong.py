@@ -6,27 +6,30 @@ import torch
 
 import clcc.methods.fixmatch as fixmatch
 from clcc.data.strong import colour_jitter, cutmix_boxes, gaussian_blur, paste, strong_view
-from clcc.losses import masked_dice_loss
+from clcc.labels import BINARY
 from clcc.methods import build_method
 
 from test_methods import SIZE, WIDTHS, _batch
 
 
 def test_pseudo_labels_keep_only_confident_pixels():
-    prob = torch.tensor([0.97, 0.5, 0.03, 0.96, 0.94, 0.05])
+    prob = torch.tensor([0.97, 0.5, 0.03, 0.96, 0.94, 0.05]).view(1, 1, 1, 6)
     label, keep = fixmatch.pseudo_labels(prob, 0.95)
-    assert label.tolist() == [1, 0, 0, 1, 1, 0]  # p > 0.5, confident or not
-    assert keep.tolist() == [1, 0, 1, 1, 0, 1]  # max(p, 1 − p) ≥ 0.95
+    assert label.flatten().tolist() == [1, 0, 0, 1, 1, 0]  # p > 0.5, confident or not
+    assert keep.flatten().tolist() == [1, 0, 1, 1, 0, 1]  # max(p, 1 − p) ≥ 0.95
 
 
 def test_masked_dice_by_hand():
-    prob, target = torch.tensor([1.0, 0, 1, 0]), torch.tensor([1.0, 0, 0, 0])
+    def row(*values):
+        return torch.tensor(values).view(1, 1, 1, -1)
+
+    prob, target = row(1.0, 0, 1, 0), row(1.0, 0, 0, 0)
     # the one wrong pixel (index 2) ignored: both classes perfect
-    kept = masked_dice_loss(prob, target, torch.tensor([1.0, 1, 0, 1]))
+    kept = BINARY.masked_dice_loss(prob, target, row(1.0, 1, 0, 1))
     assert kept == pytest.approx(0, abs=1e-5)
     # all kept: foreground 1 − 2·1/(2 + 1) = 1/3, background 1 − 2·2/(2 + 3) = 1/5
-    assert masked_dice_loss(prob, target, torch.ones(4)) == pytest.approx((1 / 3 + 1 / 5) / 2,
-                                                                          abs=1e-5)
+    assert BINARY.masked_dice_loss(prob, target, torch.ones(1, 1, 1, 4)) == pytest.approx(
+        (1 / 3 + 1 / 5) / 2, abs=1e-5)
 
 
 def test_a_pasted_pixel_carries_its_source_label(monkeypatch):

@@ -34,6 +34,15 @@ def whole_numbers(text: str) -> tuple[int, ...]:
                                          "e.g. 0,1,2") from err
 
 
+def class_names(text: str) -> tuple[str, ...]:
+    """Comma-separated class names, e.g. rv,myo,lv."""
+    names = tuple(t.strip() for t in text.split(","))
+    if not all(names) or len(set(names)) != len(names) or "background" in names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct names separated by commas, "
+                                         "background (0) aside, e.g. rv,myo,lv")
+    return names
+
+
 def fractions(text: str) -> tuple[float, ...]:
     """Comma-separated numbers, e.g. 0.6,0.2,0.2."""
     try:
@@ -49,7 +58,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     summary = prepare(
         args.kind, args.source, args.output, fractions=args.split, labelled=args.labelled,
         selections=args.selections, split_seed=args.split_seed, size=args.size or None,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, classes=args.classes,
     )
     print(
         f"prepared {args.output}: train {summary['train']} / val {summary['val']} / "
@@ -61,7 +70,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> None:
     from clcc.data.synthetic import write_synthetic
 
-    write_synthetic(args.output, count=args.count, size=args.size, seed=args.seed)
+    write_synthetic(args.output, count=args.count, size=args.size, seed=args.seed,
+                    classes=args.classes)
     print(f"wrote {args.count} synthetic cases to {args.output}")
 
 
@@ -195,8 +205,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
     export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint)
+    heads = model.labels.heads
+    what = "foreground probability" if heads == 1 else f"probabilities of {heads} classes"
     print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
-          f"{model.divisor}; output: foreground probability N×1×H×W; trained at {cfg.data.size})")
+          f"{model.divisor}; output: {what} N×{heads}×H×W; trained at {cfg.data.size})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -274,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=320, help="cache resolution (0: no cache yet)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a prepared set made from another source")
+    p.add_argument("--classes", type=class_names, metavar="NAME,NAME,...",
+                   help="foreground classes of label-map masks, values 1, 2, … (0 is "
+                        "background), e.g. rv,myo,lv; without it masks are binary")
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("synth", help="write the embedded synthetic data set")
     p.add_argument("--output", type=Path, default=Path("data/synthetic"),
@@ -281,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=160, help="number of cases")
     p.add_argument("--size", type=int, default=96, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
+    p.add_argument("--classes", type=int, default=2,
+                   help="classes, background included: 2 writes binary masks, more writes "
+                        "label maps (prepare them with --classes c1,c2,...)")
     p.set_defaults(func=cmd_data_synth)
     p = dsub.add_parser("download", help="fetch and verify an official archive")
     p.add_argument("name", choices=["kvasir-seg"])

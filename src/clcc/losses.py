@@ -1,8 +1,8 @@
-"""Losses, binary segmentation throughout (one logit channel, sigmoid).
+"""Losses. The supervised ones here are binary (one logit channel, sigmoid); a multi-class
+task's supervised loss and the class-wise losses live in `clcc.labels.LabelSpace`.
 
 - `supervised_loss`: L_sup = ½(Dice + CE), eq. (4) of the CLCC paper, CE being binary
   cross-entropy on the logit.
-- `masked_dice_loss`: the pseudo-label loss of FixMatch and UniMatch (confident pixels only).
 - `cross_level_contrastive_loss`, eq. (1), and `cross_level_consistency_loss`, eq. (2), with the
   patch geometry (`to_patches`, `from_patches`) they share.
 """
@@ -41,19 +41,6 @@ def authors_supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch
 
 
 SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_loss}
-
-
-def masked_dice_loss(prob: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """1 − soft Dice over the pixels where `keep` is 1, averaged over the two classes
-    (foreground p against t, background 1 − p against 1 − t), with squared sums in the
-    denominator: UniMatch's `DiceLoss(n_classes=2)` with `ignore`, for one sigmoid channel."""
-    keep = keep.float()
-    total = prob.new_zeros(())
-    for p, t in ((prob, target), (1 - prob, 1 - target)):
-        intersection = (p * t * keep).sum()
-        squares = (p * p * keep).sum() + (t * t * keep).sum()
-        total = total + 1 - (2 * intersection + SMOOTH) / (squares + SMOOTH)
-    return total / 2
 
 
 def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -106,18 +93,19 @@ def cross_level_contrastive_loss(
 
 
 def cross_level_consistency_loss(
-    patch_logits: torch.Tensor, image_logits: torch.Tensor, n: int, reduce: str = "sum"
+    patch_probs: torch.Tensor, image_probs: torch.Tensor, n: int, reduce: str = "sum"
 ) -> torch.Tensor:
-    """Cross-level consistency, eq. (2): Σ_i MSE(h(z_i), h(Z)_i) on sigmoid probabilities.
+    """Cross-level consistency, eq. (2): Σ_i MSE(h(z_i), h(Z)_i) on probabilities (the sigmoid
+    of a binary task, the softmax of a multi-class one: `LabelSpace.probabilities`).
 
-    `patch_logits` (B·n²,1,P,P) come from the patches fed alone; `image_logits` (B,1,nP,nP)
-    from the full image. The full-image side is detached: it sees the whole context and is
-    the target the context-free patch predictions are pulled towards (as in the authors' code).
-    Each position's MSE is a mean over its pixels (and the batch); "sum" adds the n² positions
-    as eq. (2) does, "mean" averages them.
+    `patch_probs` (B·n²,heads,P,P) come from the patches fed alone; `image_probs`
+    (B,heads,nP,nP) from the full image. The full-image side is detached: it sees the whole
+    context and is the target the context-free patch predictions are pulled towards (as in the
+    authors' code). Each position's MSE is a mean over its pixels, channels and the batch;
+    "sum" adds the n² positions as eq. (2) does, "mean" averages them.
     """
-    target = to_patches(torch.sigmoid(image_logits.detach().float()), n)
-    per_position = (torch.sigmoid(patch_logits.float()) - target).pow(2)
+    target = to_patches(image_probs.detach(), n)
+    per_position = (patch_probs - target).pow(2)
     per_position = per_position.reshape(-1, n * n, *per_position.shape[1:]).mean(dim=(0, 2, 3, 4))
     if reduce == "sum":
         return per_position.sum()

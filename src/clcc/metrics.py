@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 import torch
 
+from clcc.labels import LabelSpace
+
 METRICS = ("dice", "iou", "mae", "precision", "recall", "hd95")
 
 
@@ -69,13 +71,27 @@ def image_metrics(
     return row
 
 
+def class_metrics(pred: np.ndarray, target: np.ndarray, labels: LabelSpace,
+                  with_hd95: bool = True) -> dict[str, float]:
+    """Metrics of one image from label maps (H, W): each foreground class against the rest,
+    and their mean over the foreground classes under the plain names (`dice` is the mean
+    foreground Dice, so binary tables read as before). A task of several classes also gets a
+    column per class, `dice_<class>`."""
+    per = {name: image_metrics(pred == value, target == value, with_hd95)
+           for value, name in enumerate(labels.names, start=1)}
+    row = {m: float(np.mean([p[m] for p in per.values()])) for m in next(iter(per.values()))}
+    if len(per) > 1:
+        row.update({f"{m}_{name}": v for name, p in per.items() for m, v in p.items()})
+    return row
+
+
 def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean and (population) standard deviation over images of each metric present."""
+    names = [k for k in rows[0] if k != "case"] if rows else []
     return {
         name: {
             "mean": float(np.mean([r[name] for r in rows])),
             "std": float(np.std([r[name] for r in rows])),
         }
-        for name in METRICS
-        if rows and name in rows[0]
+        for name in names
     }

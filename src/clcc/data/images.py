@@ -99,3 +99,26 @@ def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.nd
             "and 191); expected 0/1, 0/255 or black/colour masks"
         )
     return scaled > MASK_THRESHOLD
+
+
+def read_label_map(path: Path, classes: int, expected_size: tuple[int, int] | None = None
+                   ) -> np.ndarray:
+    """A label map as uint8 (H, W) of class values 0 … classes − 1, read by value: grey (8 or
+    16 bit) or palette (by index, as nnU-Net and ITK-SNAP write them). A colour image or a value
+    outside the declared classes is refused, naming the file."""
+    path = Path(path)
+    img = _open(path)
+    if expected_size is not None and img.size != tuple(expected_size):
+        w, h = img.size
+        raise ClccError(
+            f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
+        )
+    if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
+        raise ClccError(f"{path}: a label map must have one channel (grey or palette) holding "
+                        f"the class values 0…{classes - 1}; this file is {img.mode}")
+    values = np.asarray(img).astype(np.int64)
+    outside = np.unique(values[(values < 0) | (values >= classes)])
+    if outside.size:
+        raise ClccError(f"{path}: label values {outside.tolist()[:8]} outside the declared "
+                        f"classes 0…{classes - 1} (--classes)")
+    return values.astype(np.uint8)

@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clcc.data.images import read_image, read_mask
+from clcc.data.images import read_image, read_label_map, read_mask
 from clcc.data.sources import Case, read_source
 from clcc.errors import ClccError
 from clcc.files import claim, staged_into, write_json, write_text
+from clcc.labels import BINARY, LabelSpace
 
 MANIFEST = "manifest.json"
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -172,13 +173,22 @@ def prepare(
     size: int | None = 320,
     workers: int | None = None,
     overwrite: bool = False,
+    classes: tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Scan `source`, validate every case, write the prepared folder atomically.
+
+    `classes` names the foreground classes of label-map masks (values 1, 2, …; 0 is
+    background), recorded in the manifest as dataset.json-style `labels`; without it the masks
+    are binary, read as `read_mask` does.
 
     Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
     also what validates them); nothing is written unless all cases are good.
     """
     previous = check_output(Path(source), Path(output), overwrite=overwrite)
+    try:
+        labels = LabelSpace.from_names(classes).as_dict() if classes else None
+    except ValueError as err:
+        raise ClccError(f"--classes {','.join(classes or ())}: {err}") from err
     cases = read_source(kind, Path(source))
     labelled_names = [c.name for c in cases if c.mask is not None]
     splits = split_cases(labelled_names, fractions, split_seed)
@@ -198,7 +208,7 @@ def prepare(
         for relative, text in texts.items():
             write_text(tmp / relative, text)
         if size:
-            build_cache(tmp, size, workers=workers, cases=cases)
+            build_cache(tmp, size, workers=workers, cases=cases, labels=labels)
         write_json(
             tmp / MANIFEST,
             {
@@ -209,6 +219,7 @@ def prepare(
                 "fractions": list(fractions),
                 "labelled": labelled,
                 "selections": list(selections),
+                **({"labels": labels} if labels else {}),
                 "lists": digests,
                 "cases": [
                     {"name": c.name, "image": str(c.image.resolve()),
@@ -266,24 +277,37 @@ def data_fingerprint(root: Path, size: int, selection: int) -> str:
     modification times), the resolution, and the split lists of `selection`. A run remembers
     it, so a resume or a grid notices a set re-prepared under the same path."""
     root = Path(root)
-    h = hashlib.sha256(_fingerprint(_cases(_manifest(root)), size).encode())
+    manifest = _manifest(root)
+    h = hashlib.sha256(_fingerprint(_cases(manifest), size).encode())
+    h.update(json.dumps(manifest.get("labels"), sort_keys=True).encode())
     for name in ("train", "val", "test", "unlabelled", f"labelled-{selection}"):
         h.update(f"\n{name}:".encode() + "\n".join(_read_list(root / "splits" / f"{name}.txt"))
                  .encode())
     return h.hexdigest()
 
 
-def load_case(case: Case, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, check and resize one case to size×size: uint8 RGB image (bilinear) and uint8
-    0/1 mask (nearest neighbour, as the authors' code and SSL4MIS resize labels)."""
+def read_case(case: Case, labels: dict[str, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and check one case at its own size: uint8 RGB image and uint8 label map (zeros
+    without a mask). Without `labels` (the data set's declared classes) the mask is binary,
+    read as `read_mask` does; with them it is a label map read by value."""
     image = read_image(case.image)
     height, width = image.shape[:2]
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
     if case.mask is None:
-        return resized, np.zeros((size, size), np.uint8)
-    mask = read_mask(case.mask, expected_size=(width, height))
-    mask_img = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST)
-    return resized, np.asarray(mask_img, np.uint8)
+        return image, np.zeros((height, width), np.uint8)
+    if labels:
+        return image, read_label_map(case.mask, len(labels), expected_size=(width, height))
+    return image, read_mask(case.mask, expected_size=(width, height)).astype(np.uint8)
+
+
+def load_case(case: Case, size: int, labels: dict[str, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """`read_case` resized to size×size: the image bilinear, the label map with nearest
+    neighbour (as the authors' code and SSL4MIS resize labels)."""
+    image, mask = read_case(case, labels)
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return resized, np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST),
+                               np.uint8)
 
 
 def die_with_parent() -> None:
@@ -294,7 +318,8 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray] | str:
+def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None]
+                        ) -> tuple[np.ndarray, np.ndarray] | str:
     try:
         return load_case(*args)
     except ClccError as err:
@@ -302,18 +327,20 @@ def _load_case_or_error(args: tuple[Case, int]) -> tuple[np.ndarray, np.ndarray]
 
 
 def build_cache(prepared: Path, size: int, workers: int | None = None,
-                cases: list[Case] | None = None) -> Path:
+                cases: list[Case] | None = None, labels: dict[str, int] | None = None) -> Path:
     """Decode every case once at `size`, so that training epochs never decode a JPEG
-    (`cases`: those of the prepared set's manifest unless given)."""
+    (`cases` and `labels`: those of the prepared set's manifest unless given)."""
     prepared = Path(prepared)
-    cases = cases if cases is not None else _cases(_manifest(prepared))
+    if cases is None:
+        manifest = _manifest(prepared)
+        cases, labels = _cases(manifest), manifest.get("labels")
     fingerprint = _fingerprint(cases, size)
     target = prepared / "cache" / str(size)
     workers = workers or min(4, os.cpu_count() or 1)
     images = np.empty((len(cases), size, size, 3), np.uint8)
     masks = np.empty((len(cases), size, size), np.uint8)
     errors: list[str] = []
-    jobs = [(c, size) for c in cases]
+    jobs = [(c, size, labels) for c in cases]
     if workers > 1 and len(cases) > 16:
         with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
             results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
@@ -379,13 +406,19 @@ class PreparedData:
     size: int
     names: list[str]
     images: np.ndarray  # (N, S, S, 3) uint8
-    masks: np.ndarray  # (N, S, S) uint8, 0/1
+    masks: np.ndarray  # (N, S, S) uint8 label maps, 0 … C − 1 (binary: 0/1)
+    labels: LabelSpace = BINARY
 
     @classmethod
     def open(cls, root: Path, size: int) -> PreparedData:
         """Load the cache at `size`, (re)building it when missing or stale."""
         root = Path(root)
-        cases = _cases(_manifest(root))
+        manifest = _manifest(root)
+        cases = _cases(manifest)
+        try:
+            labels = LabelSpace.from_dict(manifest.get("labels"))
+        except ValueError as err:
+            raise ClccError(f"{root / MANIFEST}: {err}") from err
         cache = root / "cache" / str(size)
         meta_path = cache / "meta.json"
         stale = not meta_path.exists() or (
@@ -401,6 +434,7 @@ class PreparedData:
             names=meta["names"],
             images=np.load(cache / "images.npy", mmap_mode="r"),
             masks=np.load(cache / "masks.npy", mmap_mode="r"),
+            labels=labels,
         )
 
     def indices(self, names: list[str], what: str) -> np.ndarray:

@@ -60,19 +60,47 @@ def synth_case(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(image, 0, 1) * 255).astype(np.uint8), mask
 
 
-def write_synthetic(output: Path, count: int = 160, size: int = 96, seed: int = 0) -> Path:
-    """Write `count` cases as images/*.png and masks/*.png (0/255) into a new or empty folder,
-    or one this command wrote before (its other files stay)."""
+CLASS_TINTS = np.array([[0.08, 0.1, 0.04], [-0.15, 0.05, 0.15], [0.15, -0.1, -0.1],
+                        [-0.1, 0.15, -0.1]])
+"""The colour shift of class 1, 2, … in a multi-class synthetic image (class 1 is the binary
+set's tint)."""
+
+
+def synth_label_case(seed: int, size: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its label map (uint8, 0 … classes − 1): one blob per foreground class,
+    each tinted in its own colour, later classes drawn over earlier ones."""
+    rng = np.random.default_rng(seed)
+    image = (np.array([0.75, 0.35, 0.3]) + rng.uniform(-0.08, 0.08, 3))[None, None, :] * (
+        0.7 + 0.3 * _smooth_noise(rng, size, 4))[..., None]
+    labels = np.zeros((size, size), np.uint8)
+    for value in range(1, classes):
+        blob = _blob(rng, size)
+        labels[blob] = value
+        image[blob] = image[blob] + CLASS_TINTS[(value - 1) % len(CLASS_TINTS)]
+    image += rng.normal(0, 0.03, image.shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), labels
+
+
+def write_synthetic(output: Path, count: int = 160, size: int = 96, seed: int = 0,
+                    classes: int = 2) -> Path:
+    """Write `count` cases as images/*.png and masks/*.png into a new or empty folder, or one
+    this command wrote before (its other files stay). Two classes: binary masks (0/255), as
+    always; more: label maps by value (0 … classes − 1), to prepare with `--classes`."""
     output = Path(output)
-    if count < 1 or size < 8:
-        raise ClccError(f"data synth: need --count >= 1 and --size >= 8, got {count} and {size}")
+    if count < 1 or size < 8 or classes < 2:
+        raise ClccError(f"data synth: need --count >= 1, --size >= 8 and --classes >= 2, got "
+                        f"{count}, {size} and {classes}")
     claim(output, "data synth")
     with staged_into(output, last=OUTPUT_MARKER) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         for i in range(count):
-            image, mask = synth_case(seed * 100_003 + i, size)
+            if classes == 2:
+                image, mask = synth_case(seed * 100_003 + i, size)
+                mask = mask.astype(np.uint8) * 255
+            else:
+                image, mask = synth_label_case(seed * 100_003 + i, size, classes)
             Image.fromarray(image).save(tmp / "images" / f"synth_{i:04d}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "masks" / f"synth_{i:04d}.png")
-        mark(tmp, "data synth", count=count, size=size, seed=seed)
+            Image.fromarray(mask).save(tmp / "masks" / f"synth_{i:04d}.png")
+        mark(tmp, "data synth", count=count, size=size, seed=seed, classes=classes)
     return output

@@ -12,7 +12,7 @@ from torch import nn
 from clcc.data.loaders import to_input
 from clcc.engine.runtime import Runtime
 from clcc.files import atomic_path
-from clcc.metrics import METRICS, image_metrics, summarise
+from clcc.metrics import METRICS, class_metrics, summarise
 from clcc.models.norm import bn_momentum
 
 
@@ -20,7 +20,8 @@ from clcc.models.norm import bn_momentum
 def predict_probabilities(
     model: nn.Module, images: np.ndarray | torch.Tensor, runtime: Runtime, batch_size: int = 16
 ) -> torch.Tensor:
-    """Foreground probabilities (N,H,W) on the CPU for uint8 images (N,H,W,3)."""
+    """Probabilities (N,heads,H,W) on the CPU for uint8 images (N,H,W,3): the foreground
+    probability of a binary model (heads 1), the class probabilities of a multi-class one."""
     was_training = model.training
     model.eval()
     out = []
@@ -30,7 +31,7 @@ def predict_probabilities(
             x = to_input(chunk.to(runtime.device), runtime.memory_format())
             with runtime.autocast():
                 logits = model(x).logits
-            out.append(torch.sigmoid(logits.float())[:, 0].cpu())
+            out.append(model.labels.probabilities(logits).cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
@@ -66,18 +67,26 @@ def evaluate(
     runtime: Runtime,
     with_hd95: bool = True,
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
-    """Per-image metrics at threshold 0.5 on probabilities, and their mean ± std."""
-    probs = predict_probabilities(model, images, runtime)
+    """Per-image metrics of the hard prediction (probability > 0.5, or the argmax), per class
+    and averaged over the foreground classes, and their mean ± std."""
+    predicted = predict_labels(model, images, runtime)
     rows = []
-    for name, prob, mask in zip(names, probs.numpy(), np.asarray(masks), strict=True):
-        row = image_metrics(prob > 0.5, mask > 0, with_hd95=with_hd95)
+    for name, pred, mask in zip(names, predicted, np.asarray(masks), strict=True):
+        row = class_metrics(pred, mask, model.labels, with_hd95=with_hd95)
         rows.append({"case": name, **row})
     return rows, summarise(rows)
 
 
+def predict_labels(model: nn.Module, images: np.ndarray | torch.Tensor, runtime: Runtime
+                   ) -> np.ndarray:
+    """Label maps (N,H,W) uint8 of the model's hard prediction."""
+    probs = predict_probabilities(model, images, runtime)
+    return model.labels.hard(probs)[:, 0].numpy().astype(np.uint8)
+
+
 def write_per_image_csv(path: Path, rows: list[dict]) -> None:
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
-        names = [m for m in METRICS if rows and m in rows[0]]
+        names = [m for m in rows[0] if m != "case"] if rows else list(METRICS)
         writer = csv.DictWriter(f, fieldnames=["case", *names])
         writer.writeheader()
         writer.writerows(rows)

@@ -1,8 +1,10 @@
 """ONNX export for deployment where PyTorch is not installed, and its onnxruntime runner.
 
 The graph takes float RGB in [0, 1] (N,3,H,W; H and W divisible by the U-Net's 2^(levels−1))
-and returns the foreground probability (N,1,H,W): normalisation and sigmoid are inside, so a
-user only scales pixels by 1/255. Batch, height and width are dynamic. The training size is
+and returns the foreground probability (N,1,H,W) of a binary model, or the C class
+probabilities (N,C,H,W) of a multi-class one: normalisation and sigmoid/softmax are inside, so
+a user only scales pixels by 1/255. The class names are in the metadata (`clcc.labels`).
+Batch, height and width are dynamic. The training size is
 stored in the model's metadata (`clcc.size`). Needs the `onnx` extra (onnx, onnxscript,
 onnxruntime).
 """
@@ -10,6 +12,7 @@ onnxruntime).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +22,16 @@ from torch import nn
 from clcc.data.loaders import MEAN, STD
 from clcc.errors import ClccError
 from clcc.files import atomic_path, claim
+from clcc.labels import LabelSpace
 from clcc.models.unet import UNet
 
 SIZE_KEY = "clcc.size"
+LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: binary)
 
 
 class ProbabilityModel(nn.Module):
-    """RGB in [0, 1] → foreground probability: the deployable form of a trained U-Net."""
+    """RGB in [0, 1] → probabilities (the foreground's, or each class's): the deployable form
+    of a trained U-Net."""
 
     def __init__(self, model: UNet) -> None:
         super().__init__()
@@ -34,7 +40,7 @@ class ProbabilityModel(nn.Module):
         self.register_buffer("std", STD.clone())
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model((rgb - self.mean) / self.std).logits)
+        return self.model.labels.probabilities(self.model((rgb - self.mean) / self.std).logits)
 
 
 def _require(module: str) -> None:
@@ -75,7 +81,8 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
         dynamic_shapes=dims, dynamo=True, verbose=False,
     )
     proto = program.model_proto
-    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size)})
+    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size),
+                                        LABELS_KEY: json.dumps(list(model.labels.names))})
     with atomic_path(Path(output)) as tmp:
         onnx.save(proto, tmp)
     return Path(output)
@@ -103,9 +110,10 @@ class OnnxModel:
         if SIZE_KEY not in meta:
             raise ClccError(f"{path}: not exported by `clcc export` (no {SIZE_KEY} metadata)")
         self.size = int(meta[SIZE_KEY])
+        self.labels = LabelSpace.from_names(json.loads(meta.get(LABELS_KEY, "null")))
 
     def probabilities(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N,H,W,3) → probabilities (N,H,W)."""
+        """uint8 (N,H,W,3) → probabilities (N,heads,H,W)."""
         rgb = np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2), np.float32) / 255
         (prob,) = self.session.run(["probability"], {"rgb": rgb})
-        return torch.from_numpy(prob[:, 0])
+        return torch.from_numpy(prob)

@@ -15,18 +15,22 @@ from PIL import Image
 from torch import nn
 
 from clcc.config import Config, config_from_dict
-from clcc.data.images import IMAGE_SUFFIXES, read_image, read_mask
-from clcc.data.prepare import load_case
+from clcc.data.images import IMAGE_SUFFIXES, read_image
+from clcc.data.prepare import load_case, read_case
 from clcc.data.sources import Case
 from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.evaluate import evaluate, predict_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
 from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
-from clcc.metrics import image_metrics, summarise
+from clcc.labels import LabelSpace
+from clcc.metrics import class_metrics, summarise
 from clcc.models.unet import UNet
 
-OVERLAY_COLOUR = np.array([0, 255, 0], np.float32)
+CLASS_COLOURS = np.array([[0, 255, 0], [255, 60, 60], [60, 120, 255], [255, 220, 0],
+                          [255, 0, 255], [0, 230, 230], [255, 140, 0], [160, 90, 255]],
+                         np.float32)
+"""Overlay colour of class 1, 2, … (repeating after 8): class 1 is the binary green."""
 
 
 def load_trained_model(
@@ -40,7 +44,12 @@ def load_trained_model(
                         "weights in it); use a best.pt or last.pt that `clcc train` wrote")
     cfg = config_from_dict(state["config"])
     runtime = make_runtime(device, precision)
-    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name)
+    try:
+        labels = LabelSpace.from_names(state.get("labels"))
+    except (ValueError, TypeError) as err:
+        raise ClccError(f"{checkpoint}: unreadable class names ({err})") from err
+    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
+                 labels=labels)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -53,30 +62,37 @@ def load_trained_model(
 class Predictor:
     """Resizes an image to the training size, asks a backend for probabilities, resizes back.
 
-    The backend maps uint8 images (N,S,S,3) to probabilities (N,S,S): the PyTorch model, or an
-    exported ONNX model run by onnxruntime (`Predictor.from_onnx`)."""
+    The backend maps uint8 images (N,S,S,3) to probabilities (N,heads,S,S): the PyTorch model,
+    or an exported ONNX model run by onnxruntime (`Predictor.from_onnx`); `labels` says what
+    they mean."""
 
-    def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int) -> None:
-        self.backend, self.size = backend, size
+    def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
+                 labels: LabelSpace) -> None:
+        self.backend, self.size, self.labels = backend, size, labels
 
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime) -> Predictor:
-        return cls(lambda images: predict_probabilities(model, images, runtime), size)
+        return cls(lambda images: predict_probabilities(model, images, runtime), size,
+                   model.labels)
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
         from clcc.engine.export import OnnxModel
 
         onnx = OnnxModel(path)
-        return cls(onnx.probabilities, onnx.size)
+        return cls(onnx.probabilities, onnx.size, onnx.labels)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Foreground probability (H, W) float32 for one uint8 RGB image at its own size."""
+        """Probabilities (heads, H, W) float32 for one uint8 RGB image at its own size."""
         height, width = image.shape[:2]
         small = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
         prob = self.backend(small[None])
-        full = F.interpolate(prob[None], size=(height, width), mode="bilinear", align_corners=False)
-        return full[0, 0].numpy()
+        full = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
+        return full[0].numpy()
+
+    def label_map(self, prob: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 class values from `probabilities`' output."""
+        return self.labels.hard(torch.from_numpy(prob)[None])[0, 0].numpy().astype(np.uint8)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -84,13 +100,18 @@ def _save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with the mask tinted green and its outline drawn."""
+def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The image with each class tinted in its colour (`CLASS_COLOURS`: class 1 green) and its
+    outline drawn; `label_map` (H, W) of class values (a bool mask is class 1)."""
     out = image.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * OVERLAY_COLOUR
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    inner = -F.max_pool2d(-m, 3, stride=1, padding=1)[0, 0].numpy() > 0.5
-    out[mask & ~inner] = OVERLAY_COLOUR
+    label_map = np.asarray(label_map).astype(np.int64)
+    for value in range(1, int(label_map.max(initial=0)) + 1):
+        mask = label_map == value
+        colour = CLASS_COLOURS[(value - 1) % len(CLASS_COLOURS)]
+        out[mask] = (1 - alpha) * out[mask] + alpha * colour
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        inner = -F.max_pool2d(-m, 3, stride=1, padding=1)[0, 0].numpy() > 0.5
+        out[mask & ~inner] = colour
     return out.astype(np.uint8)
 
 
@@ -130,7 +151,8 @@ def predict_folder(
     probabilities: bool = False,
     model_file: Path | None = None,
 ) -> tuple[list[Path], list[Path]]:
-    """Write <stem>.png (0/255) for every image in `input_dir`; returns the mask paths and the
+    """Write <stem>.png for every image in `input_dir` (binary: 0/255; several classes: the
+    label map by value, 0 … C − 1); returns the mask paths and the
     files skipped because their suffix is not an image's. `output_dir` is new, empty, or an
     earlier `clcc predict` output, apart from the input folder and `model_file`; the masks
     appear together once all are computed."""
@@ -149,13 +171,14 @@ def predict_folder(
         for path in files:
             image = read_image(path)
             prob = predictor.probabilities(image)
-            mask = prob > 0.5
-            _save_png(mask.astype(np.uint8) * 255, tmp / names[path])
+            label_map = predictor.label_map(prob)
+            _save_png(label_map * predictor.labels.png_scale, tmp / names[path])
             if overlays:
-                _save_png(overlay(image, mask), tmp / "overlays" / names[path])
+                _save_png(overlay(image, label_map), tmp / "overlays" / names[path])
             if probabilities:
-                _save_png(np.round(prob * 255).astype(np.uint8),
-                          tmp / "probabilities" / names[path])
+                for channel, suffix in zip(prob, predictor.labels.channel_suffixes, strict=True):
+                    _save_png(np.round(channel * 255).astype(np.uint8),
+                              tmp / "probabilities" / f"{Path(names[path]).stem}{suffix}.png")
         mark(tmp, "predict", input=str(input_dir.resolve()))
     return [output_dir / names[path] for path in files], skipped
 
@@ -166,16 +189,16 @@ def evaluate_cases(
     """Metrics on labelled cases read from files (a data set the model never saw prepared):
     at the training resolution `size`, as the trainer scores, or with `native` at each image's
     own resolution, the prediction resized back as `clcc predict` does."""
+    maps = None if model.labels.binary else model.labels.as_dict()  # how the masks are read
     if not native:
-        pairs = [load_case(case, size) for case in cases]
+        pairs = [load_case(case, size, maps) for case in cases]
         images = np.stack([image for image, _ in pairs])
         masks = np.stack([mask for _, mask in pairs])
         return evaluate(model, images, masks, [c.name for c in cases], runtime)
     predictor = Predictor.from_model(model, size, runtime)
     rows = []
     for case in cases:
-        image = read_image(case.image)
-        mask = read_mask(case.mask, expected_size=(image.shape[1], image.shape[0]))
-        row = image_metrics(predictor.probabilities(image) > 0.5, mask > 0)
-        rows.append({"case": case.name, **row})
+        image, truth = read_case(case, maps)
+        predicted = predictor.label_map(predictor.probabilities(image))
+        rows.append({"case": case.name, **class_metrics(predicted, truth, model.labels)})
     return rows, summarise(rows)

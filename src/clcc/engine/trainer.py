@@ -148,6 +148,7 @@ class Trainer:
         self.method: Method = build_method(
             cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
             widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
+            labels=self.data.labels,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         unlabelled = (
@@ -212,6 +213,7 @@ class Trainer:
             "format": 1,
             "config": self.cfg.to_dict(),
             "model": self.method.eval_model().plain_state_dict(),
+            "labels": list(self.data.labels.names),
             "epoch": self.epoch,
         }
 

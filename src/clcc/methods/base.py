@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from clcc.errors import ClccError
-from clcc.losses import SUPERVISED_LOSSES, supervised_loss
 from clcc.models.unet import UNet
 
 Batch = dict[str, torch.Tensor]
@@ -37,8 +36,10 @@ class Method(nn.Module):
         super().__init__()
         self.model = model
         self.image_size = image_size
-        self.supervised_loss = supervised_loss  # L_sup of eq. (4) unless `build_method` is
-        # told otherwise (the authors' form: losses.authors_supervised_loss)
+        self.labels = model.labels  # what the logits mean: every probability, pseudo-label
+        # and class-wise loss of a method comes from here
+        self.supervised_loss = model.labels.supervised_loss()  # `build_method` may choose
+        # another (the CLCC authors' form)
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
@@ -94,8 +95,8 @@ def build_method(
     supervised_loss: str = "paper", **model_args: Any
 ) -> Method:
     """The registered method `name` with a fresh network of its `model_class` (built from
-    `model_args`: widths, dropout, architecture), for square images of `image_size`, trained
-    with the supervised loss `supervised_loss` (a key of `losses.SUPERVISED_LOSSES`)."""
+    `model_args`: widths, dropout, architecture, labels), for square images of `image_size`,
+    trained with the supervised loss `supervised_loss` (paper or authors: `LabelSpace`)."""
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
@@ -106,9 +107,9 @@ def build_method(
         model_args = {**model_args, "dropout": padded[:levels]}
     try:
         method = cls(cls.model_class(**model_args), image_size, **(params or {}))
+        method.supervised_loss = method.labels.supervised_loss(supervised_loss)
     except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err
-    method.supervised_loss = SUPERVISED_LOSSES[supervised_loss]
     return method
 
 

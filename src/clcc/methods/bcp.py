@@ -36,11 +36,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from clcc.losses import masked_dice_loss
+from clcc.labels import BINARY, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, ema_update, register
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
@@ -56,33 +55,35 @@ def box_mask(size: int, side: float = 2 / 3) -> torch.Tensor:
 
 
 def largest_component(labels: torch.Tensor) -> torch.Tensor:
-    """Each image's largest 8-connected foreground component (an image with none stays empty);
-    (B,1,H,W) 0/1."""
+    """Per image and foreground class, its largest 8-connected component (as BCP's
+    `get_ACDC_2DLargestCC` with skimage's 2-D `label`); everything else becomes background.
+    (B,1,H,W) float label maps in and out."""
+    maps = labels[:, 0].cpu().numpy().astype(np.int64)
     out = np.zeros(labels.shape, np.float32)
-    for i, image in enumerate(labels[:, 0].cpu().numpy() > 0):
-        components, count = ndimage.label(image, structure=np.ones((3, 3)))  # 8-connected,
-        # as skimage's `label` in 2-D
-        if count:
-            sizes = np.bincount(components.ravel())[1:]
-            out[i, 0] = components == 1 + int(np.argmax(sizes))
+    for i, image in enumerate(maps):
+        for value in np.unique(image[image > 0]):
+            components, count = ndimage.label(image == value, structure=np.ones((3, 3)))
+            if count:
+                sizes = np.bincount(components.ravel())[1:]
+                out[i, 0][components == 1 + int(np.argmax(sizes))] = value
     return torch.from_numpy(out).to(labels.device)
 
 
 def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Tensor,
-             outside: torch.Tensor, weight_out: float, weight_in: float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+             outside: torch.Tensor, weight_out: float, weight_in: float,
+             labels: LabelSpace = BINARY) -> tuple[torch.Tensor, torch.Tensor]:
     """(Dice, CE) of a mixed image: `target_out` where `outside` is 1, `target_in` in the box,
     each region weighted."""
-    prob = torch.sigmoid(logits.float())
+    prob = labels.probabilities(logits)
     inside = 1 - outside
-    dice = (weight_out * masked_dice_loss(prob, target_out, outside)
-            + weight_in * masked_dice_loss(prob, target_in, inside))
+    dice = (weight_out * labels.masked_dice_loss(prob, target_out, outside)
+            + weight_in * labels.masked_dice_loss(prob, target_in, inside))
     ce = prob.new_zeros(())
     for target, region, weight in ((target_out, outside, weight_out),
                                    (target_in, inside, weight_in)):
-        bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
-        pixels = region.expand_as(bce)
-        ce = ce + weight * (bce * pixels).sum() / (pixels.sum() + 1e-16)
+        pixel_ce = labels.pixel_ce(logits, target)
+        pixels = region.expand_as(pixel_ce)
+        ce = ce + weight * (pixel_ce * pixels).sum() / (pixels.sum() + 1e-16)
     return dice, ce
 
 
@@ -130,18 +131,18 @@ class BCP(Method):
                 img_a, img_b = torch.cat([img_a, img_b]), torch.cat([img_b, img_a])
                 lab_a, lab_b = torch.cat([lab_a, lab_b]), torch.cat([lab_b, lab_a])
             logits = self.model(self._mixed(img_b, img_a, outside)).logits
-            dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0)
+            dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0, self.labels)
             loss = (dice + ce) / 2
             return loss, {"sup": loss.detach(), "stage": torch.ones((), device=img.device)}
         self._start_teacher()
         uimg_a, uimg_b = uimg[:uhalf], uimg[uhalf:]
         with torch.no_grad(), frozen_bn_statistics(self.teacher):
-            plab_a = largest_component(self.teacher(uimg_a).logits > 0)
-            plab_b = largest_component(self.teacher(uimg_b).logits > 0)
+            plab_a = largest_component(self.labels.segment(self.teacher(uimg_a).logits))
+            plab_b = largest_component(self.labels.segment(self.teacher(uimg_b).logits))
         out_unl, out_l = self._logits(self._mixed(img_a, uimg_a, outside),  # labelled box in
                                       self._mixed(uimg_b, img_b, outside))  # unlabelled box in
-        dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0)
-        dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight)
+        dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0, self.labels)
+        dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight, self.labels)
         loss = (dice_u + dice_l + ce_u + ce_l) / 2
         return loss, {"unl": ((dice_u + ce_u) / 2).detach(), "sup": ((dice_l + ce_l) / 2).detach(),
                       "stage": torch.full((), 2.0, device=img.device)}

@@ -116,7 +116,8 @@ class CLCC(Method):
             logs["contrast"] = contrast.detach()
         if beta:
             consist = cross_level_consistency_loss(
-                patch_out.logits, out.logits, self.n, self.reduction
+                self.labels.probabilities(patch_out.logits),
+                self.labels.probabilities(out.logits), self.n, self.reduction,
             )
             loss = loss + beta * consist
             logs["consist"] = consist.detach()

@@ -22,15 +22,15 @@ from typing import ClassVar
 import torch
 
 from clcc.data.strong import cutmix_boxes, paste, strong_view
-from clcc.losses import masked_dice_loss
+from clcc.labels import BINARY, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, register
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
 
-def pseudo_labels(prob: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pseudo-label p > 0.5, keep: confidence max(p, 1 − p) ≥ threshold), both float 0/1."""
-    confident = torch.maximum(prob, 1 - prob) >= threshold
-    return (prob > 0.5).float(), confident.float()
+def pseudo_labels(prob: torch.Tensor, threshold: float, labels: LabelSpace = BINARY
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pseudo-label: the argmax, keep: its probability ≥ threshold), both (B, 1, H, W)."""
+    return labels.hard(prob), (labels.confidence(prob) >= threshold).float()
 
 
 def cutmix_view(view: torch.Tensor, target: torch.Tensor, keep: torch.Tensor
@@ -60,7 +60,7 @@ class FixMatch(Method):
         """Logits of `img_x`, weak probabilities of `img_u_w`, and any further predictions of
         the same pass (UniMatch's feature-perturbed one)."""
         logits = self.model(torch.cat([img_x, img_u_w])).logits
-        return logits[: len(img_x)], torch.sigmoid(logits[len(img_x):].float()), {}
+        return logits[: len(img_x)], self.labels.probabilities(logits[len(img_x):]), {}
 
     def unlabelled_losses(self, img_u_w: torch.Tensor, mask_u_w: torch.Tensor,
                           keep: torch.Tensor, extra: dict[str, torch.Tensor]
@@ -70,15 +70,15 @@ class FixMatch(Method):
         views = [cutmix_view(strong_view(img_u_w), mask_u_w, keep)
                  for _ in range(self.strong_views)]
         logits = self.model(torch.cat([img for img, _, _ in views])).logits
-        probs = torch.sigmoid(logits.float()).chunk(self.strong_views)
-        return {f"loss_u_s{k + 1}": masked_dice_loss(prob, target, kept)
+        probs = self.labels.probabilities(logits).chunk(self.strong_views)
+        return {f"loss_u_s{k + 1}": self.labels.masked_dice_loss(prob, target, kept)
                 for k, (prob, (_, target, kept)) in enumerate(zip(probs, views, strict=True))}
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         img_x, mask_x, img_u_w = batch["image"], batch["mask"], batch["image_u"]
         logits_x, prob_u_w, extra = self.weak_pass(img_x, img_u_w)
         loss_x = self.supervised_loss(logits_x, mask_x)
-        mask_u_w, keep = pseudo_labels(prob_u_w.detach(), self.threshold)
+        mask_u_w, keep = pseudo_labels(prob_u_w.detach(), self.threshold, self.labels)
         terms = self.unlabelled_losses(img_u_w, mask_u_w, keep, extra)
         loss = (loss_x + sum(self.weights[k] * v for k, v in terms.items())) / 2
         logs: Logs = {"sup": loss_x.detach(), "mask_ratio": keep.mean(),

@@ -62,7 +62,7 @@ class MeanTeacher(Method):
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         with frozen_bn_statistics(self.teacher):
-            return torch.sigmoid(self.teacher(self.noisy(x)).logits.float())
+            return self.labels.probabilities(self.teacher(self.noisy(x)).logits)
 
     def consistency_loss(
         self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
@@ -77,7 +77,7 @@ class MeanTeacher(Method):
         sup = self.supervised_loss(logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": sup.detach()}
         first = n_labelled if self.consistency_on == "unlabelled" else 0
-        consist = self.consistency_loss(torch.sigmoid(logits[first:].float()), x[first:],
+        consist = self.consistency_loss(self.labels.probabilities(logits[first:]), x[first:],
                                         progress, logs)
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
         logs["consist"] = consist.detach()

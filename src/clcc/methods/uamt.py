@@ -11,26 +11,19 @@ The target is the teacher's first noisy pass, as SSL4MIS's separate noisy teache
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from clcc.labels import LabelSpace
 from clcc.methods.base import Logs, register
 from clcc.methods.mean_teacher import MeanTeacher
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.unet import UNet
 
-EPS = 1e-6
 
-
-def binary_entropy(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(EPS, 1 - EPS)
-    return -(p * p.log() + (1 - p) * (1 - p).log())
-
-
-def uncertainty_mask(passes: torch.Tensor, threshold: float) -> torch.Tensor:
-    """`passes` (T, B, 1, H, W) probabilities → bool mask of pixels with entropy < threshold."""
-    return binary_entropy(passes.mean(0)) < threshold
+def uncertainty_mask(passes: torch.Tensor, threshold: float, labels: LabelSpace) -> torch.Tensor:
+    """`passes` (T, B, heads, H, W) probabilities → bool (B, 1, H, W) mask of the pixels whose
+    entropy of the mean prediction is below `threshold`."""
+    return labels.entropy(passes.mean(0)) < threshold
 
 
 @register("uamt")
@@ -40,12 +33,12 @@ class UAMT(MeanTeacher):
         self.passes = passes
 
     def threshold(self, progress: float) -> float:
-        return (0.75 + 0.25 * sigmoid_rampup(progress, self.rampup)) * math.log(2)
+        return (0.75 + 0.25 * sigmoid_rampup(progress, self.rampup)) * self.labels.max_entropy
 
     def consistency_loss(
         self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
     ) -> torch.Tensor:
         passes = torch.stack([self.teacher_probabilities(x) for _ in range(self.passes)])
-        mask = uncertainty_mask(passes, self.threshold(progress)).float()
+        mask = uncertainty_mask(passes, self.threshold(progress), self.labels).float()
         logs["certain"] = mask.mean().detach()
         return (mask * (student - passes[0]).pow(2)).sum() / (mask.sum() + 1e-16)

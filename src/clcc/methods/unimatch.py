@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from clcc.losses import masked_dice_loss
 from clcc.methods.base import register
 from clcc.methods.fixmatch import FixMatch
 
@@ -33,12 +32,12 @@ class UniMatch(FixMatch):
         logits = self.model.head(self.model.decode(both)[-1])
         clean, perturbed = logits.chunk(2)
         n = len(img_x)
-        return clean[:n], torch.sigmoid(clean[n:].float()), {
-            "prob_u_w_fp": torch.sigmoid(perturbed[n:].float())}
+        return clean[:n], self.labels.probabilities(clean[n:]), {
+            "prob_u_w_fp": self.labels.probabilities(perturbed[n:])}
 
     def unlabelled_losses(self, img_u_w: torch.Tensor, mask_u_w: torch.Tensor,
                           keep: torch.Tensor, extra: dict[str, torch.Tensor]
                           ) -> dict[str, torch.Tensor]:
         terms = super().unlabelled_losses(img_u_w, mask_u_w, keep, extra)
-        terms["loss_u_w_fp"] = masked_dice_loss(extra["prob_u_w_fp"], mask_u_w, keep)
+        terms["loss_u_w_fp"] = self.labels.masked_dice_loss(extra["prob_u_w_fp"], mask_u_w, keep)
         return terms

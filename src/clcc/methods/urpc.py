@@ -17,25 +17,18 @@ from typing import Literal
 
 import torch
 
+from clcc.labels import LabelSpace
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.unet import SSL4MIS_DROPOUT, PyramidUNet
 
-EPS = 1e-6
 
-
-def binary_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Per-pixel KL(p ‖ q) between Bernoulli distributions."""
-    p, q = p.clamp(EPS, 1 - EPS), q.clamp(EPS, 1 - EPS)
-    return p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()
-
-
-def rectified_consistency(probs: list[torch.Tensor]) -> torch.Tensor:
+def rectified_consistency(probs: list[torch.Tensor], labels: LabelSpace) -> torch.Tensor:
     """URPC's uncertainty-rectified consistency over the heads' probability maps."""
     mean = torch.stack(probs).mean(0)
     terms = []
     for p in probs:
-        divergence = binary_kl(mean, p)
+        divergence = labels.kl(mean, p)
         weight = torch.exp(-divergence)
         squared = (mean - p).pow(2)
         terms.append((weight * squared).mean() / (weight.mean() + 1e-8) + divergence.mean())
@@ -65,6 +58,7 @@ class URPC(Method):
         sup = torch.stack([self.supervised_loss(h[:n_labelled], batch["mask"])
                            for h in heads]).mean()
         first = n_labelled if self.consistency_on == "unlabelled" else 0
-        consist = rectified_consistency([torch.sigmoid(h[first:].float()) for h in heads])
+        consist = rectified_consistency([self.labels.probabilities(h[first:]) for h in heads],
+                                        self.labels)
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
         return sup + weight * consist, {"sup": sup.detach(), "consist": consist.detach()}

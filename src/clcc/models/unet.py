@@ -25,10 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clcc.labels import BINARY, LabelSpace
+
 
 @dataclass
 class SegOutput:
-    """`logits` (B,1,H,W); `features`, the last decoder map (B,C0,H,W); `aux`, extra logits."""
+    """`logits` (B,heads,H,W) (`LabelSpace.heads`: 1 for a binary task, else C); `features`,
+    the last decoder map (B,C0,H,W); `aux`, extra logits."""
 
     logits: torch.Tensor
     features: torch.Tensor
@@ -112,6 +115,7 @@ class UNet(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 128, 256),
         dropout: Sequence[float] | None = None,
         architecture: str = "authors",
+        labels: LabelSpace = BINARY,
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES:
@@ -122,7 +126,7 @@ class UNet(nn.Module):
         dropout = list(dropout) if dropout is not None else [0.0] * len(widths)
         if len(dropout) != len(widths):
             raise ValueError(f"dropout {dropout} needs one value per level ({len(widths)})")
-        self.widths, self.architecture = widths, architecture
+        self.widths, self.architecture, self.labels = widths, architecture, labels
         self.encoder = nn.ModuleList()
         c_prev = in_channels
         for width, p in zip(widths, dropout, strict=True):
@@ -135,7 +139,7 @@ class UNet(nn.Module):
         )
         if arch.kaiming_init:
             authors_init(self)
-        self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], labels.heads, kernel_size=1)
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a plain `UNet` of the same widths loads (what prediction needs)."""
@@ -204,12 +208,13 @@ class PyramidUNet(UNet):
     extra_prefixes = ("aux_heads.", "perturb.")
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128, 256),
-                 dropout: Sequence[float] | None = None, architecture: str = "authors") -> None:
-        super().__init__(in_channels, widths, dropout, architecture)
+                 dropout: Sequence[float] | None = None, architecture: str = "authors",
+                 labels: LabelSpace = BINARY) -> None:
+        super().__init__(in_channels, widths, dropout, architecture, labels)
         if len(self.widths) < 5:
             raise ValueError("PyramidUNet needs at least 5 levels for three auxiliary scales")
         decoder_widths = list(reversed(self.widths[:-1]))  # coarsest to finest
-        self.aux_heads = nn.ModuleList(nn.Conv2d(w, 1, 3, padding=1)
+        self.aux_heads = nn.ModuleList(nn.Conv2d(w, labels.heads, 3, padding=1)
                                        for w in decoder_widths[-4:-1])
         self.perturb = nn.ModuleList([nn.Dropout(0.5), FeatureDropout(), FeatureNoise()])
 

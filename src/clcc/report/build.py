@@ -18,7 +18,7 @@ from PIL import Image
 
 from clcc.config import load_config
 from clcc.data.prepare import PreparedData
-from clcc.engine.evaluate import predict_probabilities
+from clcc.engine.evaluate import predict_labels
 from clcc.engine.logging import read_log
 from clcc.engine.predict import load_trained_model, overlay
 from clcc.entries import label_of
@@ -87,19 +87,20 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
         idx = data.split("test")
         names = [data.names[i] for i in idx]
-        images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx]) > 0
+        images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx])
+        top = data.labels.classes - 1  # label maps shown in grey, the last class white
         masks: dict[str, np.ndarray] = {}
         shown_dice: dict[str, np.ndarray] = {}
         for v in variants:
             run = next(r for r in runs if r["variant"] == v and r["selection"] == shown)
             _, model, runtime = load_trained_model(Path(run["run"]) / "best.pt", "cpu")
-            masks[v] = predict_probabilities(model, images, runtime).numpy() > 0.5
+            masks[v] = predict_labels(model, images, runtime)
             by_case = per_image_dice(Path(run["run"]))
             shown_dice[v] = np.array([by_case[n] for n in names])
 
         rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
-        qualitative_figure(images[rows] / 255.0, truths[rows].astype(float),
-                           {labels[v]: masks[v][rows].astype(float) for v in variants},
+        qualitative_figure(images[rows] / 255.0, truths[rows] / top,
+                           {labels[v]: masks[v][rows] / top for v in variants},
                            [names[i] for i in rows], out / "qualitative.png")
 
         gallery = []
