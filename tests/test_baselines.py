@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from clcc.labels import BINARY
 from clcc.methods import build_method
 from clcc.methods.ramps import sigmoid_rampup
-from clcc.labels import BINARY
 from clcc.methods.uamt import uncertainty_mask
 from clcc.methods.urpc import rectified_consistency
 from clcc.models.unet import UNet

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from clcc.labels import BINARY
-
 from clcc.losses import (
     cross_level_consistency_loss,
     cross_level_contrastive_loss,

@@ -162,3 +162,15 @@ def test_predict_and_onnx_write_label_maps(heart_set, tmp_path, capsys):
                  "--output", str(tmp_path / "onnx-out")]) == 0
     onnx_map = np.asarray(Image.open(tmp_path / "onnx-out" / "a.png"))
     assert np.mean(onnx_map == label_map) > 0.99  # same model, another runtime
+
+
+@pytest.mark.slow
+def test_a_multiclass_grid_tables_and_reports_each_class(heart_set, tmp_path):
+    from clcc.experiment import run_grid
+
+    sets = [*TINY, f"data.root={heart_set}", "train.epochs=1"]
+    run_grid(None, sets, ["supervised", "mean-teacher"], [0], tmp_path / "grid", poll_s=0.2)
+    table = (tmp_path / "grid" / "table.md").read_text()
+    assert "| Dice per class |" in table and "rv " in table and " / lv " in table
+    page = (tmp_path / "grid" / "report" / "index.html").read_text()
+    assert "Dice per class" in page and "&#9632;</span> myo" in page

@@ -30,7 +30,7 @@ from clcc.engine.run_folder import claim_run_dir, clear_run, is_run
 from clcc.entries import Variant, label_of
 from clcc.errors import ClccError
 from clcc.files import claim, is_locked, made_by, mark, write_json, write_text
-from clcc.report.compare import compare_with_reference, comparison_lines
+from clcc.report.compare import compare_with_reference, comparison_lines, per_class_text
 
 TABLE_METRICS = ("mae", "dice", "iou")
 
@@ -414,21 +414,29 @@ def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             row[metric] = {"mean": float(np.mean(values)), "std": std, "per_selection": values}
         row["val_dice"] = [100 * r["val"]["dice"]["mean"] for r in runs]
+        classes = [k.removeprefix("dice_") for k in runs[0]["test"] if k.startswith("dice_")]
+        row["dice_per_class"] = {c: float(np.mean([100 * r["test"][f"dice_{c}"]["mean"]
+                                                   for r in runs])) for c in classes}
         rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | MAE | Dice | mIoU | Dice per selection | val Dice per selection | entry |",
-             "|---|---|---|---|---|---|---|"]
+    """The table; Dice is the mean over the foreground classes, and a multi-class table also
+    shows each class's Dice."""
+    classes = any(row.get("dice_per_class") for row in rows)
+    lines = ["| method | MAE | Dice | mIoU | " + ("Dice per class | " if classes else "")
+             + "Dice per selection | val Dice per selection | entry |",
+             "|---|---|---|---|---|---|---|" + ("---|" if classes else "")]
     for row in rows:
         per = " / ".join(f"{v:.2f}" for v in row["dice"]["per_selection"])
         val = " / ".join(f"{v:.2f}" for v in row["val_dice"])
         lines.append(
             f"| {row['label']} | {row['mae']['mean']:.2f} ± {row['mae']['std']:.2f} | "
             f"{row['dice']['mean']:.2f} ± {row['dice']['std']:.2f} | "
-            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | {per} | {val} | "
-            f"`{row['method']}` |"
+            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | "
+            + (f"{per_class_text(row)} | " if classes else "")
+            + f"{per} | {val} | `{row['method']}` |"
         )
     return "\n".join(lines) + "\n"
 

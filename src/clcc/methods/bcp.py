@@ -1,5 +1,5 @@
 """BCP, Bidirectional Copy-Paste (Bai et al., CVPR 2023), as its 2-D script trains it
-(DeepMed-Lab-ECNU/BCP, `code/ACDC_BCP_train.py`), for binary segmentation.
+(DeepMed-Lab-ECNU/BCP, `code/ACDC_BCP_train.py`).
 
 One box per step, 2/3 of the image side at a random place, shared by the batch; `m` is 1
 outside it and 0 inside. The labelled half-batches are img_a, img_b, the unlabelled ones
@@ -7,13 +7,14 @@ uimg_a, uimg_b (2 + 2 and 2 + 2 images at 4 + 4).
 - Stage 1, pre-training (the first `pretrain` of training, 10 000 of 40 000 iterations in the
   script): labelled images only, img_a·m + img_b·(1 − m) against the labels mixed alike.
 - Stage 2, self-training: a mean teacher (EMA 0.99 of parameters and BatchNorm buffers, started
-  from the student at the stage switch) predicts pseudo-labels of uimg_a, uimg_b (p > 0.5, then
+  from the student at the stage switch) predicts pseudo-labels of uimg_a, uimg_b (the argmax, then
   each image's largest connected component, as `get_ACDC_masks(nms=1)`). The student sees
   uimg_a·m + img_a·(1 − m) (a labelled box pasted into an unlabelled image) and
   img_b·m + uimg_b·(1 − m) (the reverse), each against the labels and pseudo-labels mixed
   alike (`passes`); pseudo-labelled pixels weigh `u_weight` (0.5), labelled ones 1.
-Each loss is ½(Σ Dice + Σ CE) over the two regions of each mixed image, Dice being the two-class
-Dice of the region's pixels and CE the region's mean BCE, as the script's `mix_loss`.
+Each loss is ½(Σ Dice + Σ CE) over the two regions of each mixed image, Dice being the
+Dice over the classes of the region's pixels and CE the region's mean cross-entropy (a binary
+task's BCE), as the script's `mix_loss`.
 `passes="joint"` (default) runs the step's mixed images through the student in one pass (4
 images), and pre-training mixes each labelled pair both ways (4 images, as the other methods'
 labelled batch); `"separate"` runs each mixed half-batch on its own, as the script does with 6
@@ -25,7 +26,7 @@ between 19 and 37 (joint: 30–43) and the last 10 validations averaged 37.5 (jo
 Adaptations, stated: joint passes (above); one run holds both stages (the script trains a
 second run from the pre-training's best checkpoint; here the student simply goes on, and
 `best.pt` is chosen on validation over the whole run); the teacher normalises with batch
-statistics without updating its own (as Mean Teacher here); binary; the U-Net carries the
+statistics without updating its own (as Mean Teacher here); the U-Net carries the
 script's (= SSL4MIS's) encoder dropout; AdamW, batches and schedule are the engine's.
 """
 

@@ -1,15 +1,17 @@
-"""FixMatch (Sohn et al., NeurIPS 2020) as UniMatch's code trains it for medical images
-(LiheYoung/UniMatch, `more-scenarios/medical/`): the base of UniMatch.
+"""FixMatch (Sohn et al., NeurIPS 2020) as UniMatch's medical script would train it: that
+folder (LiheYoung/UniMatch, `more-scenarios/medical/`) has no FixMatch script, so this is
+UniMatch's script without its second strong view and its feature-perturbation branch.
 
 Per step: the labelled images `img_x` and the weakly augmented unlabelled images `img_u_w`
 (the engine's flips and rotations) go through the network together; the weak prediction,
-detached, gives pseudo-labels `mask_u_w` (p > 0.5) and confidences max(p, 1 − p). A strong view
-`img_u_s` (colour jitter, blur: `clcc.data.strong`) with a CutMix box pasted from another image
-of the batch is supervised by the pseudo-labels mixed the same way, on the pixels whose
-confidence reaches `threshold` (0.95), with UniMatch's two-class Dice. Loss (loss_x + loss_u_s)/2,
-loss_x = ½(Dice + CE).
+detached, gives pseudo-labels `mask_u_w` (the argmax) and confidences (its probability). A
+strong view `img_u_s` (colour jitter, blur: `clcc.data.strong`) with a CutMix box pasted from
+another image of the batch is supervised by the pseudo-labels mixed the same way, on the pixels
+whose confidence reaches `threshold` (0.95), with UniMatch's Dice over the classes. Loss
+(loss_x + loss_u_s)/2, loss_x the supervised loss.
 
-Adaptations, stated: binary (one sigmoid channel; confidence max(p, 1 − p)); the CutMix partner
+Adaptations, stated: a binary task has one sigmoid channel (argmax = p > 0.5, confidence
+max(p, 1 − p), its Dice over the two classes: `LabelSpace`); the CutMix partner
 is the next image of the same unlabelled batch (UniMatch draws a second unlabelled batch and
 predicts it in eval mode), so its pseudo-label is the weak prediction already made; the U-Net
 carries UniMatch's (= SSL4MIS's) encoder dropout; AdamW, batches and schedule are the engine's.

@@ -1,14 +1,15 @@
-"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), as in SSL4MIS, for binary segmentation.
+"""Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), as in SSL4MIS.
 
 The teacher is an exponential moving average of the student (decay min(1 − 1/(s+1), 0.99), s the
 steps done before this one: first 0); it sees the images with clamped Gaussian noise (N(0, 0.1)
 clipped to ±0.2, in units of pixels in [0, 1], as SSL4MIS adds it) and the student is
-pulled towards its sigmoid probabilities by an MSE on the unlabelled images of the batch
+pulled towards its probabilities (softmax over the classes; a binary task's one sigmoid
+channel) by an MSE on the unlabelled images of the batch
 (`volume_batch[labeled_bs:]` in SSL4MIS; `consistency_on="all"` uses all 8), weighted by
 w·exp(−5(1 − t)²) with t the ramp-up progress. Student and teacher carry SSL4MIS's encoder
-dropout (0.05, 0.1, 0.2, 0.3, 0.5 per level) unless the config sets `model.dropout`. Binary
-adaptation: one logit channel and the sigmoid instead of a two-class softmax, so the MSE is over
-one probability map. The teacher runs
+dropout (0.05, 0.1, 0.2, 0.3, 0.5 per level) unless the config sets `model.dropout`. A
+binary task keeps one logit channel and the sigmoid, so its MSE is over one probability map
+(the same value as over the two softmax channels). The teacher runs
 in training mode (batch statistics, as in SSL4MIS) without touching its running statistics; the
 EMA covers parameters and BatchNorm buffers. Evaluation uses the student (`evaluate="teacher"`
 to use the teacher).

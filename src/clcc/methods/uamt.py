@@ -1,11 +1,12 @@
-"""Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), as in SSL4MIS, binary.
+"""Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), as in SSL4MIS.
 
 Mean Teacher with one change, the uncertainty mask: the teacher makes T (8) stochastic passes
 (input noise, and the encoder dropout that SSL4MIS's U-Net carries: 0.05…0.5 per level) on the
 unlabelled images (as the consistency, `consistency_on`); the uncertainty of a pixel is the
-predictive entropy of the mean probability, −p̄ log p̄ − (1 − p̄) log(1 − p̄) (natural log, at
-most ln 2 for two classes), and only pixels whose uncertainty is below a threshold that ramps
-from 0.75·ln 2 to ln 2 count in the consistency MSE (normalised by the number of such pixels).
+predictive entropy of the mean probability, −Σ_c p̄_c log p̄_c (natural log, at most ln C for C
+classes, `LabelSpace.entropy`), and only pixels whose uncertainty is below a threshold that
+ramps from 0.75·ln C to ln C (SSL4MIS's 2-class code: ln 2) count in the consistency MSE
+(normalised by the number of such pixels).
 The target is the teacher's first noisy pass, as SSL4MIS's separate noisy teacher pass.
 """
 

@@ -4,10 +4,10 @@
 FixMatch (`clcc.methods.fixmatch`) with two changes: two strong views of each unlabelled image
 (each with its own jitter, blur and CutMix box), and a feature-perturbed prediction of the weak
 view: the decoder also runs on the encoder features after channel dropout (Dropout2d, 0.5), in
-the same pass as the clean features. Every unlabelled term is the confident-pixel two-class Dice
-against the weak pseudo-labels (threshold 0.95); loss = (loss_x + 0.25·loss_u_s1 +
+the same pass as the clean features. Every unlabelled term is the confident-pixel Dice over the
+classes against the weak pseudo-labels (threshold 0.95); loss = (loss_x + 0.25·loss_u_s1 +
 0.25·loss_u_s2 + 0.5·loss_u_w_fp) / 2, as in the script. The adaptations of FixMatch's docstring
-apply (binary, CutMix partner from the same batch).
+apply (CutMix partner from the same batch).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ upsampled to the input size, with feature perturbations in training. Supervised 
 (`[labeled_bs:]` in SSL4MIS; `consistency_on="all"` for all 8): with p̄ the mean of the four
 heads' probabilities and D_s = KL(p̄ ‖ p_s) per pixel, each head contributes
 mean(exp(−D_s)·(p̄ − p_s)²) / mean(exp(−D_s)) + mean(D_s); the four are averaged and weighted
-by w·exp(−5(1 − t)²). Binary adaptation: one sigmoid channel, the KL taken over the two classes
-(p, 1 − p). The U-Net carries SSL4MIS's encoder dropout unless the config sets `model.dropout`.
+by w·exp(−5(1 − t)²). The KL is over the classes (a binary task's one sigmoid channel: over
+(p, 1 − p); `LabelSpace.kl`). The U-Net carries SSL4MIS's encoder dropout unless the config
+sets `model.dropout`.
 Prediction and export use the main head only (`UNet.plain_state_dict`).
 """
 

@@ -119,7 +119,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         page = render_report(
             title=f"clcc experiment: {experiment.name}", rows=table["rows"],
             comparisons=comparisons, gallery=gallery, methods=variants, labels=labels,
-            selection=shown, reference=reference,
+            selection=shown, reference=reference, classes=data.labels.names,
         )
         write_json(out / "data.json", {"rows": table["rows"], "comparisons": comparisons})
         write_text(out / "index.html", page)

@@ -88,3 +88,8 @@ def comparison_lines(comparisons: list[dict[str, Any]]) -> list[str]:
             f"{verdict(c)} |"
         )
     return lines
+
+
+def per_class_text(row: dict[str, Any]) -> str:
+    """"rv 80.10 / myo 70.20 / lv 85.00": a multi-class row's mean Dice of each class."""
+    return " / ".join(f"{c} {v:.2f}" for c, v in row.get("dice_per_class", {}).items())

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from clcc.entries import Variant
-from clcc.report.compare import interval_text, verdict
+from clcc.report.compare import interval_text, per_class_text, verdict
 
 CSP = (
     "default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; "
@@ -79,18 +79,32 @@ def _options(values: list[str], selected: str, labels: dict[str, str]) -> str:
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:
+    classes = any(r.get("dice_per_class") for r in rows)
     head = ("<tr><th class=name>method</th><th>MAE</th><th>Dice</th><th>mIoU</th>"
-            "<th>Dice per selection</th><th class=name>entry</th></tr>")
+            + ("<th>Dice per class</th>" if classes else "")
+            + "<th>Dice per selection</th><th class=name>entry</th></tr>")
     body = "".join(
         f"<tr><td class=name>{escape(r.get('label') or Variant(r['method']).label)}</td>"
         f"<td>{r['mae']['mean']:.2f} ± {r['mae']['std']:.2f}</td>"
         f"<td class=dice-mean>{r['dice']['mean']:.2f} ± {r['dice']['std']:.2f}</td>"
         f"<td>{r['iou']['mean']:.2f} ± {r['iou']['std']:.2f}</td>"
-        f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td>"
+        + (f"<td>{escape(per_class_text(r))}</td>" if classes else "")
+        + f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td>"
         f"<td class=name><code class=entry>{escape(r['method'])}</code></td></tr>"
         for r in rows
     )
     return f'<table id="summary">{head}{body}</table>'
+
+
+def _legend(classes: tuple[str, ...]) -> str:
+    """A swatch of each class's overlay colour (`clcc.engine.predict.CLASS_COLOURS`)."""
+    from clcc.engine.predict import CLASS_COLOURS
+
+    swatches = []
+    for i, name in enumerate(classes):
+        r, g, b = (int(v) for v in CLASS_COLOURS[i % len(CLASS_COLOURS)])
+        swatches.append(f'<span style="color: rgb({r}, {g}, {b})">&#9632;</span> {escape(name)}')
+    return "overlays, predicted or true: " + " &nbsp; ".join(swatches)
 
 
 def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
@@ -120,9 +134,11 @@ def render_report(
     labels: dict[str, str],
     selection: int,
     reference: str,
+    classes: tuple[str, ...] = ("foreground",),
 ) -> str:
     """The page; the gallery's gap A − B starts as the first other method − `reference`.
-    `methods` are entries (the data's keys), shown by their `labels`."""
+    `methods` are entries (the data's keys), shown by their `labels`; `classes` are the
+    foreground classes, whose overlay colours the gallery's legend shows."""
     payload = json.dumps({"methods": methods, "labels": labels, "gallery": gallery})
     payload = payload.replace("<", "\\u003c")
     method_heads = "".join(f'<th title="{escape(m)}">{escape(labels[m])}<br>(Dice)</th>'
@@ -146,7 +162,8 @@ The last interval counts only the sampling of test images.</p>
 <p class=note>Rows: the test images where the methods disagree most, then images drawn with
 seed 0.</p>
 <figure><img src="qualitative.png" alt="qualitative results"></figure>
-<h2>Gallery (selection {selection}; green: predicted or true foreground)</h2>
+<h2>Gallery (selection {selection})</h2>
+<p class=legend>{_legend(classes)}</p>
 <div class=controls>sort by <select id="sort-key">{sort_options}</select>
 gap A <select id="gap-a">{_options(methods, second, labels)}</select>
 − B <select id="gap-b">{_options(methods, reference, labels)}</select>
