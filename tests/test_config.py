@@ -67,7 +67,7 @@ def test_wrong_value_types_are_refused(override, message):
     ("train.labelled_batch=0", "train.labelled_batch must be at least 1, got 0"),
     ("data.size=-1", "data.size must be at least 1, got -1"),
     ("train.eval_every=0", "train.eval_every must be at least 1, got 0"),
-    ("optim.lr=0", "optim.lr must be positive, got 0.0"),
+    ("optim.lr=0", "optim.lr must be a positive number, got 0.0"),
     ("model.widths=[16,0,32]", r"model.widths must be two or more positive counts"),
     ("train.compile_mode=fast", r"train.compile_mode must be one of default, reduce-overhead"),
     ("optim.schedule_unit=iteration", r"optim.schedule_unit must be step or epoch"),

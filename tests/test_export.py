@@ -54,7 +54,7 @@ def test_a_channels_last_model_exports_and_stays_channels_last(tmp_path):
     onnx_model = OnnxModel(export_onnx(model, 16, tmp_path / "m.onnx"), threads=1)
     images = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     rgb = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    want = ProbabilityModel(model)(rgb)[:, 0]
+    want = ProbabilityModel(model)(rgb)  # (N, 1, H, W): one binary channel
     assert (onnx_model.probabilities(images) - want).abs().max() < TOLERANCE
     kernel = next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] == 3)
     assert not kernel.is_contiguous() and kernel.is_contiguous(memory_format=torch.channels_last)

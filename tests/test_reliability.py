@@ -42,6 +42,10 @@ def test_a_palette_mask_is_read_by_colour_not_by_index(tmp_path):
     assert np.array_equal(read_mask(tmp_path / "white-first.png"), truth > 0)
     quantised.save(tmp_path / "quantised.png")
     assert np.array_equal(read_mask(tmp_path / "quantised.png"), truth > 0), index_of_white
+    voc = Image.fromarray((truth > 0).astype(np.uint8), "P")
+    voc.putpalette([0, 0, 0, 128, 0, 0])  # PASCAL VOC: dark red on black
+    voc.save(tmp_path / "voc.png")
+    assert np.array_equal(read_mask(tmp_path / "voc.png"), truth > 0)
     full = Image.fromarray(np.zeros((8, 8), np.uint8), "P")
     full.putpalette([255, 255, 255])  # one colour, white: all foreground
     full.save(tmp_path / "full.png")
@@ -168,7 +172,7 @@ def test_config_naming_a_folder_and_device_without_cuda(tmp_path, capsys):
 
 def test_synth_with_a_negative_size_is_one_line(tmp_path, capsys):
     assert main(["data", "synth", "--output", str(tmp_path / "s"), "--size", "-4"]) == 2
-    assert "need --count >= 1 and --size >= 8" in capsys.readouterr().err
+    assert "need --count >= 1, --size >= 8" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("state,message", [

@@ -66,8 +66,28 @@ def read_image(path: Path) -> np.ndarray:
     return np.round(np.clip(arr / top, 0, 1) * 255).astype(np.uint8)
 
 
+def _palette_mask(img: Image.Image, path: Path) -> np.ndarray:
+    """A palette mask by its colours, as a viewer shows it (the order of the palette's entries
+    says nothing: PIL's adaptive quantisation puts white first): of two colours the brighter
+    is foreground (PASCAL VOC's dark red on black too); one colour is foreground unless black."""
+    indices = np.asarray(img)
+    colours = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    used, first = np.unique(indices.ravel(), return_index=True)
+    brightness = colours[first].astype(int).max(axis=1)
+    if len(used) > 2:
+        raise ClccError(f"{path}: palette mask has {len(used)} colours; binary segmentation "
+                        "needs 2 (a label map of several classes: prepare with --classes)")
+    if len(used) == 1:
+        return np.full(indices.shape, brightness[0] > 0)
+    if brightness[0] == brightness[1]:
+        raise ClccError(f"{path}: the two colours of this palette mask are equally bright; "
+                        "cannot tell foreground from background")
+    return indices == used[int(np.argmax(brightness))]
+
+
 def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask as a bool (H, W) array, from 0/1, 0/255, RGB, palette (by colour) or 16-bit files.
+    """A mask as a bool (H, W) array, from 0/1, 0/255, RGB, palette (by colour: the brighter of
+    its two colours) or 16-bit files.
 
     A pixel is foreground when its brightest channel exceeds `MASK_THRESHOLD` on a 0-255 scale;
     masks whose maximum is 1 are read as 0/1 label maps. `expected_size` is the (width, height)
@@ -80,8 +100,9 @@ def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.nd
         raise ClccError(
             f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
         )
-    arr, top = _pixels(img, path)  # a palette mask by its colours, as a viewer shows it: the
-    # order of the palette's entries says nothing about which one is foreground
+    if img.mode == "P":
+        return _palette_mask(img, path)
+    arr, top = _pixels(img, path)
     grey = arr.max(axis=-1)
     if top > 1 and 0 < grey.max() < 32:  # a label map (0/1), not a 0/255 picture
         values = np.unique(grey)
