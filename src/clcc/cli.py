@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
                                    f" at {cfg.data.size}×{cfg.data.size}"))
     for name, v in summary.items():
-        scale = 1 if name == "hd95" else 100
+        scale = 1 if name.startswith("hd95") else 100
         print(f"{name:>9}: {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
     print(f"per-image metrics: {out / 'per_image.csv'}")
 

@@ -66,6 +66,17 @@ def read_image(path: Path) -> np.ndarray:
     return np.round(np.clip(arr / top, 0, 1) * 255).astype(np.uint8)
 
 
+def _open_mask(path: Path, expected_size: tuple[int, int] | None) -> Image.Image:
+    """A mask file, refused when its size is not its image's (width, height)."""
+    img = _open(path)
+    if expected_size is not None and img.size != tuple(expected_size):
+        w, h = img.size
+        raise ClccError(
+            f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
+        )
+    return img
+
+
 def _palette_mask(img: Image.Image, path: Path) -> np.ndarray:
     """A palette mask by its colours, as a viewer shows it (the order of the palette's entries
     says nothing: PIL's adaptive quantisation puts white first): of two colours the brighter
@@ -94,12 +105,7 @@ def read_mask(path: Path, expected_size: tuple[int, int] | None = None) -> np.nd
     of the image the mask belongs to.
     """
     path = Path(path)
-    img = _open(path)
-    if expected_size is not None and img.size != tuple(expected_size):
-        w, h = img.size
-        raise ClccError(
-            f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
-        )
+    img = _open_mask(path, expected_size)
     if img.mode == "P":
         return _palette_mask(img, path)
     arr, top = _pixels(img, path)
@@ -128,12 +134,7 @@ def read_label_map(path: Path, classes: int, expected_size: tuple[int, int] | No
     16 bit) or palette (by index, as nnU-Net and ITK-SNAP write them). A colour image or a value
     outside the declared classes is refused, naming the file."""
     path = Path(path)
-    img = _open(path)
-    if expected_size is not None and img.size != tuple(expected_size):
-        w, h = img.size
-        raise ClccError(
-            f"{path}: mask is {w}x{h} but its image is {expected_size[0]}x{expected_size[1]}"
-        )
+    img = _open_mask(path, expected_size)
     if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
         raise ClccError(f"{path}: a label map must have one channel (grey or palette) holding "
                         f"the class values 0…{classes - 1}; this file is {img.mode}")
