@@ -279,7 +279,8 @@ def data_fingerprint(root: Path, size: int, selection: int) -> str:
     root = Path(root)
     manifest = _manifest(root)
     h = hashlib.sha256(_fingerprint(_cases(manifest), size).encode())
-    h.update(json.dumps(manifest.get("labels"), sort_keys=True).encode())
+    if manifest.get("labels"):  # a binary set's digest stays what it was before classes
+        h.update(json.dumps(manifest["labels"], sort_keys=True).encode())
     for name in ("train", "val", "test", "unlabelled", f"labelled-{selection}"):
         h.update(f"\n{name}:".encode() + "\n".join(_read_list(root / "splits" / f"{name}.txt"))
                  .encode())
