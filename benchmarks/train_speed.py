@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=8, help="labelled images per step")
     parser.add_argument("--method", default="supervised")
+    parser.add_argument("--model", default="authors", choices=["authors", "ssl4mis"],
+                        help="the U-Net (model.name)")
     parser.add_argument("--params", default="{}", help="method parameters as YAML")
     parser.add_argument("--progress", type=float, default=0.1, help="training progress (stage)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -84,7 +86,8 @@ def main() -> None:
         figures["host_images_per_s"] = n_images / (time.perf_counter() - start)
 
     torch.manual_seed(0)
-    method = build_method(args.method, args.size, yaml.safe_load(args.params))
+    method = build_method(args.method, args.size, yaml.safe_load(args.params),
+                          architecture=args.model)
     method.to(device, memory_format=runtime.memory_format())
     kernel = {} if args.optimizer == "auto" else {args.optimizer: True}
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3, **kernel)
