@@ -284,6 +284,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
               selections: list[int], output: Path, order: str) -> list:
     """(variant, selection, config, overrides) of every run, in the order they should run;
     every entry's method parameters are checked first (before any run starts)."""
+    from clcc.data.prepare import is_prepared
     from clcc.engine.trainer import with_resolved_parameters  # (torch: when a grid runs)
     from clcc.methods import build_method, check_parameters
 
@@ -305,7 +306,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
                      widths=cfg.model.widths, dropout=cfg.model.dropout,
                      architecture=cfg.model.name)
     for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
-        if (Path(root) / "manifest.json").is_file() and not (
+        if is_prepared(Path(root)) and not (
                 Path(root) / "splits" / f"labelled-{selection}.txt").is_file():
             raise ClccError(f"{root}: selection {selection} was not prepared; prepare the set "
                             f"with --selections {','.join(map(str, sorted(set(selections))))}")

@@ -68,12 +68,18 @@ def check_apart(output: Path, inputs: Iterable[Path | None]) -> None:
                             "writing there could replace your files, choose another output")
 
 
+def _marker(folder: Path) -> dict[str, Any]:
+    """The marker `folder` holds (empty when it has none, or an unreadable one)."""
+    try:
+        marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
 def made_by(folder: Path) -> str | None:
     """The command whose marker `folder` holds, if any."""
-    try:
-        return json.loads((Path(folder) / OUTPUT_MARKER).read_text()).get("command")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _marker(folder).get("command")
 
 
 def claim(target: Path, command: str, inputs: Iterable[Path | None] = (),
@@ -113,10 +119,9 @@ def mark(folder: Path, command: str, listing: bool = True, **details: Any) -> No
 
 
 def _marked_files(folder: Path) -> list[str]:
-    try:
-        listed = json.loads((Path(folder) / OUTPUT_MARKER).read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return []
+    """The files an earlier write listed in its marker (never a path leaving `folder`)."""
+    listed = _marker(folder).get("files", [])
+    listed = listed if isinstance(listed, list) else []
     return [f for f in listed if isinstance(f, str) and ".." not in Path(f).parts]
 
 
