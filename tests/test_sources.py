@@ -1,6 +1,6 @@
 import pytest
 
-from clcc.data.sources import read_source
+from clcc.data.layouts import read_layout
 from clcc.errors import ClccError
 
 from helpers import write_pair
@@ -9,7 +9,7 @@ from helpers import write_pair
 def test_kvasir_layout(tmp_path):
     for name in ("b", "a"):
         write_pair(tmp_path / "images" / f"{name}.jpg", tmp_path / "masks" / f"{name}.jpg")
-    cases = read_source("kvasir-seg", tmp_path)
+    cases = read_layout("kvasir-seg", tmp_path).cases
     assert [c.name for c in cases] == ["a", "b"]
     assert cases[0].mask == tmp_path / "masks" / "a.jpg"
 
@@ -21,7 +21,7 @@ def test_isic_layout_strips_the_segmentation_suffix(tmp_path):
             tmp_path / "ISIC2018_Task1_Training_GroundTruth" / f"ISIC_000000{i}_segmentation.png",
         )
     (tmp_path / "ISIC2018_Task1-2_Training_Input" / "ATTRIBUTION.txt").write_text("x")
-    cases = read_source("isic2018", tmp_path)
+    cases = read_layout("isic2018", tmp_path).cases
     assert [c.name for c in cases] == ["ISIC_0000001", "ISIC_0000002"]
     assert cases[1].mask.name == "ISIC_0000002_segmentation.png"
 
@@ -30,7 +30,7 @@ def test_generic_folder_with_unlabelled_images(tmp_path):
     write_pair(tmp_path / "images" / "x.png", tmp_path / "masks" / "x.png")
     write_pair(tmp_path / "images" / "y.jpg", None)  # no mask: unlabelled
     write_pair(tmp_path / "unlabelled" / "z.png", None)
-    cases = {c.name: c for c in read_source("folder", tmp_path)}
+    cases = {c.name: c for c in read_layout("folder", tmp_path).cases}
     assert cases["x"].mask is not None
     assert cases["y"].mask is None and cases["z"].mask is None
 
@@ -39,30 +39,30 @@ def test_empty_folder_is_refused(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     with pytest.raises(ClccError, match="no images found"):
-        read_source("kvasir-seg", tmp_path)
+        read_layout("kvasir-seg", tmp_path).cases
     with pytest.raises(ClccError, match="no images found"):
-        read_source("folder", tmp_path)
+        read_layout("folder", tmp_path).cases
 
 
 def test_duplicate_stems_are_refused(tmp_path):
     write_pair(tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
     write_pair(tmp_path / "images" / "a.jpg", None)
     with pytest.raises(ClccError, match=r"duplicate case name 'a': .*a.jpg and .*a.png"):
-        read_source("folder", tmp_path)
+        read_layout("folder", tmp_path).cases
 
 
 def test_mask_without_image_and_missing_mask(tmp_path):
     write_pair(tmp_path / "images" / "a.jpg", tmp_path / "masks" / "a.jpg")
     write_pair(tmp_path / "images" / "b.jpg", None)
     with pytest.raises(ClccError, match=r"b.jpg: no mask"):
-        read_source("kvasir-seg", tmp_path)
+        read_layout("kvasir-seg", tmp_path).cases
     write_pair(tmp_path / "other" / "c.jpg", tmp_path / "masks" / "c.jpg")
     with pytest.raises(ClccError, match=r"c.jpg: mask without an image"):
-        read_source("folder", tmp_path)
+        read_layout("folder", tmp_path).cases
 
 
 def test_unknown_source_and_missing_folder(tmp_path):
     with pytest.raises(ClccError, match="unknown data source 'dicom'; choose one of"):
-        read_source("dicom", tmp_path)
+        read_layout("dicom", tmp_path).cases
     with pytest.raises(ClccError, match="source folder not found"):
-        read_source("folder", tmp_path / "nope")
+        read_layout("folder", tmp_path / "nope").cases

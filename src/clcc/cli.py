@@ -60,11 +60,17 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         selections=args.selections, split_seed=args.split_seed, size=args.size or None,
         overwrite=args.overwrite, classes=args.classes,
     )
-    print(
-        f"prepared {args.output}: train {summary['train']} / val {summary['val']} / "
-        f"test {summary['test']}; labelled {summary['labelled']}, unlabelled "
-        f"{summary['unlabelled']} (selections {','.join(map(str, args.selections))})"
-    )
+    if "train_groups" in summary:  # volumes, drawn by patient
+        parts = [f"{split} {summary[f'{split}_groups']} patients ({summary[split]} volumes"
+                 + (f", {summary[f'{split}_slices']} slices)" if f"{split}_slices" in summary
+                    else ")") for split in ("train", "val", "test")]
+        labelled = (f"labelled {summary['labelled_groups']} patients ({summary['labelled']} "
+                    "volumes)")
+    else:
+        parts = [f"{split} {summary[split]}" for split in ("train", "val", "test")]
+        labelled = f"labelled {summary['labelled']}"
+    print(f"prepared {args.output}: {' / '.join(parts)}; {labelled}, unlabelled "
+          f"{summary['unlabelled']} (selections {','.join(map(str, args.selections))})")
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -263,6 +269,8 @@ class _MethodsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from clcc.data.layouts import LAYOUTS
+
     parser = argparse.ArgumentParser(prog="clcc", description=__doc__,
                                      formatter_class=_MethodsHelpFormatter)
     parser.add_argument("--version", action=_PrintVersion, help="show versions and exit")
@@ -273,13 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", required=True)
     dsub.add_parser = functools.partial(dsub.add_parser, formatter_class=_MethodsHelpFormatter)
     p = dsub.add_parser("prepare", help="raw layout → prepared data set (splits + cache)")
-    p.add_argument("kind", choices=["kvasir-seg", "isic2018", "folder"])
+    p.add_argument("kind", choices=list(LAYOUTS),
+                   help="the raw layout: acdc (SSL4MIS's HDF5 or the NIfTI release), nnunet "
+                        "(a raw nnU-Net data set), folder (images/ and masks/: 2-D images or "
+                        "NIfTI volumes)")
     p.add_argument("--source", required=True, type=Path, help="the raw data set folder")
     p.add_argument("--output", required=True, type=Path,
                    help="the prepared set to write (new, empty, or prepared before)")
-    p.add_argument("--split", type=fractions, default=(0.6, 0.2, 0.2), help="train,val,test")
+    p.add_argument("--split", type=fractions, default=(0.6, 0.2, 0.2),
+                   help="train,val,test (drawn by patient/volume; acdc keeps SSL4MIS's split)")
     p.add_argument("--labelled", type=labelled_subset, default=0.2,
-                   help="labelled subset of train: a count (120) or a fraction (0.2)")
+                   help="labelled subset of train: a count (120; of patients for acdc, of "
+                        "volumes for volume sets) or a fraction (0.2)")
     p.add_argument("--selections", type=whole_numbers, default=(0, 1, 2),
                    help="selection seeds of the labelled subset")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")

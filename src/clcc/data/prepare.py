@@ -12,7 +12,14 @@ Layout of a prepared folder::
     splits/val.txt, test.txt
     splits/unlabelled.txt    cases without a mask (join the unlabelled training pool)
     splits/labelled-K.txt    the labelled subset of train for selection seed K
-    cache/<size>/            images.npy (N,S,S,3) uint8, masks.npy (N,S,S) uint8, meta.json
+    cache/<size>/            images.npy (N,S,S,C) uint8, masks.npy (N,S,S) uint8, meta.json;
+                             a volume set also native.npy (its label volumes, flat)
+
+A case is a 2-D image or a volume; the cache holds slices (a 2-D image is one), and the split
+lists name cases. Splits and labelled subsets are drawn over *groups* (a patient's frames), so
+the slices of one volume, and the volumes of one patient, never sit in two splits. A data set
+that publishes its split (ACDC's SSL4MIS lists) is prepared with it, and selection 0 takes its
+published labelled order.
 """
 
 from __future__ import annotations
@@ -26,14 +33,14 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from clcc.data.images import read_image, read_label_map, read_mask
-from clcc.data.sources import Case, read_source
+from clcc.data.decode import Decoded, load_case
+from clcc.data.layouts import read_layout
+from clcc.data.sources import Case, Layout
 from clcc.errors import ClccError
 from clcc.files import claim, staged_into, write_json, write_text
 from clcc.labels import BINARY, LabelSpace
@@ -89,8 +96,28 @@ def check_labelled(spec: float) -> None:
                         "the training split between 0 and 1 (0.2)")
 
 
-def select_labelled(train: list[str], count: int, selection: int) -> list[str]:
+def select_labelled(train: list[str], count: int, selection: int,
+                    order: list[str] | None = None) -> list[str]:
+    """`count` of the training groups `train`: ranked by the selection seed, or with `order`
+    (a data set's published labelled order) for selection 0 the first of it."""
+    if order is not None and selection == 0:
+        return sorted(order[:count])
     return sorted(_rank(sorted(train), f"select:{selection}")[:count])
+
+
+def plan_splits(layout: Layout, fractions: tuple[float, float, float], seed: int
+                ) -> dict[str, list[str]]:
+    """train/val/test case names: the layout's published split, or drawn over its groups."""
+    if layout.splits is not None:
+        return {k: sorted(v) for k, v in layout.splits.items()}
+    labelled = [c for c in layout.cases if c.mask is not None]
+    units = split_cases(sorted({c.unit for c in labelled}), fractions, seed)
+    return {k: sorted(c.name for c in labelled if c.unit in set(v)) for k, v in units.items()}
+
+
+def _members(cases: list[Case], units: list[str]) -> list[str]:
+    chosen = set(units)
+    return sorted(c.name for c in cases if c.unit in chosen)
 
 
 def _read_list(path: Path) -> list[str]:
@@ -185,19 +212,27 @@ def prepare(
     also what validates them); nothing is written unless all cases are good.
     """
     previous = check_output(Path(source), Path(output), overwrite=overwrite)
+    layout = read_layout(kind, Path(source))
+    classes = classes or layout.classes
     try:
         labels = LabelSpace.from_names(classes).as_dict() if classes else None
     except ValueError as err:
         raise ClccError(f"--classes {','.join(classes or ())}: {err}") from err
-    cases = read_source(kind, Path(source))
-    labelled_names = [c.name for c in cases if c.mask is not None]
-    splits = split_cases(labelled_names, fractions, split_seed)
-    count = labelled_count(labelled, len(splits["train"]))
+    cases = layout.cases
+    splits = plan_splits(layout, fractions, split_seed)
+    by_name = {c.name: c for c in cases}
+    train = [by_name[n] for n in splits["train"]]
+    train_units = sorted({c.unit for c in train})
+    count = labelled_count(labelled, len(train_units))
     output = Path(output)
     lists = {f"splits/{split}.txt": names for split, names in splits.items()}
-    lists["splits/unlabelled.txt"] = [c.name for c in cases if c.mask is None]
+    named = {n for names in splits.values() for n in names}
+    lists["splits/unlabelled.txt"] = [c.name for c in cases if c.mask is None and c.name not in
+                                      named]
+    order = [u for u in layout.order if u in set(train_units)] if layout.order else None
     for k in selections:
-        lists[f"splits/labelled-{k}.txt"] = select_labelled(splits["train"], count, k)
+        lists[f"splits/labelled-{k}.txt"] = _members(
+            train, select_labelled(train_units, count, k, order))
     texts = {relative: "".join(f"{n}\n" for n in names) for relative, names in lists.items()}
     digests = {r: hashlib.sha256(t.encode()).hexdigest() for r, t in texts.items()}
     edited = edited_lists(output, previous, digests) if previous else []
@@ -207,8 +242,8 @@ def prepare(
     with staged_into(output, last=MANIFEST) as tmp:
         for relative, text in texts.items():
             write_text(tmp / relative, text)
-        if size:
-            build_cache(tmp, size, workers=workers, cases=cases, labels=labels)
+        depths = (build_cache(tmp, size, workers=workers, cases=cases, labels=labels,
+                              channels=layout.channels) if size else {})
         write_json(
             tmp / MANIFEST,
             {
@@ -219,22 +254,38 @@ def prepare(
                 "fractions": list(fractions),
                 "labelled": labelled,
                 "selections": list(selections),
+                **({"split": "published"} if layout.splits is not None else {}),
                 **({"labels": labels} if labels else {}),
+                **({"channels": 1} if layout.channels == 1 else {}),
+                **({"volumetric": True} if layout.volumetric else {}),
                 "lists": digests,
-                "cases": [
-                    {"name": c.name, "image": str(c.image.resolve()),
-                     "mask": str(c.mask.resolve()) if c.mask else None}
-                    for c in cases
-                ],
+                "cases": [_case_entry(c) for c in cases],
             },
         )
     for stale in set((previous or {}).get("lists") or {}) - set(texts):
         (output / stale).unlink(missing_ok=True)  # a list it wrote before (unedited, or
         # --overwrite) that this selection set no longer has
-    summary = {k: len(v) for k, v in splits.items()}
-    summary["labelled"] = count
-    summary["unlabelled"] = len(splits["train"]) - count + len(cases) - len(labelled_names)
+    summary: dict[str, int] = {k: len(v) for k, v in splits.items()}
+    summary["labelled"] = len(lists[f"splits/labelled-{selections[0]}.txt"]) if selections else 0
+    summary["unlabelled"] = len(splits["train"]) - summary["labelled"] + len(
+        lists["splits/unlabelled.txt"])
+    if layout.volumetric or any(c.group for c in cases):
+        for split, names in splits.items():
+            summary[f"{split}_groups"] = len({by_name[n].unit for n in names})
+            if depths:
+                summary[f"{split}_slices"] = sum(depths[n] for n in names)
+        summary["labelled_groups"] = count
     return summary
+
+
+def _case_entry(case: Case) -> dict:
+    entry = {"name": case.name, "image": str(case.image.resolve()),
+             "mask": str(case.mask.resolve()) if case.mask else None}
+    if case.group:
+        entry["group"] = case.group
+    if case.slices:
+        entry["slices"] = [str(p.resolve()) for p in case.slices]
+    return entry
 
 
 def _manifest(prepared: Path) -> dict:
@@ -251,7 +302,8 @@ def _manifest(prepared: Path) -> dict:
 
 def _cases(manifest: dict) -> list[Case]:
     return [
-        Case(c["name"], Path(c["image"]), Path(c["mask"]) if c["mask"] else None)
+        Case(c["name"], Path(c["image"]), Path(c["mask"]) if c["mask"] else None,
+             c.get("group"), tuple(Path(p) for p in c.get("slices", ())))
         for c in manifest["cases"]
     ]
 
@@ -260,7 +312,7 @@ def _fingerprint(cases: list[Case], size: int) -> str:
     """Changes when any source file is replaced, touched, added or removed, or the size changes."""
     h = hashlib.sha256(f"size={size}|masks={MASK_RESAMPLING}".encode())
     for case in cases:
-        for path in (case.image, case.mask):
+        for path in case.slices or (case.image, case.mask):
             if path is None:
                 h.update(b"-")
                 continue
@@ -287,30 +339,6 @@ def data_fingerprint(root: Path, size: int, selection: int) -> str:
     return h.hexdigest()
 
 
-def read_case(case: Case, labels: dict[str, int] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and check one case at its own size: uint8 RGB image and uint8 label map (zeros
-    without a mask). Without `labels` (the data set's declared classes) the mask is binary,
-    read as `read_mask` does; with them it is a label map read by value."""
-    image = read_image(case.image)
-    height, width = image.shape[:2]
-    if case.mask is None:
-        return image, np.zeros((height, width), np.uint8)
-    if labels:
-        return image, read_label_map(case.mask, len(labels), expected_size=(width, height))
-    return image, read_mask(case.mask, expected_size=(width, height)).astype(np.uint8)
-
-
-def load_case(case: Case, size: int, labels: dict[str, int] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """`read_case` resized to size×size: the image bilinear, the label map with nearest
-    neighbour (as the authors' code and SSL4MIS resize labels)."""
-    image, mask = read_case(case, labels)
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return resized, np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST),
-                               np.uint8)
-
-
 def die_with_parent() -> None:
     """Worker initializer: on Linux the kernel ends a decoding worker when the process that
     started it dies (even by kill -9), so no worker is left decoding for nobody."""
@@ -319,8 +347,7 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None]
-                        ) -> tuple[np.ndarray, np.ndarray] | str:
+def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None, int]) -> Decoded | str:
     try:
         return load_case(*args)
     except ClccError as err:
@@ -328,41 +355,46 @@ def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None]
 
 
 def build_cache(prepared: Path, size: int, workers: int | None = None,
-                cases: list[Case] | None = None, labels: dict[str, int] | None = None) -> Path:
-    """Decode every case once at `size`, so that training epochs never decode a JPEG
-    (`cases` and `labels`: those of the prepared set's manifest unless given)."""
+                cases: list[Case] | None = None, labels: dict[str, int] | None = None,
+                channels: int | None = None) -> dict[str, int]:
+    """Decode every case once at `size`, so that training epochs never decode a JPEG or a
+    NIfTI (`cases`, `labels`, `channels`: those of the prepared set's manifest unless given).
+    Returns the number of slices of each case."""
     prepared = Path(prepared)
     if cases is None:
         manifest = _manifest(prepared)
         cases, labels = _cases(manifest), manifest.get("labels")
+        channels = manifest.get("channels", 3)
     fingerprint = _fingerprint(cases, size)
     target = prepared / "cache" / str(size)
     workers = workers or min(4, os.cpu_count() or 1)
-    images = np.empty((len(cases), size, size, 3), np.uint8)
-    masks = np.empty((len(cases), size, size), np.uint8)
-    errors: list[str] = []
-    jobs = [(c, size, labels) for c in cases]
+    jobs = [(c, size, labels, channels or 3) for c in cases]
     if workers > 1 and len(cases) > 16:
         with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
             results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
     else:
         results = [_load_case_or_error(job) for job in jobs]
-    for i, result in enumerate(results):
-        if isinstance(result, str):
-            errors.append(result)
-        else:
-            images[i], masks[i] = result
+    errors = [r for r in results if isinstance(r, str)]
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise ClccError(f"{len(errors)} bad case(s):\n" + "\n".join(errors[:10]) + more)
+    decoded: list[Decoded] = results  # type: ignore[assignment]
+    depths = {c.name: len(d.images) for c, d in zip(cases, decoded, strict=True)}
+    meta: dict = {"fingerprint": fingerprint, "size": size, "names": [c.name for c in cases]}
+    if any(len(d.images) != 1 for d in decoded) or any(d.native is not None for d in decoded):
+        meta["depths"] = list(depths.values())
+    natives = [d.native for d in decoded]
+    if any(n is not None for n in natives):  # label volumes, to score at their own size
+        meta["native"] = [None if n is None else list(n.shape) for n in natives]
+        meta["spacing"] = [d.spacing for d in decoded]
     with staged_into(target, last="meta.json") as tmp:
-        np.save(tmp / "images.npy", images)
-        np.save(tmp / "masks.npy", masks)
-        write_json(
-            tmp / "meta.json",
-            {"fingerprint": fingerprint, "size": size, "names": [c.name for c in cases]},
-        )
-    return target
+        np.save(tmp / "images.npy", np.concatenate([d.images for d in decoded]))
+        np.save(tmp / "masks.npy", np.concatenate([d.masks for d in decoded]))
+        if "native" in meta:
+            np.save(tmp / "native.npy", np.concatenate(
+                [n.ravel() for n in natives if n is not None] or [np.empty(0, np.uint8)]))
+        write_json(tmp / "meta.json", meta)
+    return depths
 
 
 def check_splits(root: Path, cases: list[Case]) -> None:
@@ -391,6 +423,15 @@ def check_splits(root: Path, cases: list[Case]) -> None:
         if not lists[name]:
             raise ClccError(f"{splits / name}.txt: the {name} split is empty; training needs "
                             "train, validation and test cases")
+    group_split: dict[str, tuple[str, str]] = {}
+    for name in ("train", "val", "test"):
+        for case in lists[name]:
+            unit = known[case].unit
+            first = group_split.setdefault(unit, (name, case))
+            if first[0] != name:
+                raise ClccError(f"{splits / name}.txt: case {case!r} and {first[1]!r} "
+                                f"({first[0]}.txt) are of one group {unit!r} (one patient); "
+                                "a group's cases must share a split")
     train = set(lists["train"])
     for name, members in lists.items():
         outside = [c for c in members if name.startswith("labelled-") and c not in train]
@@ -401,14 +442,21 @@ def check_splits(root: Path, cases: list[Case]) -> None:
 
 @dataclass
 class PreparedData:
-    """A prepared data set opened at one resolution: cached arrays plus the split indices."""
+    """A prepared data set opened at one resolution: cached slices plus the split indices.
+
+    `names` are the cases; case i owns the slice rows `rows[i]` of `images` and `masks` (a 2-D
+    case one row). Split methods return slice rows; `volumes` says whether cases are volumes,
+    scored as the field scores them, against `native(name)` at their own resolution."""
 
     root: Path
     size: int
     names: list[str]
-    images: np.ndarray  # (N, S, S, 3) uint8
+    images: np.ndarray  # (N, S, S, C) uint8 slices, C 3 (RGB) or 1 (grey)
     masks: np.ndarray  # (N, S, S) uint8 label maps, 0 … C − 1 (binary: 0/1)
     labels: LabelSpace = BINARY
+    rows: list[range] = field(default_factory=list)
+    native_shapes: list[list[int] | None] | None = None
+    spacings: list | None = None
 
     @classmethod
     def open(cls, root: Path, size: int) -> PreparedData:
@@ -429,6 +477,7 @@ class PreparedData:
             build_cache(root, size)
         check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
+        starts = np.cumsum([0, *meta.get("depths", [1] * len(meta["names"]))])
         return cls(
             root=root,
             size=size,
@@ -436,18 +485,51 @@ class PreparedData:
             images=np.load(cache / "images.npy", mmap_mode="r"),
             masks=np.load(cache / "masks.npy", mmap_mode="r"),
             labels=labels,
+            rows=[range(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)],
+            native_shapes=meta.get("native"),
+            spacings=meta.get("spacing"),
         )
 
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def volumes(self) -> bool:
+        return self.native_shapes is not None
+
+    def _position(self, name: str) -> int:
+        return self.names.index(name)
+
+    def native(self, name: str) -> np.ndarray:
+        """The label volume (D, H, W) of a labelled volume case, at its own resolution."""
+        i = self._position(name)
+        shapes = self.native_shapes or []
+        if shapes[i] is None:
+            raise ClccError(f"{self.root}: case {name!r} has no label volume")
+        start = sum(int(np.prod(s)) for s in shapes[:i] if s is not None)
+        flat = np.load(self.root / "cache" / str(self.size) / "native.npy", mmap_mode="r")
+        return np.asarray(flat[start : start + int(np.prod(shapes[i]))]).reshape(shapes[i])
+
+    def spacing(self, name: str) -> tuple[float, float, float] | None:
+        value = (self.spacings or [None] * len(self.names))[self._position(name)]
+        return tuple(value) if value else None
+
     def indices(self, names: list[str], what: str) -> np.ndarray:
+        """The slice rows of the cases `names`, in their order."""
         position = {n: i for i, n in enumerate(self.names)}
         unknown = [n for n in names if n not in position]
         if unknown:
             raise ClccError(f"{self.root}: {what} lists unknown case {unknown[0]!r}")
-        return np.array([position[n] for n in names], dtype=np.int64)
+        return np.array([r for n in names for r in self.rows[position[n]]], dtype=np.int64)
+
+    def subset(self, name: str) -> list[str]:
+        """The case names of splits/<name>.txt."""
+        return _read_list(self.root / "splits" / f"{name}.txt")
 
     def split(self, name: str) -> np.ndarray:
-        """Indices of `train`, `val`, `test` or `unlabelled` (from splits/<name>.txt)."""
-        return self.indices(_read_list(self.root / "splits" / f"{name}.txt"), f"{name}.txt")
+        """Slice rows of `train`, `val`, `test` or `unlabelled` (from splits/<name>.txt)."""
+        return self.indices(self.subset(name), f"{name}.txt")
 
     def labelled(self, selection: int) -> np.ndarray:
         path = self.root / "splits" / f"labelled-{selection}.txt"
@@ -460,11 +542,11 @@ class PreparedData:
         return self.indices(_read_list(path), path.name)
 
     def training_pool(self) -> np.ndarray:
-        """Every image training may see (train split and mask-less cases), sorted."""
+        """Every slice training may see (train split and mask-less cases), sorted."""
         return np.sort(np.concatenate([self.split("train"), self.split("unlabelled")]))
 
     def unlabelled(self, selection: int) -> np.ndarray:
-        """Training cases outside the labelled subset, plus the cases that have no mask."""
+        """Training slices outside the labelled subset, plus the cases that have no mask."""
         labelled = set(self.labelled(selection).tolist())
         train = [i for i in self.split("train").tolist() if i not in labelled]
         return np.array(train + self.split("unlabelled").tolist(), dtype=np.int64)

@@ -4,39 +4,78 @@
 - `isic2018`: `ISIC2018_Task1-2_Training_Input/ISIC_*.jpg` and
   `ISIC2018_Task1_Training_GroundTruth/ISIC_*_segmentation.png` (ISIC 2018 Task 1).
 - `folder`: users' own data: `images/` and `masks/` matched by file stem (an image without a
-  mask is unlabelled), and optionally `unlabelled/`.
+  mask is unlabelled), and optionally `unlabelled/`; 2-D images, or NIfTI volumes.
+
+The volume layouts (ACDC, nnU-Net) live in their own modules; `clcc.data.layouts` names them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from clcc.data.images import IMAGE_SUFFIXES
+from clcc.data.volumes import NIFTI_SUFFIXES, is_volume_file, volume_stem
 from clcc.errors import ClccError
 
 
 @dataclass(frozen=True)
 class Case:
-    """One image, and its mask when labelled. `name` is unique within a data set."""
+    """One image or volume, and its mask when labelled. `name` is unique within a data set.
+
+    `group`: cases of one group (the frames of one patient) always share a split; None, the
+    case is its own group. `slices`: a volume stored one file per slice (SSL4MIS's training
+    slices, image and label in each file), in slice order; `image` is then the first."""
 
     name: str
     image: Path
     mask: Path | None
+    group: str | None = None
+    slices: tuple[Path, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        """What splits and labelled selections are drawn over."""
+        return self.group or self.name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a source reader finds: the cases, and a split and labelled order when the data
+    set publishes them (ACDC's SSL4MIS lists): `splits` maps train/val/test to case names,
+    `order` lists the training groups in the order selection 0 takes its labelled ones.
+    Volumes are always grey."""
+
+    cases: list[Case]
+    splits: dict[str, list[str]] | None = None
+    order: list[str] | None = None
+    classes: tuple[str, ...] | None = None  # the foreground classes the data set declares
+    grey: bool = False  # one input channel (2-D images are read as RGB unless grey)
+
+    @property
+    def volumetric(self) -> bool:
+        return any(is_volume_file(c.image) for c in self.cases)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grey or self.volumetric else 3
 
 
 def _images_in(folder: Path) -> list[Path]:
+    """2-D images and NIfTI volumes of a folder, sorted."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.iterdir()
+        if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES
+                            or p.name.lower().endswith(NIFTI_SUFFIXES))
     )
 
 
-def _by_stem(files: Iterable[Path], strip: str = "") -> dict[str, Path]:
+def by_stem(files: Iterable[Path], strip: str = "") -> dict[str, Path]:
     """Map stem → file, refusing two files with one stem (a.jpg and a.png)."""
     found: dict[str, Path] = {}
     for path in files:
-        stem = path.stem.removesuffix(strip) if strip else path.stem
+        stem = volume_stem(path).removesuffix(strip) if strip else volume_stem(path)
         if stem != stem.strip():
             raise ClccError(f"{path}: a case name may not begin or end with white space (split "
                             "lists are read line by line, stripped); rename the file")
@@ -48,7 +87,7 @@ def _by_stem(files: Iterable[Path], strip: str = "") -> dict[str, Path]:
     return found
 
 
-def _require_dir(path: Path, what: str) -> Path:
+def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise ClccError(f"{path}: {what} folder not found")
     return path
@@ -68,7 +107,8 @@ def _pair(
 
 def _nonempty(cases: list[Case], root: Path) -> list[Case]:
     if not cases:
-        raise ClccError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise ClccError(f"{root}: no images found (looked for "
+                        f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES)})")
     return cases
 
 
@@ -76,19 +116,19 @@ def kvasir_seg(root: Path) -> list[Case]:
     root = Path(root)
     if not (root / "images").is_dir() and (root / "Kvasir-SEG" / "images").is_dir():
         root = root / "Kvasir-SEG"  # the archive's top folder
-    image_dir = _require_dir(root / "images", "Kvasir-SEG images")
-    mask_dir = _require_dir(root / "masks", "Kvasir-SEG masks")
-    images = _by_stem(_images_in(image_dir))
-    masks = _by_stem(_images_in(mask_dir))
+    image_dir = require_dir(root / "images", "Kvasir-SEG images")
+    mask_dir = require_dir(root / "masks", "Kvasir-SEG masks")
+    images = by_stem(_images_in(image_dir))
+    masks = by_stem(_images_in(mask_dir))
     return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), root)
 
 
 def isic2018(root: Path) -> list[Case]:
     root = Path(root)
-    image_dir = _require_dir(root / "ISIC2018_Task1-2_Training_Input", "ISIC 2018 input")
-    mask_dir = _require_dir(root / "ISIC2018_Task1_Training_GroundTruth", "ISIC 2018 truth")
-    images = _by_stem(p for p in _images_in(image_dir) if p.name.startswith("ISIC_"))
-    masks = _by_stem(
+    image_dir = require_dir(root / "ISIC2018_Task1-2_Training_Input", "ISIC 2018 input")
+    mask_dir = require_dir(root / "ISIC2018_Task1_Training_GroundTruth", "ISIC 2018 truth")
+    images = by_stem(p for p in _images_in(image_dir) if p.name.startswith("ISIC_"))
+    masks = by_stem(
         (p for p in _images_in(mask_dir) if p.stem.endswith("_segmentation")),
         strip="_segmentation",
     )
@@ -97,14 +137,14 @@ def isic2018(root: Path) -> list[Case]:
 
 def folder(root: Path) -> list[Case]:
     root = Path(root)
-    image_dir = _require_dir(root / "images", "images")
-    images = _by_stem(_images_in(image_dir))
+    image_dir = require_dir(root / "images", "images")
+    images = by_stem(_images_in(image_dir))
     mask_dir = root / "masks"
-    masks = _by_stem(_images_in(mask_dir)) if mask_dir.is_dir() else {}
+    masks = by_stem(_images_in(mask_dir)) if mask_dir.is_dir() else {}
     cases = _pair(images, masks, mask_dir, allow_unlabelled=True)
     extra_dir = root / "unlabelled"
     if extra_dir.is_dir():
-        extra = _by_stem(_images_in(extra_dir))
+        extra = by_stem(_images_in(extra_dir))
         clash = sorted(set(extra) & set(images))
         if clash:
             raise ClccError(
@@ -114,29 +154,19 @@ def folder(root: Path) -> list[Case]:
     _nonempty(cases, root)
     if not any(c.mask for c in cases):
         raise ClccError(f"{root}: no image has a mask in {mask_dir}; nothing to train on")
+    kinds = {is_volume_file(c.image) for c in cases}
+    if len(kinds) > 1:
+        first = next(c.image for c in cases if is_volume_file(c.image))
+        raise ClccError(f"{first}: NIfTI volumes and 2-D images in one data set; prepare them "
+                        "apart")
     return sorted(cases, key=lambda c: c.name)
 
 
 def labelled_pairs(image_dir: Path, mask_dir: Path) -> list[Case]:
     """Images and their masks from two folders, matched by file stem (for evaluation on a
     labelled folder: every image must have its mask)."""
-    image_dir = _require_dir(Path(image_dir), "images")
-    mask_dir = _require_dir(Path(mask_dir), "masks")
-    images = _by_stem(_images_in(image_dir))
-    masks = _by_stem(_images_in(mask_dir))
+    image_dir = require_dir(Path(image_dir), "images")
+    mask_dir = require_dir(Path(mask_dir), "masks")
+    images = by_stem(_images_in(image_dir))
+    masks = by_stem(_images_in(mask_dir))
     return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), image_dir)
-
-
-SOURCES: dict[str, Callable[[Path], list[Case]]] = {
-    "kvasir-seg": kvasir_seg,
-    "isic2018": isic2018,
-    "folder": folder,
-}
-
-
-def read_source(kind: str, root: Path) -> list[Case]:
-    if kind not in SOURCES:
-        raise ClccError(f"unknown data source {kind!r}; choose one of {', '.join(SOURCES)}")
-    if not Path(root).is_dir():
-        raise ClccError(f"{root}: source folder not found")
-    return SOURCES[kind](Path(root))

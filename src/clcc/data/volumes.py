@@ -1,0 +1,133 @@
+"""Reading and writing volumes: NIfTI (nibabel) and SSL4MIS's HDF5 files.
+
+A volume is a `Volume`: the voxels as (D, H, W) — slices first, the order the network sees
+them — with the voxel spacing in that order (millimetres, None when the file has none).
+NIfTI stores (X, Y, Z): the slices are taken along its third axis, so (D, H, W) = (Z, X, Y),
+and `label_volume_bytes` turns a prediction back into the input's own layout, affine and
+header, so ITK-SNAP or 3D Slicer shows it on the image.
+
+Intensities become 8-bit grey per volume (the 2-D cache stores uint8): SSL4MIS's files are
+already min-max normalised to [0, 1]; others are clipped to their 0.5th–99.5th percentiles
+(outliers of MRI and CT would squeeze the rest into a few grey values), then min-max scaled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clcc.errors import ClccError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+HDF5_SUFFIXES = (".h5",)
+CLIP_PERCENTILES = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class Volume:
+    voxels: np.ndarray  # (D, H, W)
+    spacing: tuple[float, float, float] | None  # (D, H, W) order, mm
+
+
+def is_volume_file(path: Path) -> bool:
+    name = Path(path).name.lower()
+    return name.endswith(NIFTI_SUFFIXES + HDF5_SUFFIXES)
+
+
+def volume_stem(path: Path) -> str:
+    """The file name without .nii.gz / .nii / .h5."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES + HDF5_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _nifti(path: Path):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel raises many types for a bad file
+        raise ClccError(f"{path}: cannot read NIfTI ({err})") from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise ClccError(f"{path}: a volume of shape {data.shape}; clcc reads 3-D volumes (one "
+                        "channel per file, as nnU-Net stores them)")
+    return img, data
+
+
+def read_volume(path: Path, key: str = "image") -> Volume:
+    """A NIfTI file, or dataset `key` ("image" or "label") of an SSL4MIS HDF5 file (2-D slice
+    files read as one slice)."""
+    path = Path(path)
+    if path.name.lower().endswith(HDF5_SUFFIXES):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                data = np.asarray(f[key][()])
+        except (OSError, KeyError) as err:
+            raise ClccError(f"{path}: cannot read dataset {key!r} of this HDF5 file ({err})"
+                            ) from err
+        if data.ndim == 2:
+            data = data[None]
+        if data.ndim != 3:
+            raise ClccError(f"{path}: {key} has shape {data.shape}; expected (H, W) or (D, H, W)")
+        return Volume(data, None)
+    img, data = _nifti(path)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    spacing = (zooms[2], zooms[0], zooms[1]) if len(zooms) == 3 else None
+    return Volume(np.moveaxis(data, 2, 0), spacing)
+
+
+def to_grey(voxels: np.ndarray, path: Path, normalised: bool = False) -> np.ndarray:
+    """uint8 (D, H, W) grey values of a volume's intensities; `normalised`: already in [0, 1]."""
+    data = np.asarray(voxels, np.float32)
+    if not np.isfinite(data).all():
+        raise ClccError(f"{path}: the volume holds NaN or infinite values")
+    if not normalised:
+        low, high = np.percentile(data, CLIP_PERCENTILES)
+        data = (np.clip(data, low, high) - low) / (high - low) if high > low else data * 0
+    return np.round(np.clip(data, 0, 1) * 255).astype(np.uint8)
+
+
+def to_label_map(voxels: np.ndarray, path: Path, classes: int) -> np.ndarray:
+    """uint8 (D, H, W) class values of a label volume, refusing values that are not whole
+    numbers in 0 … classes − 1 (a binary set: 0/1, or 0/255 as some tools write masks)."""
+    data = np.asarray(voxels)
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+            raise ClccError(f"{path}: a label volume must hold whole class values")
+    values = np.unique(data).astype(np.int64)
+    if classes == 2 and set(values.tolist()) <= {0, 255}:
+        return (data > 0).astype(np.uint8)
+    outside = values[(values < 0) | (values >= classes)]
+    if outside.size:
+        hint = " (several classes: prepare with --classes)" if classes == 2 else ""
+        raise ClccError(f"{path}: label values {outside.tolist()[:8]} outside the declared "
+                        f"classes 0…{classes - 1}{hint}")
+    return data.astype(np.uint8)
+
+
+def label_volume_bytes(labels: np.ndarray, reference: Path, compressed: bool = True) -> bytes:
+    """(D, H, W) uint8 `labels` as the bytes of a NIfTI file with the affine and header of the
+    NIfTI image `reference` (its data type set to uint8); gzip-compressed for `.nii.gz`.
+    Bytes, so the caller writes them atomically under any temporary name."""
+    import gzip
+
+    img, data = _nifti(Path(reference))
+    expected = (data.shape[2], data.shape[0], data.shape[1])
+    if labels.shape != expected:
+        raise ValueError(f"labels {labels.shape} do not fit {reference} {expected}")
+    header = img.header.copy()
+    header.set_data_dtype(np.uint8)
+    out = np.moveaxis(np.asarray(labels, np.uint8), 0, 2).reshape(img.shape)
+    raw = type(img)(out, img.affine, header).to_bytes()
+    return gzip.compress(raw, compresslevel=6) if compressed else raw
