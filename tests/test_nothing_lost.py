@@ -48,7 +48,7 @@ def test_predict_writes_nothing_when_one_input_is_unreadable(checkpoint, tmp_pat
     code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
                  "--output", str(tmp_path / "out"), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and "1 unreadable image(s), nothing written" in err and "b.png" in err
+    assert code == 2 and "1 unreadable input(s), nothing written" in err and "b.png" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no half set, no temporary
 
 

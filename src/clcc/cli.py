@@ -107,21 +107,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _results_line(results: dict) -> str:
+    """The test figures of a run: per image (MAE, HD95 in pixels) or per volume (HD95 and ASD
+    in voxels)."""
     t = results["test"]
+    tail = (f"MAE {100 * t['mae']['mean']:.2f} HD95 {t['hd95']['mean']:.1f}px" if "mae" in t
+            else f"HD95 {t['hd95']['mean']:.2f} ASD {t['asd']['mean']:.2f} voxels (per volume)")
     return (
         f"{results['run']}: best epoch {results['best_epoch']}; test Dice "
         f"{100 * t['dice']['mean']:.2f}±{100 * t['dice']['std']:.2f} IoU "
-        f"{100 * t['iou']['mean']:.2f} MAE {100 * t['mae']['mean']:.2f} HD95 "
-        f"{t['hd95']['mean']:.1f}px"
+        f"{100 * t['iou']['mean']:.2f} {tail}"
     )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from clcc.data.prepare import PreparedData
     from clcc.data.sources import labelled_pairs
-    from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
+    from clcc.engine.evaluate import evaluate_prepared, recalibrate_batchnorm, write_per_image_csv
     from clcc.engine.predict import evaluate_cases, load_trained_model
     from clcc.files import OUTPUT_MARKER, claim, mark, staged_into, write_json
 
@@ -148,9 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         what = Path(args.images).resolve().name + ("-native" if args.native_resolution else "")
     else:
         splits = ("train", "val", "test") if args.split == "all" else (args.split,)
-        idx = np.concatenate([data.split(name) for name in splits])
-        rows, summary = evaluate(model, data.images[idx], data.masks[idx],
-                                 [data.names[i] for i in idx], runtime)
+        names = [n for split in splits for n in data.subset(split)]
+        rows, summary = evaluate_prepared(model, data, names, runtime)
         what = args.split
     out = Path(args.output or Path(args.checkpoint).parent / f"evaluate-{what}")
     claim(out, "evaluate", inputs=[args.checkpoint, args.images, args.masks, args.data])
@@ -158,10 +158,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         write_per_image_csv(tmp / "per_image.csv", rows)
         write_json(tmp / "summary.json", summary)
         mark(tmp, "evaluate", checkpoint=str(Path(args.checkpoint).resolve()))
-    print(f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
+    volumes = data is not None and data.volumes and args.images is None
+    print(f"{len(rows)} volumes, each scored in 3-D at its own resolution" if volumes else
+          f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
                                    f" at {cfg.data.size}×{cfg.data.size}"))
     for name, v in summary.items():
-        scale = 1 if name.startswith("hd95") else 100
+        scale = 1 if name.startswith(("hd95", "asd")) else 100
         print(f"{name:>9}: {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
     print(f"per-image metrics: {out / 'per_image.csv'}")
 
@@ -180,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
     )
-    print(f"wrote {len(written)} masks to {args.output}")
+    print(f"wrote {len(written)} masks (label volumes for NIfTI inputs) to {args.output}")
     if skipped:
         from clcc.data.images import IMAGE_SUFFIXES
 

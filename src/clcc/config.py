@@ -47,9 +47,12 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"  # AdamW, as in the paper; SGD with momentum, as
+    # SSL4MIS, UniMatch and BCP train ACDC
     lr: float = 1e-3  # AdamW defaults, as in the paper
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | constant
+    momentum: float = 0.9  # of SGD
+    schedule: Literal["cosine", "constant", "poly"] = "cosine"  # poly: lr·(1 − s/S)^0.9
     warmup_steps: int = 0  # warm-up, in optimiser steps ...
     warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
     warmup_shape: Literal["linear", "authors"] = "linear"  # or the authors' cosine × T/W
@@ -60,6 +63,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 300  # one epoch = one pass over the labelled subset
+    iterations: int = 0  # > 0: the run is counted in optimiser steps instead (SSL4MIS: 30 000),
+    # and eval_every counts steps too
     labelled_batch: int = 4
     unlabelled_batch: int = 4
     eval_every: int = 5  # validate every N epochs (and after the last)
@@ -72,8 +77,9 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
-    flips: Literal["dihedral", "authors"] = "dihedral"  # uniform over the 8 flips × turns, or
-    # the authors' HFlip, VFlip, RandomRotate90 at p 0.5 each (clcc.data.augment)
+    flips: Literal["dihedral", "authors", "ssl4mis"] = "dihedral"  # uniform over the 8 flips ×
+    # turns; the authors' HFlip, VFlip, RandomRotate90 at p 0.5 each; or SSL4MIS's: turns and a
+    # flip with p 0.5, else with p 0.5 a rotation in [−20°, 20°) (clcc.data.augment)
     recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full
     # training images only (for methods that also feed patches: see docs/results.md)
     output: str = "runs"
@@ -197,7 +203,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 MAX_SIZE = 2048  # training resolution: a cache of 1000 RGB images at 2048² is 12.6 GB
 
 # counts and sizes that must be at least this, checked before any folder is made
-MINIMUM = {"data.size": 1, "train.epochs": 1, "train.labelled_batch": 1,
+MINIMUM = {"data.size": 1, "train.epochs": 1, "train.iterations": 0, "train.labelled_batch": 1,
            "train.unlabelled_batch": 0, "train.eval_every": 1, "train.checkpoint_every": 1,
            "train.threads": 0, "optim.warmup_steps": 0, "optim.warmup_epochs": 0}
 
@@ -217,6 +223,8 @@ def _check_ranges(cfg: Config) -> Config:
                         f"{cfg.optim.schedule_unit!r}")
     if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
         raise ClccError(f"config optim.lr must be a positive number, got {cfg.optim.lr}")
+    if not (math.isfinite(cfg.optim.momentum) and 0 <= cfg.optim.momentum < 1):
+        raise ClccError(f"config optim.momentum must be in [0, 1), got {cfg.optim.momentum}")
     if not (math.isfinite(cfg.optim.weight_decay) and cfg.optim.weight_decay >= 0):
         raise ClccError(f"config optim.weight_decay must be 0 or more, got "
                         f"{cfg.optim.weight_decay}")

@@ -32,7 +32,15 @@ from clcc.errors import ClccError
 from clcc.files import claim, is_locked, made_by, mark, write_json, write_text
 from clcc.report.compare import compare_with_reference, comparison_lines, per_class_text
 
-TABLE_METRICS = ("mae", "dice", "iou")
+IMAGE_COLUMNS = (("mae", "MAE", 100), ("dice", "Dice", 100), ("iou", "mIoU", 100))
+VOLUME_COLUMNS = (("dice", "Dice", 100), ("iou", "Jaccard", 100), ("hd95", "HD95 (voxels)", 1),
+                  ("asd", "ASD (voxels)", 1))
+"""(metric, heading, scale) of a table: per image as the CLCC paper reports (×100), or per 3-D
+volume as the ACDC papers report (Dice and Jaccard ×100, distances in voxels)."""
+
+
+def table_columns(results: list[dict[str, Any]]) -> tuple[tuple[str, str, int], ...]:
+    return VOLUME_COLUMNS if "asd" in results[0]["test"] else IMAGE_COLUMNS
 
 
 def run_config(base: Path | None, overrides: list[str], variant: Variant, selection: int,
@@ -48,10 +56,19 @@ def _fmt(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
-def _last_epoch(run_dir: Path) -> int:
-    """The last epoch a running run has logged (0 before the first)."""
-    records = read_log(run_dir / "metrics.jsonl")
-    return int(records[-1]["epoch"]) if records else 0
+def _unit(cfg: Config) -> str:
+    """What a run counts: steps when its config gives iterations, else epochs."""
+    return "step" if cfg.train.iterations else "epoch"
+
+
+def _length(cfg: Config) -> int:
+    return cfg.train.iterations or cfg.train.epochs
+
+
+def _done(cfg: Config) -> int:
+    """The last epoch (or step) a running run has logged (0 before the first)."""
+    records = read_log(cfg.run_dir() / "metrics.jsonl")
+    return int(records[-1].get(_unit(cfg), 0)) if records else 0
 
 
 def whole_run_s(took: float, start_epoch: int, epochs: int) -> float:
@@ -172,8 +189,7 @@ class _Scheduler:
         timed = self.durations.get(variant.entry)
         if not timed:
             return None
-        epochs = cfg.train.epochs
-        return float(np.mean(timed)) * (epochs - _last_epoch(cfg.run_dir())) / epochs
+        return float(np.mean(timed)) * (_length(cfg) - _done(cfg)) / _length(cfg)
 
     def next_fitting(self, left_s: float) -> tuple | None:
         """The first waiting run that can finish in `left_s` (it leaves the queue), else None."""
@@ -228,7 +244,7 @@ class _Scheduler:
             cmd += ["--set", f"train.threads={self.threads}"]
             env["OMP_NUM_THREADS"] = str(self.threads)
         log = open(cfg.run_dir() / "train.log", "a")
-        epoch = _last_epoch(cfg.run_dir())
+        epoch = _done(cfg)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.running.append(_Run(variant.entry, cfg, proc, log, time.perf_counter(), epoch,
                                  epoch))
@@ -237,11 +253,11 @@ class _Scheduler:
     def poll(self, run: _Run) -> None:
         name = run.cfg.run_dir().name
         if run.proc.poll() is None:
-            epoch = _last_epoch(run.cfg.run_dir())
+            epoch = _done(run.cfg)
             if epoch > run.shown:
                 run.shown = epoch
-                print(f"  {name}: epoch {epoch}/{run.cfg.train.epochs}  {self.status()}",
-                      flush=True)
+                print(f"  {name}: {_unit(run.cfg)} {epoch}/{_length(run.cfg)}  "
+                      f"{self.status()}", flush=True)
             return
         self.running.remove(run)
         run.log.close()
@@ -249,9 +265,9 @@ class _Scheduler:
             raise ClccError(f"run {run.cfg.run_dir()} failed; see "
                             f"{run.cfg.run_dir() / 'train.log'}")
         took = time.perf_counter() - run.started
-        if run.from_epoch < run.cfg.train.epochs:
+        if run.from_epoch < _length(run.cfg):
             self.durations.setdefault(run.entry, []).append(
-                whole_run_s(took, run.from_epoch, run.cfg.train.epochs))
+                whole_run_s(took, run.from_epoch, _length(run.cfg)))
         memory = json.loads((run.cfg.run_dir() / "results.json").read_text()).get(
             "peak_gpu_memory_gib")
         gpu = f", peak GPU memory {memory:.2f} GiB" if memory is not None else ""
@@ -268,7 +284,7 @@ class _Scheduler:
     def status(self) -> str:
         """Runs done / total, elapsed, and the time left from each run's own pace."""
         now = time.perf_counter()
-        lefts = [run_left_s(now - r.started, r.from_epoch, r.shown, r.cfg.train.epochs)
+        lefts = [run_left_s(now - r.started, r.from_epoch, r.shown, _length(r.cfg))
                  for r in self.running]
         projected = [now - r.started + left for r, left in zip(self.running, lefts, strict=True)
                      if left is not None]  # whole-run times of the running runs
@@ -403,15 +419,17 @@ def tabulate(grid: list, output: Path, reference: str | None, report: bool) -> d
 
 def summarise_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per variant: mean ± sample std (n − 1, what readers assume; 0 for one selection) over
-    selections of each test metric (×100), plus per selection."""
+    selections of each test metric (`table_columns`), plus per selection."""
     rows = []
+    columns = table_columns(results)
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = sorted((r for r in results if r["variant"] == variant),
                       key=lambda r: r["selection"])
         row: dict[str, Any] = {"method": variant, "label": label_of(runs[0]),
                                "selections": [r["selection"] for r in runs]}
-        for metric in TABLE_METRICS:
-            values = [100 * r["test"][metric]["mean"] for r in runs]
+        row["columns"] = [[metric, heading] for metric, heading, _ in columns]
+        for metric, _, scale in columns:
+            values = [scale * r["test"][metric]["mean"] for r in runs]
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             row[metric] = {"mean": float(np.mean(values)), "std": std, "per_selection": values}
         row["val_dice"] = [100 * r["val"]["dice"]["mean"] for r in runs]
@@ -426,16 +444,17 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The table; Dice is the mean over the foreground classes, and a multi-class table also
     shows each class's Dice."""
     classes = any(row.get("dice_per_class") for row in rows)
-    lines = ["| method | MAE | Dice | mIoU | " + ("Dice per class | " if classes else "")
+    columns = rows[0]["columns"]
+    lines = ["| method | " + "".join(f"{heading} | " for _, heading in columns)
+             + ("Dice per class | " if classes else "")
              + "Dice per selection | val Dice per selection | entry |",
-             "|---|---|---|---|---|---|---|" + ("---|" if classes else "")]
+             "|---|" + "---|" * (len(columns) + 3 + classes)]
     for row in rows:
         per = " / ".join(f"{v:.2f}" for v in row["dice"]["per_selection"])
         val = " / ".join(f"{v:.2f}" for v in row["val_dice"])
         lines.append(
-            f"| {row['label']} | {row['mae']['mean']:.2f} ± {row['mae']['std']:.2f} | "
-            f"{row['dice']['mean']:.2f} ± {row['dice']['std']:.2f} | "
-            f"{row['iou']['mean']:.2f} ± {row['iou']['std']:.2f} | "
+            f"| {row['label']} | "
+            + "".join(f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f} | " for m, _ in columns)
             + (f"{per_class_text(row)} | " if classes else "")
             + f"{per} | {val} | `{row['method']}` |"
         )
@@ -456,11 +475,12 @@ def write_tables(
     write_text(output / "table.md", markdown_table(rows) + paired)
     lines = io.StringIO()
     writer = csv.writer(lines, lineterminator="\n")  # entries hold commas: quoted
-    writer.writerow(["method", "label", "selection", "mae", "dice", "iou", "val_dice"])
+    columns = table_columns(results)
+    writer.writerow(["method", "label", "selection", *(m for m, _, _ in columns), "val_dice"])
     for r in results:
         t = r["test"]
         writer.writerow([r["variant"], label_of(r), r["selection"],
-                         *(f"{100 * t[m]['mean']:.4f}" for m in TABLE_METRICS),
+                         *(f"{scale * t[m]['mean']:.4f}" for m, _, scale in columns),
                          f"{100 * r['val']['dice']['mean']:.4f}"])
     write_text(output / "table.csv", lines.getvalue())
     print(markdown_table(rows) + paired)

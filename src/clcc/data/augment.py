@@ -1,5 +1,5 @@
-"""Batched augmentation on the training device: random flips and 90° rotations per sample,
-applied identically to an image and its mask.
+"""Batched augmentation on the training device: random flips and 90° rotations per sample (and
+SSL4MIS's small rotations), applied identically to an image and its mask.
 
 It works on the uint8 channels-last batches the loader yields, before the float conversion, so
 it moves a quarter of the bytes it would move on float tensors. The random choices come from a
@@ -8,9 +8,13 @@ CPU generator (reproducible, resumable); only the pixel work runs on the device.
 
 from __future__ import annotations
 
-import torch
+import math
 
-AUGMENTATIONS = ("dihedral", "authors")
+import torch
+import torch.nn.functional as F
+
+AUGMENTATIONS = ("dihedral", "authors", "ssl4mis")
+ROTATION_DEGREES = 20  # SSL4MIS's `random_rotate`: an integer angle in [−20, 20)
 
 
 def _draws(batch: int, kind: str, generator: torch.Generator) -> list[tuple[bool, bool, int]]:
@@ -31,18 +35,60 @@ def _draws(batch: int, kind: str, generator: torch.Generator) -> list[tuple[bool
     return [(a, b, k if c else 0) for a, b, c, k in zip(h, v, r, turns, strict=True)]
 
 
+def _ssl4mis_draws(batch: int, generator: torch.Generator
+                   ) -> tuple[list[tuple[bool, bool, int]], list[int]]:
+    """SSL4MIS's `RandomGenerator`: with p 0.5 `random_rot_flip` (0–3 turns, then a flip
+    along one axis: always one of the 4 reflections), else with p 0.5 `random_rotate`; the
+    per-sample (flips, turns) and angles in degrees (0: none)."""
+    first, second = (torch.rand(2, batch, generator=generator) < 0.5).tolist()
+    turns = torch.randint(0, 4, (batch,), generator=generator).tolist()
+    axes = torch.randint(0, 2, (batch,), generator=generator).tolist()
+    angles = torch.randint(-ROTATION_DEGREES, ROTATION_DEGREES, (batch,),
+                           generator=generator).tolist()
+    flips = [(a == 1, a == 0, k) if f else (False, False, 0)
+             for f, a, k in zip(first, axes, turns, strict=True)]
+    return flips, [0 if f else (d if r else 0)
+                   for f, r, d in zip(first, second, angles, strict=True)]
+
+
+def rotate(x: torch.Tensor, degrees: list[int]) -> torch.Tensor:
+    """Each (H, W, …) sample of `x` turned about its centre by its angle, nearest neighbour,
+    zeros outside (as `scipy.ndimage.rotate(order=0, reshape=False)`); dtype kept."""
+    chosen = [i for i, d in enumerate(degrees) if d]
+    if not chosen:
+        return x
+    planes = x[chosen].float()
+    planes = planes.unsqueeze(-1) if planes.dim() == 3 else planes  # (n, H, W, C)
+    radians = torch.tensor([degrees[i] for i in chosen], dtype=torch.float32) * math.pi / 180
+    cos, sin = radians.cos(), radians.sin()
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1).to(x.device)
+    nchw = planes.permute(0, 3, 1, 2)
+    grid = F.affine_grid(theta, list(nchw.shape), align_corners=False)
+    turned = F.grid_sample(nchw, grid, mode="nearest", padding_mode="zeros",
+                           align_corners=False).permute(0, 2, 3, 1)
+    out = x.clone()
+    out[chosen] = turned.reshape(x[chosen].shape).round().to(x.dtype)
+    return out
+
+
 def random_flips_and_turns(
     tensors: list[torch.Tensor], generator: torch.Generator, kind: str = "dihedral"
 ) -> list[torch.Tensor]:
     """The same per-sample random flips and rotation applied to each (B,H,W,...) tensor of
     `tensors` (square images, masks)."""
+    batch = tensors[0].shape[0]
+    if kind == "ssl4mis":
+        draws, degrees = _ssl4mis_draws(batch, generator)
+    else:
+        draws, degrees = _draws(batch, kind, generator), [0] * batch
     outs = [torch.empty_like(x) for x in tensors]
-    for i, (hflip, vflip, k) in enumerate(_draws(tensors[0].shape[0], kind, generator)):
+    for i, (hflip, vflip, k) in enumerate(draws):
         for x, out in zip(tensors, outs, strict=True):
             sample = x[i].flip(1) if hflip else x[i]
             sample = sample.flip(0) if vflip else sample
             out[i] = torch.rot90(sample, k, dims=(0, 1)) if k else sample
-    return outs
+    return [rotate(out, degrees) for out in outs]
 
 
 def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator,

@@ -72,7 +72,15 @@ def _resize(plane: np.ndarray, size: int, resample: int) -> np.ndarray:
     return np.asarray(Image.fromarray(plane).resize((size, size), resample), np.uint8)
 
 
-def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
+def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A uint8 RGB (H, W, 3) image as the network's input takes it: itself, or its luminance
+    (H, W, 1) for a grey (one-channel) model."""
+    if channels == 3:
+        return image
+    return np.round(image.astype(np.float32) @ LUMINANCE).astype(np.uint8)[..., None]
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, C) uint8 → (S, S, C), bilinear (PIL resizes one grey plane as mode L)."""
     if image.shape[-1] == 1:
         return _resize(image[..., 0], size, Image.BILINEAR)[..., None]
@@ -89,9 +97,7 @@ def load_case(case: Case, size: int, labels: dict[str, int] | None = None,
             truths = np.zeros_like(grey)
     else:
         image, truth = read_case(case, labels)
-        if channels == 1:
-            image = np.round(image.astype(np.float32) @ LUMINANCE).astype(np.uint8)[..., None]
-        planes, truths, native, spacing = [image], truth[None], None, None
-    images = np.stack([_resize_image(p, size) for p in planes])
+        planes, truths, native, spacing = [with_channels(image, channels)], truth[None], None, None
+    images = np.stack([resize_image(p, size) for p in planes])
     masks = np.stack([_resize(t, size, Image.NEAREST) for t in truths])
     return Decoded(images, masks, native, spacing)

@@ -21,6 +21,14 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
+def pixel_statistics(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std), each (1,C,1,1), of the input normalisation: ImageNet's for RGB photos (as
+    the CLCC authors normalise); grey slices go in as [0, 1], as SSL4MIS feeds them."""
+    if channels == 3:
+        return MEAN, STD
+    return torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+
+
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """The generator of one epoch's randomness; `stream` separates independent uses."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 8 + stream)
@@ -29,7 +37,7 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 def to_input(
     images: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
 ) -> torch.Tensor:
-    """uint8 (B,H,W,3) on any device → normalised float (B,3,H,W) for the network.
+    """uint8 (B,H,W,C) on any device → normalised float (B,C,H,W) for the network.
 
     The arithmetic is (x/255 − mean)/std, done in place on the pixel-interleaved layout with the
     statistics tiled along each row (long vectorised loops), so the result is channels-last for
@@ -37,8 +45,9 @@ def to_input(
     """
     b, h, w, c = images.shape
     x = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+    mean, std = pixel_statistics(c)
     rows = x.view(b * h, w * c)
-    rows.sub_(MEAN.to(x.device).flatten().repeat(w)).div_(STD.to(x.device).flatten().repeat(w))
+    rows.sub_(mean.to(x.device).flatten().repeat(w)).div_(std.to(x.device).flatten().repeat(w))
     return x.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 

@@ -523,6 +523,12 @@ class PreparedData:
             raise ClccError(f"{self.root}: {what} lists unknown case {unknown[0]!r}")
         return np.array([r for n in names for r in self.rows[position[n]]], dtype=np.int64)
 
+    def middle_slices(self, names: list[str]) -> np.ndarray:
+        """One slice row per case, a volume's middle one (what a figure shows of it)."""
+        position = {n: i for i, n in enumerate(self.names)}
+        return np.array([self.rows[position[n]][len(self.rows[position[n]]) // 2]
+                         for n in names], dtype=np.int64)
+
     def subset(self, name: str) -> list[str]:
         """The case names of splits/<name>.txt."""
         return _read_list(self.root / "splits" / f"{name}.txt")

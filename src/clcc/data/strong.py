@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clcc.data.loaders import MEAN, STD
+from clcc.data.loaders import pixel_statistics
 
 GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
@@ -37,7 +37,11 @@ def _per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
                   hue: float = 0.25) -> torch.Tensor:
-    """x in [0, 1], (B,3,H,W); each image jittered with probability `p`."""
+    """x in [0, 1], (B,3,H,W) or grey (B,1,H,W); each image jittered with probability `p`.
+    A grey image gets brightness and contrast only: saturation and hue leave grey unchanged
+    (as torchvision's jitter leaves UniMatch's grey ACDC slices)."""
+    if x.shape[1] == 1:
+        return colour_jitter(x.expand(-1, 3, -1, -1), p, strength, hue)[:, :1]
     b = x.shape[0]
     on = _per_image((torch.rand(b) < p).float(), x)
     brightness = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
@@ -112,7 +116,7 @@ def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torc
 def strong_view(x: torch.Tensor) -> torch.Tensor:
     """Colour jitter and blur of a normalised batch (the CutMix box is drawn apart, since its
     labels must follow it)."""
-    mean, std = MEAN.to(x), STD.to(x)
+    mean, std = (t.to(x) for t in pixel_statistics(x.shape[1]))
     pixels = (x * std + mean).clamp(0, 1)
     pixels = gaussian_blur(colour_jitter(pixels))
     return ((pixels - mean) / std).contiguous(memory_format=_memory_format(x))

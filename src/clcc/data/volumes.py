@@ -3,7 +3,7 @@
 A volume is a `Volume`: the voxels as (D, H, W) — slices first, the order the network sees
 them — with the voxel spacing in that order (millimetres, None when the file has none).
 NIfTI stores (X, Y, Z): the slices are taken along its third axis, so (D, H, W) = (Z, X, Y),
-and `label_volume_bytes` turns a prediction back into the input's own layout, affine and
+and `volume_bytes` turns a prediction back into the input's own layout, affine and
 header, so ITK-SNAP or 3D Slicer shows it on the image.
 
 Intensities become 8-bit grey per volume (the 2-D cache stores uint8): SSL4MIS's files are
@@ -29,6 +29,10 @@ CLIP_PERCENTILES = (0.5, 99.5)
 class Volume:
     voxels: np.ndarray  # (D, H, W)
     spacing: tuple[float, float, float] | None  # (D, H, W) order, mm
+
+
+def is_nifti(path: Path) -> bool:
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def is_volume_file(path: Path) -> bool:
@@ -116,18 +120,20 @@ def to_label_map(voxels: np.ndarray, path: Path, classes: int) -> np.ndarray:
     return data.astype(np.uint8)
 
 
-def label_volume_bytes(labels: np.ndarray, reference: Path, compressed: bool = True) -> bytes:
-    """(D, H, W) uint8 `labels` as the bytes of a NIfTI file with the affine and header of the
-    NIfTI image `reference` (its data type set to uint8); gzip-compressed for `.nii.gz`.
-    Bytes, so the caller writes them atomically under any temporary name."""
+def volume_bytes(values: np.ndarray, reference: Path, compressed: bool = True) -> bytes:
+    """(D, H, W) `values` (uint8 labels, float32 probabilities) as the bytes of a NIfTI file
+    with the affine and header of the NIfTI image `reference` (its data type that of
+    `values`, no intensity scaling); gzip-compressed for `.nii.gz`. Bytes, so the caller
+    writes them atomically under any temporary name."""
     import gzip
 
     img, data = _nifti(Path(reference))
     expected = (data.shape[2], data.shape[0], data.shape[1])
-    if labels.shape != expected:
-        raise ValueError(f"labels {labels.shape} do not fit {reference} {expected}")
+    if values.shape != expected:
+        raise ValueError(f"volume {values.shape} does not fit {reference} {expected}")
     header = img.header.copy()
-    header.set_data_dtype(np.uint8)
-    out = np.moveaxis(np.asarray(labels, np.uint8), 0, 2).reshape(img.shape)
+    header.set_data_dtype(values.dtype)
+    header.set_slope_inter(1, 0)
+    out = np.moveaxis(values, 0, 2).reshape(img.shape)
     raw = type(img)(out, img.affine, header).to_bytes()
     return gzip.compress(raw, compresslevel=6) if compressed else raw

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from clcc.data.loaders import to_input
+from clcc.data.prepare import PreparedData
 from clcc.engine.runtime import Runtime
 from clcc.files import atomic_path
-from clcc.metrics import METRICS, class_metrics, summarise
+from clcc.metrics import METRICS, class_metrics, summarise, volume_metrics
 from clcc.models.norm import bn_momentum
 
 
@@ -20,7 +23,7 @@ from clcc.models.norm import bn_momentum
 def predict_probabilities(
     model: nn.Module, images: np.ndarray | torch.Tensor, runtime: Runtime, batch_size: int = 16
 ) -> torch.Tensor:
-    """Probabilities (N,heads,H,W) on the CPU for uint8 images (N,H,W,3): the foreground
+    """Probabilities (N,heads,H,W) on the CPU for uint8 images (N,H,W,C): the foreground
     probability of a binary model (heads 1), the class probabilities of a multi-class one."""
     was_training = model.training
     model.eval()
@@ -82,6 +85,33 @@ def predict_labels(model: nn.Module, images: np.ndarray | torch.Tensor, runtime:
     """Label maps (N,H,W) uint8 of the model's hard prediction."""
     probs = predict_probabilities(model, images, runtime)
     return model.labels.hard(probs)[:, 0].numpy().astype(np.uint8)
+
+
+def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Label maps (D,S,S) uint8 → (D,height,width), nearest neighbour (as SSL4MIS's test
+    zooms a volume's predicted slices back with order 0)."""
+    return np.stack([np.asarray(Image.fromarray(p).resize((width, height), Image.NEAREST))
+                     for p in labels])
+
+
+def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
+                      runtime: Runtime, with_hd95: bool = True
+                      ) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Per-case metrics of cases `names` of a prepared set: a 2-D image at the training size
+    (`evaluate`); a volume as the field scores it, each slice predicted at the training size,
+    the label map resized back to the volume's own, scored in 3-D (`volume_metrics`)."""
+    if not data.volumes:
+        idx = data.indices(names, "the evaluated split")
+        return evaluate(model, data.images[idx], data.masks[idx], names, runtime, with_hd95)
+    rows = []
+    for name in names:
+        truth = data.native(name)
+        slices = predict_labels(model, data.images[data.indices([name], name)], runtime)
+        measure = functools.partial(volume_metrics, spacing=data.spacing(name))
+        row = class_metrics(resize_labels(slices, *truth.shape[1:]), truth, model.labels,
+                            with_hd95, measure)
+        rows.append({"case": name, **row})
+    return rows, summarise(rows)
 
 
 def write_per_image_csv(path: Path, rows: list[dict]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clcc.data.loaders import MEAN, STD
+from clcc.data.loaders import pixel_statistics
 from clcc.errors import ClccError
 from clcc.files import atomic_path, claim
 from clcc.labels import LabelSpace
@@ -30,14 +30,15 @@ LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: b
 
 
 class ProbabilityModel(nn.Module):
-    """RGB in [0, 1] → probabilities (the foreground's, or each class's): the deployable form
-    of a trained U-Net."""
+    """Pixels in [0, 1] (RGB, or grey for a one-channel model) → probabilities (the
+    foreground's, or each class's): the deployable form of a trained U-Net."""
 
     def __init__(self, model: UNet) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("mean", MEAN.clone())
-        self.register_buffer("std", STD.clone())
+        mean, std = pixel_statistics(model.in_channels)
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return self.model.labels.probabilities(self.model((rgb - self.mean) / self.std).logits)
@@ -73,7 +74,7 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
     # a copy in the default layout: the exporter rejects channels-last weights
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     wrapper = ProbabilityModel(plain).eval()
-    example = torch.rand(1, 3, size, size)
+    example = torch.rand(1, model.in_channels, size, size)
     batch, height, width = (torch.export.Dim(n, min=1) for n in ("batch", "height", "width"))
     dims = {"rgb": {0: batch, 2: height * model.divisor, 3: width * model.divisor}}
     program = torch.onnx.export(
@@ -110,10 +111,11 @@ class OnnxModel:
         if SIZE_KEY not in meta:
             raise ClccError(f"{path}: not exported by `clcc export` (no {SIZE_KEY} metadata)")
         self.size = int(meta[SIZE_KEY])
+        self.channels = int(self.session.get_inputs()[0].shape[1])
         self.labels = LabelSpace.from_names(json.loads(meta.get(LABELS_KEY, "null")))
 
     def probabilities(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (N,H,W,3) → probabilities (N,heads,H,W)."""
+        """uint8 (N,H,W,C) → probabilities (N,heads,H,W)."""
         rgb = np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2), np.float32) / 255
         (prob,) = self.session.run(["probability"], {"rgb": rgb})
         return torch.from_numpy(prob)

@@ -1,6 +1,8 @@
-"""Prediction on new images of any size and format: binary PNG masks at the original size,
-optionally overlays and probability maps. The network sees each image resized to the training
-resolution; its probabilities are resized back (bilinear) before thresholding at 0.5.
+"""Prediction on new images of any size and format: PNG masks at the original size, optionally
+overlays and probability maps; and on NIfTI volumes: label volumes with the input's affine and
+header (optionally a probability volume per class), for ITK-SNAP or 3D Slicer. The network
+sees each image (each slice of a volume) resized to the training resolution; its
+probabilities are resized back (bilinear) before the hard decision (p > 0.5, or the argmax).
 The same path scores a labelled folder at its own resolution (`evaluate_cases`)."""
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from PIL import Image
 from torch import nn
 
 from clcc.config import Config, config_from_dict
+from clcc.data.decode import load_case, read_case, resize_image, with_channels
 from clcc.data.images import IMAGE_SUFFIXES, read_image
-from clcc.data.prepare import load_case, read_case
 from clcc.data.sources import Case
+from clcc.data.volumes import NIFTI_SUFFIXES, is_nifti, read_volume, to_grey, volume_bytes
 from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.evaluate import evaluate, predict_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
@@ -48,8 +51,8 @@ def load_trained_model(
         labels = LabelSpace.from_names(state.get("labels"))
     except (ValueError, TypeError) as err:
         raise ClccError(f"{checkpoint}: unreadable class names ({err})") from err
-    model = UNet(widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
-                 labels=labels)
+    model = UNet(in_channels=int(state.get("channels", 3)), widths=cfg.model.widths,
+                 dropout=cfg.model.dropout, architecture=cfg.model.name, labels=labels)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
@@ -67,26 +70,28 @@ class Predictor:
     they mean."""
 
     def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
-                 labels: LabelSpace) -> None:
+                 labels: LabelSpace, channels: int = 3) -> None:
         self.backend, self.size, self.labels = backend, size, labels
+        self.channels = channels
 
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime) -> Predictor:
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels)
+                   model.labels, model.in_channels)
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
         from clcc.engine.export import OnnxModel
 
         onnx = OnnxModel(path)
-        return cls(onnx.probabilities, onnx.size, onnx.labels)
+        return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities (heads, H, W) float32 for one uint8 RGB image at its own size."""
+        """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:
+        RGB, or grey (C = 1) for a one-channel model (an RGB image is then read as grey)."""
         height, width = image.shape[:2]
-        small = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        prob = self.backend(small[None])
+        image = with_channels(image, self.channels) if image.shape[-1] == 3 else image
+        prob = self.backend(resize_image(image, self.size)[None])
         full = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
         return full[0].numpy()
 
@@ -115,17 +120,32 @@ def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.45) -> np
     return out.astype(np.uint8)
 
 
-def _mask_names(files: list[Path], input_dir: Path) -> dict[Path, str]:
-    """The mask file name of each input (`<stem>.png`), refusing two inputs that would share
-    one (`a.png` and `a.jpg`): the second would overwrite the first."""
+def _output_name(path: Path) -> str:
+    """`<stem>.png` for an image, `<stem>.nii.gz` (`.nii`) for a volume."""
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return f"{path.name[: -len(suffix)]}{suffix}"
+    return f"{path.stem}.png"
+
+
+def _output_names(files: list[Path], input_dir: Path) -> dict[Path, str]:
+    """The output file name of each input, refusing two inputs that would share one
+    (`a.png` and `a.jpg`): the second would overwrite the first."""
     names: dict[str, Path] = {}
     for path in files:
-        name = f"{path.stem}.png"
+        name = _output_name(path)
         if name.lower() in names:
             raise ClccError(f"{input_dir}: {names[name.lower()].name} and {path.name} would both "
                             f"be written as {name}; rename one of them")
         names[name.lower()] = path
-    return {path: f"{path.stem}.png" for path in files}
+    return {path: _output_name(path) for path in files}
+
+
+def _read_input(path: Path) -> np.ndarray:
+    """An input as uint8: an image (H, W, 3), or a volume's grey slices (D, H, W)."""
+    if is_nifti(path):
+        return to_grey(read_volume(path).voxels, path)
+    return read_image(path)
 
 
 def _check_readable(files: list[Path]) -> None:
@@ -134,13 +154,37 @@ def _check_readable(files: list[Path]) -> None:
     errors = []
     for path in files:
         try:
-            read_image(path)
+            _read_input(path)
         except ClccError as err:
             errors.append(str(err))
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise ClccError(f"{len(errors)} unreadable image(s), nothing written:\n"
+        raise ClccError(f"{len(errors)} unreadable input(s), nothing written:\n"
                         + "\n".join(errors[:10]) + more)
+
+
+def _write_bytes(data: bytes, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str,
+                    probabilities: bool) -> None:
+    """`name` in `out`: the label volume of NIfTI `path`, slice by slice, in its own layout,
+    affine and header; with `probabilities`, one float32 volume per class beside it."""
+    grey = _read_input(path)
+    prob = np.stack([predictor.probabilities(plane[..., None]) for plane in grey])
+    labels = predictor.labels.hard(torch.from_numpy(prob))[:, 0].numpy().astype(np.uint8)
+    compressed = name.lower().endswith(".gz")
+    _write_bytes(volume_bytes(labels, path, compressed), out / name)
+    if probabilities:
+        stem = name.split(".nii")[0]
+        suffix = name[len(stem):]
+        for channel, tag in zip(prob.transpose(1, 0, 2, 3), predictor.labels.channel_suffixes,
+                                strict=True):
+            _write_bytes(volume_bytes(np.ascontiguousarray(channel, np.float32), path,
+                                      compressed),
+                         out / "probabilities" / f"{stem}{tag}{suffix}")
 
 
 def predict_folder(
@@ -152,23 +196,28 @@ def predict_folder(
     model_file: Path | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """Write <stem>.png for every image in `input_dir` (binary: 0/255; several classes: the
-    label map by value, 0 … C − 1); returns the mask paths and the
-    files skipped because their suffix is not an image's. `output_dir` is new, empty, or an
-    earlier `clcc predict` output, apart from the input folder and `model_file`; the masks
-    appear together once all are computed."""
+    label map by value, 0 … C − 1) and <stem>.nii.gz for every NIfTI volume (class values);
+    returns the output paths and the files skipped because their suffix is neither an image's
+    nor a volume's. `output_dir` is new, empty, or an earlier `clcc predict` output, apart
+    from the input folder and `model_file`; the outputs appear together once all are
+    computed. Overlays are drawn for 2-D images only."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise ClccError(f"{input_dir}: input folder not found")
     claim(output_dir, "predict", inputs=[input_dir, model_file])
     entries = sorted(p for p in input_dir.iterdir() if p.is_file())
-    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES or is_nifti(p)]
     skipped = [p for p in entries if p not in files]
     if not files:
-        raise ClccError(f"{input_dir}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    names = _mask_names(files, input_dir)
+        raise ClccError(f"{input_dir}: no images found (looked for "
+                        f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES)})")
+    names = _output_names(files, input_dir)
     _check_readable(files)
     with staged_into(output_dir, last=OUTPUT_MARKER) as tmp:
         for path in files:
+            if is_nifti(path):
+                _predict_volume(predictor, path, tmp, names[path], probabilities)
+                continue
             image = read_image(path)
             prob = predictor.probabilities(image)
             label_map = predictor.label_map(prob)
@@ -191,9 +240,9 @@ def evaluate_cases(
     own resolution, the prediction resized back as `clcc predict` does."""
     maps = None if model.labels.binary else model.labels.as_dict()  # how the masks are read
     if not native:
-        pairs = [load_case(case, size, maps) for case in cases]
-        images = np.stack([image for image, _ in pairs])
-        masks = np.stack([mask for _, mask in pairs])
+        decoded = [load_case(case, size, maps, model.in_channels) for case in cases]
+        images = np.concatenate([d.images for d in decoded])
+        masks = np.concatenate([d.masks for d in decoded])
         return evaluate(model, images, masks, [c.name for c in cases], runtime)
     predictor = Predictor.from_model(model, size, runtime)
     rows = []

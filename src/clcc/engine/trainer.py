@@ -1,11 +1,13 @@
 """The training loop, written once for every method.
 
 Per step: draw 4 labelled + 4 unlabelled images (host, uint8) → device → normalise → augment
-on the device → `method.training_step` under autocast → backward → AdamW step → schedule step
-(every step) → `method.after_step` (EMA). Every `eval_every` epochs the method's eval model is
-validated; the best validation Dice decides `best.pt`. `last.pt` is written after every epoch
-and holds everything to resume exactly: a resumed run ends with the same weights as an
-uninterrupted one (batch order and augmentation are seeded per epoch; the global RNG is saved).
+on the device → `method.training_step` under autocast → backward → optimiser step (AdamW, or
+SGD) → schedule step (every step) → `method.after_step` (EMA). A run lasts `epochs`, or
+`iterations` steps when its config counts in steps (SSL4MIS's protocol; the last epoch is then
+cut short). Every `eval_every` epochs (steps) the method's eval model is validated — per 3-D
+volume on a volume set; the best validation Dice decides `best.pt`. `last.pt` is written after
+every epoch and holds everything to resume exactly: a resumed run ends with the same weights as
+an uninterrupted one (batch order and augmentation are seeded per epoch; the global RNG is saved).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from clcc.engine.distributed import (
     init_distributed,
     parameters_in_sync,
 )
-from clcc.engine.evaluate import evaluate, recalibrate_batchnorm, write_per_image_csv
+from clcc.engine.evaluate import evaluate_prepared, recalibrate_batchnorm, write_per_image_csv
 from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
 from clcc.engine.run_folder import claim_run_dir
@@ -53,47 +55,63 @@ AUTHORS_STEP = 7
 step index is shadowed by an inner loop, so the schedule sees epoch · iters + 7)."""
 
 
+POLY_POWER = 0.9  # SSL4MIS, UniMatch, BCP: lr·(1 − s/S)^0.9
+
+
 def lr_lambda(warmup: int, total: int, schedule: str, per: int = 1, shape: str = "linear"):
     """Multiplier of the base learning rate at optimiser step `s`: warm-up over `warmup` units,
-    then cosine to 0 at `total` units, where a unit is `per` steps (1: every step; the steps of
-    an epoch: once per epoch, as in the authors' code).
+    then cosine (or poly) to 0 at `total` units, where a unit is `per` steps (1: every step;
+    the steps of an epoch: once per epoch, as in the authors' code).
 
     Warm-up `shape` linear: (u + 1) / W. authors: the authors' `lr_scheduler.py`, the whole
     schedule evaluated at T = u + 7/per (their shadowed step index; T = u for per = 1), the
     cosine ½(1 + cos(π(T − W)/(N − W))) times T / W while T < W, which is 0.0012 / 0.17 /
     0.43 / 0.72 at epochs 0 / 25 / 50 / 75 of 100 warm-up epochs in 300 with 30 steps per epoch.
     """
-    if schedule not in ("cosine", "constant"):
-        raise ClccError(f"unknown schedule {schedule!r}; choose cosine or constant")
+    if schedule not in ("cosine", "constant", "poly"):
+        raise ClccError(f"unknown schedule {schedule!r}; choose cosine, constant or poly")
 
-    def cosine(t: float) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t / max(1, total - warmup))))
+    def decay(t: float) -> float:
+        done = min(1.0, t / max(1, total - warmup))
+        if schedule == "constant":
+            return 1.0
+        if schedule == "poly":
+            return (1 - done) ** POLY_POWER
+        return 0.5 * (1 + math.cos(math.pi * done))
 
     def factor(s: int) -> float:
         u = s // per
         if shape == "authors":  # the whole schedule at their step, the warm-up a factor on it
             at = u + (min(AUTHORS_STEP, per - 1) / per if per > 1 else 0.0)
-            shaped = 1.0 if schedule == "constant" else cosine(at - warmup)
+            shaped = decay(at - warmup)
             return shaped * min(1.0, at / warmup) if warmup else shaped
         if u < warmup:
             return (u + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        return cosine(u - warmup)
+        return decay(u - warmup)
 
     return factor
 
 
-def schedule_for(optim: OptimConfig, epochs: int, steps_per_epoch: int):
-    """The learning-rate multiplier of a run, in the unit its config asks for."""
+def schedule_for(optim: OptimConfig, epochs: int, steps_per_epoch: int, iterations: int = 0):
+    """The learning-rate multiplier of a run, in the unit its config asks for; a run counted
+    in `iterations` ends its schedule there."""
     if optim.schedule_unit == "epoch":
-        if optim.warmup_steps:
-            raise ClccError("optim.warmup_steps counts steps; with schedule_unit=epoch use "
-                            "optim.warmup_epochs")
+        if optim.warmup_steps or iterations:
+            raise ClccError("optim.schedule_unit=epoch counts epochs: use optim.warmup_epochs "
+                            "and train.epochs (not warmup_steps or train.iterations)")
         return lr_lambda(optim.warmup_epochs, epochs, optim.schedule, per=steps_per_epoch,
                          shape=optim.warmup_shape)
     warmup = optim.warmup_steps + optim.warmup_epochs * steps_per_epoch
-    return lr_lambda(warmup, epochs * steps_per_epoch, optim.schedule, shape=optim.warmup_shape)
+    return lr_lambda(warmup, iterations or epochs * steps_per_epoch, optim.schedule,
+                     shape=optim.warmup_shape)
+
+
+def make_optimizer(optim: OptimConfig, parameters) -> torch.optim.Optimizer:
+    """AdamW (torch's foreach kernel: faster than fused here), or SGD with momentum."""
+    if optim.name == "sgd":
+        return torch.optim.SGD(parameters, lr=optim.lr, momentum=optim.momentum,
+                               weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(parameters, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
 def to_device_batch(
@@ -148,7 +166,7 @@ class Trainer:
         self.method: Method = build_method(
             cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
             widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
-            labels=self.data.labels,
+            labels=self.data.labels, in_channels=self.data.channels,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         unlabelled = (
@@ -169,14 +187,13 @@ class Trainer:
             )
         if t.compile:  # the U-Net only: its shapes are static, the step branches on progress
             self.method.model.compile(mode=t.compile_mode, dynamic=False)
-        self.total_steps = t.epochs * len(self.batches)
-        self.optimizer = torch.optim.AdamW(  # torch's foreach kernel: faster than fused here
-            self.method.trainable_parameters(), lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
-        )
+        self.total_steps = t.iterations or t.epochs * len(self.batches)
+        self.epochs = math.ceil(self.total_steps / len(self.batches))
+        self.eval_steps = t.eval_every * (1 if t.iterations else len(self.batches))
+        self.optimizer = make_optimizer(cfg.optim, self.method.trainable_parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            schedule_for(cfg.optim, t.epochs, len(self.batches)),
+            schedule_for(cfg.optim, t.epochs, len(self.batches), t.iterations),
         )
         self.scaler = torch.amp.GradScaler(
             self.runtime.device.type, enabled=self.runtime.needs_scaler
@@ -204,16 +221,13 @@ class Trainer:
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
         set_rng_state(state["rng"])
 
-    def _split(self, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        idx = self.data.split(name)
-        return self.data.images[idx], self.data.masks[idx], [self.data.names[i] for i in idx]
-
     def _model_state(self) -> dict[str, Any]:
         return {
             "format": 1,
             "config": self.cfg.to_dict(),
             "model": self.method.eval_model().plain_state_dict(),
             "labels": list(self.data.labels.names),
+            "channels": self.data.channels,
             "epoch": self.epoch,
         }
 
@@ -224,10 +238,14 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         show_bar = cfg.progress and self.dist.is_main and sys.stderr.isatty()  # a log file
         bar = tqdm(  # gets the one line per epoch below, not carriage-return bars
-            total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            total=len(self.batches), desc=f"epoch {self.epoch + 1}/{self.epochs}",
             disable=not show_bar, leave=False, dynamic_ncols=True,
         )
+        steps = 0
         for i, host in enumerate(self.batches.epoch(self.epoch)):
+            if self.step == self.total_steps:  # a run counted in steps ends inside an epoch
+                break
+            steps += 1
             if cfg.compile and cfg.compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are free
             batch = to_device_batch(host, self.runtime, gen, cfg.flips)
@@ -248,33 +266,35 @@ class Trainer:
         bar.close()
         keys = sorted(sums)
         totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
-        steps = len(self.batches) * self.dist.world
+        steps *= self.dist.world
         return {f"train/{k}": v / steps for k, v in zip(keys, totals.tolist(), strict=True)}
 
-    def _validate(self, val: tuple[np.ndarray, np.ndarray, list[str]]) -> dict[str, float]:
+    def _validate(self, val: list[str]) -> dict[str, float]:
         """Mean validation metrics; with several ranks each scores a shard, then all-reduce."""
-        shard = slice(self.dist.rank, None, self.dist.world)
-        images, masks, names = val[0][shard], val[1][shard], val[2][shard]
+        names = val[self.dist.rank :: self.dist.world]
         if self.cfg.train.recalibrate_bn:  # identical on every rank: all see all images
             pool = self.data.images[self.data.training_pool()]
             recalibrate_batchnorm(self.method.eval_model(), pool, self.runtime)
-        rows, _ = evaluate(self.method.eval_model(), images, masks, names, self.runtime, False)
+        rows, _ = evaluate_prepared(self.method.eval_model(), self.data, names, self.runtime,
+                                    False)
         keys = [k for k in rows[0] if k != "case"] if rows else []
         local = torch.tensor([[r[k] for k in keys] + [1.0] for r in rows], dtype=torch.float64)
         totals = all_reduce_sum(local.sum(0).to(self.runtime.device), self.dist).cpu()
         return {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)}
 
     def fit(self) -> dict[str, Any]:
-        """Train to the configured epoch count, then evaluate the best model on the test set."""
+        """Train to the configured length, then evaluate the best model on the test set."""
         cfg = self.cfg.train
-        val = self._split("val")
-        while self.epoch < cfg.epochs:
+        val = self.data.subset("val")
+        while self.epoch < self.epochs:
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": self.epoch + 1}
+            before = self.step
             record.update(self._train_epoch())
             self.epoch += 1
-            record["lr"] = self.scheduler.get_last_lr()[0]
-            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            record["step"], record["lr"] = self.step, self.scheduler.get_last_lr()[0]
+            if self.step // self.eval_steps > before // self.eval_steps or (
+                    self.epoch == self.epochs):
                 scores = self._validate(val)
                 record.update({f"val/{k}": v for k, v in scores.items()})
                 if scores["dice"] > self.best_dice:
@@ -284,7 +304,7 @@ class Trainer:
             record["time_s"] = round(time.perf_counter() - started, 3)
             if self.log is not None:
                 self.log.write(record)
-                if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+                if self.epoch % cfg.checkpoint_every == 0 or self.epoch == self.epochs:
                     save_checkpoint(self.run_dir / "last.pt", self._full_state())
                 tqdm.write(_epoch_line(record))
         if self.log is not None:
@@ -314,7 +334,7 @@ class Trainer:
         results: dict[str, Any] = {
             "run": str(self.run_dir), "method": self.cfg.method.name,
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
-            "best_epoch": self.best_epoch, "epochs": self.cfg.train.epochs,
+            "best_epoch": self.best_epoch, "epochs": self.epochs, "steps": self.step,
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
             "data_fingerprint": self.data_fingerprint,
             "environment": environment(self.runtime.device),
@@ -322,7 +342,7 @@ class Trainer:
         if self.runtime.device.type == "cuda":  # how many runs fit side by side on one GPU
             results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         for split in ("val", "test"):
-            rows, summary = evaluate(model, *self._split(split), runtime)
+            rows, summary = evaluate_prepared(model, self.data, self.data.subset(split), runtime)
             write_per_image_csv(self.run_dir / f"{split}_per_image.csv", rows)
             results[split] = summary
         write_json(self.run_dir / "results.json", results)

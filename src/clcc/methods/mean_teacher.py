@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from clcc.data.loaders import STD
+from clcc.data.loaders import pixel_statistics
 from clcc.methods.base import Batch, Logs, Method, all_images, ema_update, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.norm import frozen_bn_statistics
@@ -58,7 +58,7 @@ class MeanTeacher(Method):
         """`x` (standardised) with SSL4MIS's noise, which it adds to pixels in [0, 1]: drawn in
         those units and divided by each channel's std, so its strength in pixels is theirs."""
         noise = (torch.randn_like(x) * self.noise_std).clamp(-self.noise_clip, self.noise_clip)
-        return x + noise / STD.to(device=x.device, dtype=x.dtype)
+        return x + noise / pixel_statistics(x.shape[1])[1].to(device=x.device, dtype=x.dtype)
 
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:

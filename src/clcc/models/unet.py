@@ -127,6 +127,7 @@ class UNet(nn.Module):
         if len(dropout) != len(widths):
             raise ValueError(f"dropout {dropout} needs one value per level ({len(widths)})")
         self.widths, self.architecture, self.labels = widths, architecture, labels
+        self.in_channels = in_channels
         self.encoder = nn.ModuleList()
         c_prev = in_channels
         for width, p in zip(widths, dropout, strict=True):

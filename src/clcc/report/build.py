@@ -85,9 +85,10 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         first = next(r for r in runs if r["selection"] == shown)
         cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
         data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
-        idx = data.split("test")
-        names = [data.names[i] for i in idx]
+        names = data.subset("test")
+        idx = data.middle_slices(names)  # a volume is shown by its middle slice
         images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx])
+        shown_images = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
         top = data.labels.classes - 1  # label maps shown in grey, the last class white
         masks: dict[str, np.ndarray] = {}
         shown_dice: dict[str, np.ndarray] = {}
@@ -99,7 +100,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
             shown_dice[v] = np.array([by_case[n] for n in names])
 
         rows = figure_cases(shown_dice, names, min(figure_rows, len(names)))
-        qualitative_figure(images[rows] / 255.0, truths[rows] / top,
+        qualitative_figure(shown_images[rows] / 255.0, truths[rows] / top,
                            {labels[v]: masks[v][rows] / top for v in variants},
                            [names[i] for i in rows], out / "qualitative.png")
 
@@ -107,12 +108,13 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
         for i, name in enumerate(names):
             entry: dict[str, Any] = {
                 "case": name,  # shown with textContent; asset names never contain it
-                "image": _save_asset(images[i], out, f"{i:05d}-image.png"),
-                "truth": _save_asset(overlay(images[i], truths[i]), out, f"{i:05d}-truth.png"),
+                "image": _save_asset(shown_images[i], out, f"{i:05d}-image.png"),
+                "truth": _save_asset(overlay(shown_images[i], truths[i]), out,
+                                     f"{i:05d}-truth.png"),
                 "overlays": {}, "dice": {},
             }
             for k, v in enumerate(variants):
-                entry["overlays"][v] = _save_asset(overlay(images[i], masks[v][i]), out,
+                entry["overlays"][v] = _save_asset(overlay(shown_images[i], masks[v][i]), out,
                                                    f"{i:05d}-m{k}.png")
                 entry["dice"][v] = round(100 * float(shown_dice[v][i]), 2)
             gallery.append(entry)

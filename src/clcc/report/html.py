@@ -80,14 +80,15 @@ def _options(values: list[str], selected: str, labels: dict[str, str]) -> str:
 
 def _summary_table(rows: list[dict[str, Any]]) -> str:
     classes = any(r.get("dice_per_class") for r in rows)
-    head = ("<tr><th class=name>method</th><th>MAE</th><th>Dice</th><th>mIoU</th>"
+    columns = rows[0].get("columns") or [["mae", "MAE"], ["dice", "Dice"], ["iou", "mIoU"]]
+    head = ("<tr><th class=name>method</th>"
+            + "".join(f"<th>{escape(heading)}</th>" for _, heading in columns)
             + ("<th>Dice per class</th>" if classes else "")
             + "<th>Dice per selection</th><th class=name>entry</th></tr>")
     body = "".join(
         f"<tr><td class=name>{escape(r.get('label') or Variant(r['method']).label)}</td>"
-        f"<td>{r['mae']['mean']:.2f} ± {r['mae']['std']:.2f}</td>"
-        f"<td class=dice-mean>{r['dice']['mean']:.2f} ± {r['dice']['std']:.2f}</td>"
-        f"<td>{r['iou']['mean']:.2f} ± {r['iou']['std']:.2f}</td>"
+        + "".join(f"<td{' class=dice-mean' if m == 'dice' else ''}>{r[m]['mean']:.2f} ± "
+                  f"{r[m]['std']:.2f}</td>" for m, _ in columns)
         + (f"<td>{escape(per_class_text(r))}</td>" if classes else "")
         + f"<td>{' / '.join(f'{v:.2f}' for v in r['dice']['per_selection'])}</td>"
         f"<td class=name><code class=entry>{escape(r['method'])}</code></td></tr>"
