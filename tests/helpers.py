@@ -46,3 +46,84 @@ def locked_elsewhere(run: Path) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.wait()
+
+
+AFFINE = np.array([[-1.5, 0, 0, 90], [0, 1.25, 0, -60], [0, 0, 6.0, 12], [0, 0, 0, 1]])
+"""A volume's voxel-to-world matrix with unequal spacing (1.5, 1.25, 6 mm) and a flip."""
+
+
+def volume_labels(shape_xyz=(24, 20, 4), seed: int = 0) -> np.ndarray:
+    """(X, Y, Z) uint8 label volume of two classes: blocks aligned to even voxels (so a 2×
+    down- and up-sampling with nearest neighbour gives them back exactly)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape_xyz, np.uint8)
+    x, y = 2 * int(rng.integers(1, 3)), 2 * int(rng.integers(1, 3))
+    labels[x : x + 8, y : y + 6, :] = 1
+    labels[x + 2 : x + 6, y + 2 : y + 4, 1:] = 2
+    return labels
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> None:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def write_volume_case(image: Path, label: Path | None, seed: int = 0) -> np.ndarray:
+    """A NIfTI image whose intensity follows its labels (plus noise), and its label volume;
+    returns the labels (X, Y, Z)."""
+    labels = volume_labels(seed=seed)
+    noise = np.random.default_rng(seed).normal(0, 5, labels.shape)
+    write_nifti(image, (100 + 300 * labels.astype(np.float32) + noise).astype(np.float32))
+    if label is not None:
+        write_nifti(label, labels)
+    return labels
+
+
+def write_nnunet(root: Path, cases: int = 6, ending: str = ".nii.gz", **extra) -> None:
+    """A raw nnU-Net data set of `cases` small volumes with classes a (1) and b (2)."""
+    import json
+
+    spec = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2},
+            "numTraining": cases, "file_ending": ending, **extra}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps(spec))
+    for i in range(cases):
+        write_volume_case(root / "imagesTr" / f"case{i:02d}_0000{ending}",
+                          root / "labelsTr" / f"case{i:02d}{ending}", seed=i)
+
+
+def write_ssl4mis_acdc(root: Path) -> dict[str, np.ndarray]:
+    """SSL4MIS's ACDC layout in miniature: 4 training patients as slice files (listed in the
+    order 003, 001, 004, 002), one validation and one test patient as volumes of 4 slices of
+    24×24; returns the label volume (D, H, W) of each validation/test volume."""
+    import h5py
+
+    data = root / "data"
+    data.mkdir(parents=True)
+    volumes: dict[str, np.ndarray] = {}
+    slices = []
+    for k, number in enumerate((3, 1, 4, 2)):
+        for frame in (1, 2):
+            name = f"patient{number:03d}_frame{frame:02d}"
+            labels = np.moveaxis(volume_labels((24, 24, 4), seed=k + frame), 2, 0)
+            for s in range(len(labels)):
+                with h5py.File(data / f"{name}_slice_{s}.h5", "w") as f:
+                    f["image"] = (labels[s] / 3).astype(np.float32)
+                    f["label"] = labels[s]
+                slices.append(f"{name}_slice_{s}")
+    lists = {"val": [], "test": []}
+    for split, number in (("val", 5), ("test", 6)):
+        for frame in (1, 2):
+            name = f"patient{number:03d}_frame{frame:02d}"
+            labels = np.moveaxis(volume_labels((24, 24, 4), seed=number + frame), 2, 0)
+            with h5py.File(data / f"{name}.h5", "w") as f:
+                f["image"] = (labels / 3).astype(np.float32)
+                f["label"] = labels
+            volumes[name] = labels
+            lists[split].append(name)
+    (root / "train_slices.list").write_text("".join(f"{s}\n" for s in slices))
+    for split, names in lists.items():
+        (root / f"{split}.list").write_text("".join(f"{n}\n" for n in names))
+    return volumes

@@ -1,0 +1,326 @@
+"""Volumes end to end: NIfTI, nnU-Net and ACDC layouts in, splits by patient, per-volume
+metrics against medpy, label volumes out with the input's affine and header."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from clcc.cli import main
+from clcc.config import load_config
+from clcc.data.prepare import PreparedData, prepare
+from clcc.data.volumes import read_volume, to_grey, to_label_map, volume_bytes
+from clcc.engine.evaluate import evaluate_prepared, resize_labels
+from clcc.engine.runtime import make_runtime
+from clcc.errors import ClccError
+from clcc.labels import LabelSpace
+from clcc.metrics import volume_metrics
+
+from conftest import TINY
+from helpers import AFFINE, write_nifti, write_nnunet, write_ssl4mis_acdc, write_volume_case
+
+ACDC = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "acdc"
+
+
+# --- reading and writing NIfTI ---------------------------------------------------------------
+
+def test_nifti_reads_as_slices_first_with_spacing_in_that_order(tmp_path):
+    data = np.arange(24 * 20 * 4, dtype=np.float32).reshape(24, 20, 4)  # (X, Y, Z)
+    write_nifti(tmp_path / "v.nii.gz", data)
+    volume = read_volume(tmp_path / "v.nii.gz")
+    assert volume.voxels.shape == (4, 24, 20)
+    assert np.array_equal(volume.voxels[2], data[:, :, 2])
+    assert volume.spacing == (6.0, 1.5, 1.25)
+
+
+def test_label_volume_keeps_the_inputs_affine_header_and_layout(tmp_path):
+    import nibabel as nib
+
+    write_nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).random((24, 20, 4),
+                                                                         np.float32) * 900)
+    labels = np.zeros((4, 24, 20), np.uint8)
+    labels[1, 3:7, 5:9] = 2
+    (tmp_path / "out.nii.gz").write_bytes(volume_bytes(labels, tmp_path / "img.nii.gz"))
+    out = nib.load(str(tmp_path / "out.nii.gz"))
+    assert np.allclose(out.affine, AFFINE) and out.header.get_zooms() == (1.5, 1.25, 6.0)
+    assert out.get_data_dtype() == np.uint8
+    stored = np.asarray(out.dataobj)
+    assert stored.shape == (24, 20, 4) and stored[3:7, 5:9, 1].min() == 2 and stored.sum() == 32
+    assert np.array_equal(read_volume(tmp_path / "out.nii.gz").voxels, labels)
+
+
+def test_intensities_are_clipped_at_percentiles_then_scaled():
+    voxels = np.concatenate([np.linspace(0, 100, 999), [1e6]]).astype(np.float32)
+    grey = to_grey(voxels, Path("v.nii.gz"))
+    assert grey.min() == 0 and grey.max() == 255
+    assert abs(int(grey[500]) - 128) <= 1  # the outlier did not squeeze the rest to black
+
+
+def test_label_volume_values_are_checked():
+    with pytest.raises(ClccError, match="outside the declared classes 0…1.*--classes"):
+        to_label_map(np.array([0, 1, 3]), Path("m.nii.gz"), 2)
+    with pytest.raises(ClccError, match="whole class values"):
+        to_label_map(np.array([0, 0.5]), Path("m.nii.gz"), 2)
+    assert to_label_map(np.array([0, 255]), Path("m.nii.gz"), 2).tolist() == [0, 1]
+
+
+# --- the layouts -----------------------------------------------------------------------------
+
+def test_nnunet_layout_prepares_volumes_as_slices_with_their_label_volumes(tmp_path):
+    write_nnunet(tmp_path / "raw", cases=6)
+    summary = prepare("nnunet", tmp_path / "raw", tmp_path / "p", fractions=(0.6, 0.2, 0.2),
+                      labelled=2, selections=(0,), size=16)
+    assert (summary["train"], summary["val"], summary["test"]) == (4, 1, 1)
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    assert manifest["labels"] == {"background": 0, "a": 1, "b": 2}
+    assert manifest["channels"] == 1 and manifest["volumetric"]
+    data = PreparedData.open(tmp_path / "p", 16)
+    assert data.images.shape == (24, 16, 16, 1) and data.volumes  # 6 volumes of 4 slices
+    assert len(data.split("val")) == 4 and len(data.labelled(0)) == 8
+    name = data.subset("test")[0]
+    truth = np.moveaxis(np.asarray(__import__("nibabel").load(
+        str(tmp_path / "raw" / "labelsTr" / f"{name}.nii.gz")).dataobj), 2, 0)
+    assert np.array_equal(data.native(name), truth) and data.spacing(name) == (6.0, 1.5, 1.25)
+
+
+def test_nnunet_png_layout_is_grey_and_two_dimensional(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "raw"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "grey"}, "labels": {"background": 0, "road": 1},
+        "file_ending": ".png", "numTraining": 5}))
+    for i in range(5):
+        Image.fromarray(np.full((20, 24), 40 * i, np.uint8)).save(
+            root / "imagesTr" / f"c{i}_0000.png")
+        Image.fromarray(np.eye(20, 24, dtype=np.uint8)).save(root / "labelsTr" / f"c{i}.png")
+    prepare("nnunet", root, tmp_path / "p", fractions=(0.6, 0.2, 0.2), labelled=1, size=16)
+    data = PreparedData.open(tmp_path / "p", 16)
+    assert data.images.shape == (5, 16, 16, 1) and not data.volumes
+    assert data.labels == LabelSpace(("road",))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"channel_names": {"0": "T2", "1": "ADC"}}, "2 input channels; clcc trains on one"),
+    ({"labels": {"background": 0, "whole": [1, 2]}}, "region-based"),
+])
+def test_nnunet_refuses_what_clcc_cannot_train(tmp_path, capsys, change, message):
+    write_nnunet(tmp_path / "raw", cases=3, **change)
+    code = main(["data", "prepare", "nnunet", "--source", str(tmp_path / "raw"),
+                 "--output", str(tmp_path / "p"), "--size", "16"])
+    err = capsys.readouterr().err
+    assert code == 2 and "dataset.json" in err and message in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_folder_of_nifti_volumes_with_classes(tmp_path):
+    for i in range(5):
+        write_volume_case(tmp_path / "raw" / "images" / f"v{i}.nii.gz",
+                          tmp_path / "raw" / "masks" / f"v{i}.nii.gz", seed=i)
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=1, size=16, classes=("a", "b"))
+    data = PreparedData.open(tmp_path / "p", 16)
+    assert data.volumes and data.channels == 1 and len(data.names) == 5
+    assert set(np.unique(data.masks)) == {0, 1, 2}
+
+
+def test_ssl4mis_acdc_layout_keeps_its_split_order_and_patients_together(tmp_path):
+    volumes = write_ssl4mis_acdc(tmp_path / "acdc")
+    summary = prepare("acdc", tmp_path / "acdc", tmp_path / "p", labelled=1,
+                      selections=(0, 1, 2), size=16)
+    assert (summary["train_groups"], summary["val_groups"], summary["test_groups"]) == (4, 1, 1)
+    assert summary["train_slices"] == 32 and summary["val"] == 2
+    splits = tmp_path / "p" / "splits"
+    # selection 0 is the first patient of train_slices.list (003), as SSL4MIS's "1 case"
+    assert (splits / "labelled-0.txt").read_text().split() == [
+        "patient003_frame01", "patient003_frame02"]
+    for k in (1, 2):  # other selections: whole patients too
+        chosen = (splits / f"labelled-{k}.txt").read_text().split()
+        assert len(chosen) == 2 and len({n.split("_")[0] for n in chosen}) == 1
+    data = PreparedData.open(tmp_path / "p", 16)
+    assert np.array_equal(data.native("patient005_frame01"), volumes["patient005_frame01"])
+    assert len(data.labelled(0)) == 8 and len(data.unlabelled(0)) == 24
+
+
+def test_a_patient_split_over_two_lists_is_refused(tmp_path, capsys):
+    write_ssl4mis_acdc(tmp_path / "acdc")
+    prepare("acdc", tmp_path / "acdc", tmp_path / "p", labelled=1, size=16)
+    train = tmp_path / "p" / "splits" / "train.txt"
+    val = tmp_path / "p" / "splits" / "val.txt"
+    names = train.read_text().split()
+    moved = next(n for n in names if n.startswith("patient001_frame02"))
+    train.write_text("".join(f"{n}\n" for n in names if n != moved))
+    val.write_text(val.read_text() + f"{moved}\n")
+    with pytest.raises(ClccError, match="of one group 'patient001'"):
+        PreparedData.open(tmp_path / "p", 16)
+
+
+def test_official_acdc_release_is_split_as_ssl4mis_splits_it(tmp_path):
+    root = tmp_path / "acdc" / "database" / "training"
+    for number in (28, 11, 99, 38):  # val, test, then SSL4MIS's first two training patients
+        folder = root / f"patient{number:03d}"
+        for frame in (1, 12):
+            write_volume_case(folder / f"patient{number:03d}_frame{frame:02d}.nii.gz",
+                              folder / f"patient{number:03d}_frame{frame:02d}_gt.nii.gz",
+                              seed=number + frame)
+        write_nifti(folder / f"patient{number:03d}_4d.nii.gz", np.zeros((4, 4, 2, 3)))
+        (folder / "Info.cfg").write_text("ED: 1\nES: 12\n")
+    prepare("acdc", tmp_path / "acdc", tmp_path / "p", labelled=1, size=16)
+    lists = {s: (tmp_path / "p" / "splits" / f"{s}.txt").read_text().split()
+             for s in ("train", "val", "test", "labelled-0")}
+    assert lists["val"] == ["patient028_frame01", "patient028_frame12"]
+    assert lists["test"] == ["patient011_frame01", "patient011_frame12"]
+    assert lists["labelled-0"] == ["patient099_frame01", "patient099_frame12"]
+    assert len(lists["train"]) == 4
+
+
+@pytest.fixture(scope="session")
+def acdc_dir() -> Path:
+    if not (ACDC / "train_slices.list").is_file():
+        pytest.skip(f"SSL4MIS's ACDC not found at {ACDC.resolve()}")
+    return ACDC
+
+
+@pytest.mark.parametrize("patients, slices", [(3, 68), (7, 136)])
+def test_real_acdc_as_ssl4mis_prepares_it(acdc_dir, tmp_path, capsys, patients, slices):
+    code = main(["data", "prepare", "acdc", "--source", str(acdc_dir), "--output",
+                 str(tmp_path / "p"), "--labelled", str(patients), "--size", "16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("train 70 patients (140 volumes, 1312 slices) / val 10 patients (20 volumes, "
+            "210 slices) / test 20 patients (40 volumes, 380 slices)") in out
+    data = PreparedData.open(tmp_path / "p", 16)
+    first = (acdc_dir / "train_slices.list").read_text().split()[:slices]
+    assert sorted(data.names[i] for i in {_case_of(data, r) for r in data.labelled(0)}) == \
+        sorted({s.split("_slice_")[0] for s in first})
+    assert len(data.labelled(0)) == slices
+
+
+def _case_of(data: PreparedData, row: int) -> int:
+    return next(i for i, rows in enumerate(data.rows) if row in rows)
+
+
+# --- metrics of a volume ---------------------------------------------------------------------
+
+def test_volume_metrics_agree_with_medpy():
+    medpy = pytest.importorskip("medpy.metric.binary")
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    spacing = (6.0, 1.5, 1.25)
+    for _ in range(4):
+        a = ndimage.binary_dilation(rng.random((8, 40, 36)) > 0.996, iterations=3)
+        b = ndimage.binary_dilation(rng.random((8, 40, 36)) > 0.996, iterations=3)
+        row = volume_metrics(a, b, spacing=spacing)
+        assert row["dice"] == pytest.approx(medpy.dc(a, b))
+        assert row["iou"] == pytest.approx(medpy.jc(a, b))
+        assert row["hd95"] == pytest.approx(medpy.hd95(a, b))
+        assert row["asd"] == pytest.approx(medpy.asd(a, b))
+        assert row["hd95_mm"] == pytest.approx(medpy.hd95(a, b, spacing))
+        assert row["asd_mm"] == pytest.approx(medpy.asd(a, b, spacing))
+
+
+def test_volume_metrics_by_hand():
+    truth = np.zeros((3, 10, 10), bool)
+    truth[1, 2:6, 2:6] = True  # a 4×4 square on the middle slice
+    shifted = np.roll(truth, 2, axis=2)  # 2 voxels along the last axis
+    row = volume_metrics(shifted, truth, spacing=(5.0, 1.0, 0.5))
+    assert row["dice"] == pytest.approx(2 * 8 / 32) and row["iou"] == pytest.approx(8 / 24)
+    # one slice thick, every voxel is surface (its neighbours across slices are empty): per
+    # row the shifted square's columns 4, 5, 6, 7 lie 0, 0, 1, 2 voxels from the truth's 2–5
+    assert row["asd"] == pytest.approx(0.75) and row["asd_mm"] == pytest.approx(0.375)
+    assert row["hd95"] == 2 and row["hd95_mm"] == 1  # 95th percentile of 16×0, 8×1, 8×2
+    missed = volume_metrics(np.zeros_like(truth), truth)
+    assert missed["dice"] == 0 and missed["hd95"] == pytest.approx(np.sqrt(9 + 100 + 100))
+    assert volume_metrics(np.zeros_like(truth), np.zeros_like(truth))["hd95"] == 0
+
+
+class LabelsFromIntensity(nn.Module):
+    """A stand-in network whose class is read off the grey value (0, 1/3, 2/3 …)."""
+
+    labels = LabelSpace(("a", "b"))
+    in_channels = 1
+
+    def forward(self, x: torch.Tensor) -> SimpleNamespace:
+        classes = torch.arange(3, dtype=x.dtype).view(1, 3, 1, 1)
+        return SimpleNamespace(logits=-100 * (x * 3 - classes) ** 2)
+
+
+def test_labels_resize_back_with_nearest_neighbour():
+    labels = np.zeros((2, 4, 6), np.uint8)
+    labels[:, :2, 3:] = 2
+    back = resize_labels(resize_labels(labels, 2, 2), 4, 6)
+    assert back.shape == (2, 4, 6) and set(np.unique(back)) == {0, 2}
+
+
+def test_each_volume_is_scored_whole_from_its_own_slices(tmp_path):
+    """A stand-in that reads each slice right scores Dice 1 and HD95 0 on every volume: the
+    slices of a volume are gathered in order and compared with its label volume."""
+    write_ssl4mis_acdc(tmp_path / "acdc")
+    prepare("acdc", tmp_path / "acdc", tmp_path / "p", labelled=1, size=24)
+    data = PreparedData.open(tmp_path / "p", 24)
+    rows, summary = evaluate_prepared(LabelsFromIntensity(), data, data.subset("test"),
+                                      make_runtime("cpu", "fp32"))
+    assert [r["case"] for r in rows] == ["patient006_frame01", "patient006_frame02"]
+    assert summary["dice"]["mean"] == pytest.approx(1) and summary["hd95"]["mean"] == 0
+    assert {"dice_a", "asd_b", "iou_b"} <= set(rows[0])
+    shuffled = dict(data.__dict__, rows=[r[::-1] for r in data.rows])  # slices reversed
+    rows, _ = evaluate_prepared(LabelsFromIntensity(), PreparedData(**shuffled),
+                                data.subset("test"), make_runtime("cpu", "fp32"))
+    assert rows[0]["dice"] < 1
+
+
+# --- training and prediction -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def volume_run(tmp_path_factory) -> Path:
+    """A tiny run on a NIfTI nnU-Net set, counted in iterations, with SGD and poly."""
+    from clcc.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("volumes")
+    write_nnunet(root / "raw", cases=6)
+    prepare("nnunet", root / "raw", root / "p", fractions=(0.6, 0.2, 0.2), labelled=2,
+            selections=(0,), size=16)
+    cfg = load_config(None, [*TINY, "data.size=16", f"data.root={root / 'p'}",
+                             f"train.output={root / 'runs'}", "train.iterations=5",
+                             "train.eval_every=5", "optim.name=sgd", "optim.lr=0.01",
+                             "optim.schedule=poly", "train.flips=ssl4mis"])
+    train(cfg)
+    return cfg.run_dir()
+
+
+def test_a_run_counted_in_iterations_stops_there_and_scores_volumes(volume_run):
+    results = json.loads((volume_run / "results.json").read_text())
+    assert results["steps"] == 5 and results["epochs"] == 2  # 8 labelled slices / batch 2
+    records = [json.loads(line) for line in (volume_run / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert [r["step"] for r in records] == [4, 5]  # the second epoch cut short
+    assert [("val/dice" in r) for r in records] == [False, True]  # every 5 steps, and at the end
+    assert records[-1]["lr"] == 0  # poly decays to 0 at the last step
+    assert set(results["test"]) >= {"dice", "iou", "hd95", "asd", "hd95_mm", "asd_mm"}
+    csv = (volume_run / "test_per_image.csv").read_text().splitlines()
+    assert len(csv) == 2 and csv[0].startswith("case,dice,iou,hd95")  # one row per volume
+
+
+def test_predict_writes_label_volumes_on_the_input_grid(volume_run, tmp_path, capsys):
+    import nibabel as nib
+
+    write_volume_case(tmp_path / "in" / "new.nii.gz", None, seed=9)
+    code = main(["predict", "--checkpoint", str(volume_run / "best.pt"), "--input",
+                 str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--probabilities",
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    out = nib.load(str(tmp_path / "out" / "new.nii.gz"))
+    assert out.shape == (24, 20, 4) and np.allclose(out.affine, AFFINE)
+    assert out.get_data_dtype() == np.uint8 and set(np.unique(out.dataobj)) <= {0, 1, 2}
+    probs = [nib.load(str(tmp_path / "out" / "probabilities" / f"new_{c}.nii.gz"))
+             for c in ("background", "a", "b")]
+    total = sum(np.asarray(p.dataobj) for p in probs)
+    assert np.allclose(total, 1, atol=1e-4) and np.allclose(probs[1].affine, AFFINE)
