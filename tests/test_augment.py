@@ -77,3 +77,35 @@ def test_the_authors_flips_follow_their_distribution():
     (uniform,) = random_flips_and_turns([x], torch.Generator().manual_seed(0), "dihedral")
     assert (uniform == x[0]).flatten(1).all(1).float().mean().item() == pytest.approx(
         1 / 8, abs=0.01)
+
+
+def test_ssl4mis_augmentation_follows_its_generator():
+    """SSL4MIS's `RandomGenerator`: with p ½ a turn then a flip along one axis (always a
+    reflection), else with p ½ a rotation by an integer angle in [−20, 20): reflections ½,
+    small rotations ¼·39/40 (0° is one of the 40 angles), unchanged the rest."""
+    from clcc.data.augment import random_flips_and_turns
+
+    x = torch.zeros(2000, 64, 64, dtype=torch.uint8)
+    x[:, 2:6, 3:60] = 1  # an asymmetric bar far from the centre: any turn moves it
+    x[:, 6:40, 3:5] = 2
+    reflections = torch.stack([torch.rot90(x[0].flip(1), k) for k in range(4)])
+    (out,) = random_flips_and_turns([x], torch.Generator().manual_seed(0), "ssl4mis")
+    same = (out == x[0]).flatten(1).all(1)
+    mirrored = (out[:, None] == reflections[None]).flatten(2).all(2).any(1)
+    rotated = ~same & ~mirrored
+    assert mirrored.float().mean().item() == pytest.approx(0.5, abs=0.03)
+    assert rotated.float().mean().item() == pytest.approx(0.25 * 39 / 40, abs=0.03)
+    assert same.float().mean().item() == pytest.approx(0.25 + 0.25 / 40, abs=0.03)
+    assert set(out.unique().tolist()) <= {0, 1, 2}  # nearest neighbour: no new values
+
+
+def test_rotation_turns_image_and_mask_alike():
+    from clcc.data.augment import rotate
+
+    image = torch.zeros(1, 32, 32, 1, dtype=torch.uint8)
+    image[0, 10:22, 14:18] = 200
+    mask = (image[..., 0] > 0).to(torch.uint8)
+    turned_image, turned_mask = rotate(image, [15]), rotate(mask, [15])
+    assert torch.equal((turned_image[..., 0] > 0).to(torch.uint8), turned_mask)
+    assert not torch.equal(turned_mask, mask) and abs(int(turned_mask.sum()) - 48) <= 3
+    assert torch.equal(rotate(mask, [0]), mask)

@@ -39,30 +39,30 @@ def test_empty_folder_is_refused(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     with pytest.raises(ClccError, match="no images found"):
-        read_layout("kvasir-seg", tmp_path).cases
+        read_layout("kvasir-seg", tmp_path)
     with pytest.raises(ClccError, match="no images found"):
-        read_layout("folder", tmp_path).cases
+        read_layout("folder", tmp_path)
 
 
 def test_duplicate_stems_are_refused(tmp_path):
     write_pair(tmp_path / "images" / "a.png", tmp_path / "masks" / "a.png")
     write_pair(tmp_path / "images" / "a.jpg", None)
     with pytest.raises(ClccError, match=r"duplicate case name 'a': .*a.jpg and .*a.png"):
-        read_layout("folder", tmp_path).cases
+        read_layout("folder", tmp_path)
 
 
 def test_mask_without_image_and_missing_mask(tmp_path):
     write_pair(tmp_path / "images" / "a.jpg", tmp_path / "masks" / "a.jpg")
     write_pair(tmp_path / "images" / "b.jpg", None)
     with pytest.raises(ClccError, match=r"b.jpg: no mask"):
-        read_layout("kvasir-seg", tmp_path).cases
+        read_layout("kvasir-seg", tmp_path)
     write_pair(tmp_path / "other" / "c.jpg", tmp_path / "masks" / "c.jpg")
     with pytest.raises(ClccError, match=r"c.jpg: mask without an image"):
-        read_layout("folder", tmp_path).cases
+        read_layout("folder", tmp_path)
 
 
 def test_unknown_source_and_missing_folder(tmp_path):
     with pytest.raises(ClccError, match="unknown data source 'dicom'; choose one of"):
-        read_layout("dicom", tmp_path).cases
+        read_layout("dicom", tmp_path)
     with pytest.raises(ClccError, match="source folder not found"):
-        read_layout("folder", tmp_path / "nope").cases
+        read_layout("folder", tmp_path / "nope")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from clcc.config import dump_config
+from clcc.config import dump_config, load_config
 from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.logging import read_log
 from clcc.engine.trainer import lr_lambda, schedule_for, train
@@ -50,7 +50,6 @@ def test_cosine_schedule_advances_every_step():
 def test_the_authors_schedule_warms_up_then_steps_once_per_epoch():
     from pathlib import Path
 
-    from clcc.config import load_config
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" /
                       "kvasir-authors-schedule.yaml")
@@ -73,7 +72,6 @@ def test_the_linear_warm_up_is_unchanged():
     assert [f(s) for s in (0, 29, 30)] == [0.01, 0.01, 0.02]
     assert f(99 * 30) == 1.0 and f(100 * 30 + 29) == 1.0 and f(200 * 30) == pytest.approx(0.5)
     assert f(200 * 30) == f(200 * 30 + 29)  # constant within an epoch
-    from clcc.config import load_config
 
     g = schedule_for(load_config(None, ["optim.warmup_epochs=2"]).optim, 10, 5)
     assert [g(s) for s in (0, 9, 10)] == [pytest.approx(0.1), 1.0, 1.0]  # per step by default
@@ -247,3 +245,21 @@ def test_a_run_made_under_another_method_default_is_not_resumed(tiny_config):
     torch.save(state, path)
     with pytest.raises(ClccError, match="differs in method.params.ema_decay"):
         train(cfg, resume=True)
+
+
+def test_poly_schedule_by_hand():
+    """SSL4MIS's lr·(1 − s/S)^0.9, S = 30 000: 1 at the start, 0.5^0.9 half way, 0 at the end."""
+    f = lr_lambda(warmup=0, total=30000, schedule="poly")
+    assert f(0) == 1 and f(15000) == pytest.approx(0.5 ** 0.9) and f(30000) == 0
+    assert schedule_for(load_config(None, ["optim.schedule=poly"]).optim, 10, 5,
+                        iterations=100)(50) == pytest.approx(0.5 ** 0.9)
+
+
+def test_sgd_with_momentum_when_asked():
+    from clcc.engine.trainer import make_optimizer
+
+    optim = load_config(None, ["optim.name=sgd", "optim.lr=0.01", "optim.weight_decay=1e-4"]
+                        ).optim
+    sgd = make_optimizer(optim, [torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
