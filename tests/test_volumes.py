@@ -324,3 +324,39 @@ def test_predict_writes_label_volumes_on_the_input_grid(volume_run, tmp_path, ca
              for c in ("background", "a", "b")]
     total = sum(np.asarray(p.dataobj) for p in probs)
     assert np.allclose(total, 1, atol=1e-4) and np.allclose(probs[1].affine, AFFINE)
+
+
+def test_evaluate_on_a_folder_of_volumes_points_to_prepare(checkpoint, tmp_path, capsys):
+    write_volume_case(tmp_path / "images" / "v.nii.gz", tmp_path / "masks" / "v.nii.gz")
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--images",
+                 str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+                 "--device", "cpu"])
+    assert code == 2 and "v.nii.gz: a volume" in capsys.readouterr().err
+
+
+def test_grey_jitter_changes_brightness_and_contrast_only():
+    from clcc.data.strong import colour_jitter
+
+    grey = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    out = colour_jitter(grey, p=1.0)
+    assert out.shape == grey.shape and not torch.equal(out, grey)
+    torch.manual_seed(1)  # the same draws on the grey image replicated as RGB
+    rgb = colour_jitter(grey.expand(-1, 3, -1, -1), p=1.0)
+    assert torch.allclose(rgb[:, :1], out) and torch.allclose(rgb[:, 0], rgb[:, 2], atol=1e-5)
+
+
+def test_volume_tables_report_jaccard_and_distances_in_voxels():
+    from clcc.experiment import markdown_table, summarise_runs
+
+    def result(selection: int, dice: float) -> dict:
+        metric = {"dice": dice, "iou": dice - 0.1, "hd95": 3.0 + selection, "asd": 1.0}
+        return {"variant": "supervised", "label": "supervised", "selection": selection,
+                "val": {"dice": {"mean": dice}},
+                "test": {k: {"mean": v, "std": 0.0} for k, v in metric.items()}}
+
+    rows = summarise_runs([result(0, 0.8), result(1, 0.6)])
+    assert rows[0]["dice"]["mean"] == pytest.approx(70) and rows[0]["hd95"]["mean"] == 3.5
+    table = markdown_table(rows)
+    assert "| Dice | Jaccard | HD95 (voxels) | ASD (voxels) |" in table and "MAE" not in table
+    assert "| 70.00 ± 14.14 | 60.00 ± 14.14 | 3.50 ± 0.71 | 1.00 ± 0.00 |" in table

@@ -169,4 +169,8 @@ def labelled_pairs(image_dir: Path, mask_dir: Path) -> list[Case]:
     mask_dir = require_dir(Path(mask_dir), "masks")
     images = by_stem(_images_in(image_dir))
     masks = by_stem(_images_in(mask_dir))
+    volume = next((p for p in images.values() if is_volume_file(p)), None)
+    if volume is not None:
+        raise ClccError(f"{volume}: a volume; score volumes as the field does by preparing "
+                        "them (`clcc data prepare folder`) and `clcc evaluate --data`")
     return _nonempty(_pair(images, masks, mask_dir, allow_unlabelled=False), image_dir)
