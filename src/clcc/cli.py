@@ -352,11 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="masks for a folder of new images")
     p.add_argument("--checkpoint", type=Path, help="best.pt or last.pt of a run")
     p.add_argument("--onnx", type=Path, help="an exported model, run with onnxruntime")
-    p.add_argument("--input", required=True, type=Path, help="folder of images (any size and format) or NIfTI volumes (.nii.gz, .nii)")
+    p.add_argument("--input", required=True, type=Path,
+                   help="folder of images (any size and format) or NIfTI volumes (.nii.gz)")
     p.add_argument("--output", required=True, type=Path,
                    help="folder for the masks (new, empty, or written by predict)")
     p.add_argument("--overlay", action="store_true", help="also write overlays/ (2-D images)")
-    p.add_argument("--probabilities", action="store_true", help="also write probabilities/ (a PNG or a float32 NIfTI volume per class)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write probabilities/ (a PNG or a float32 NIfTI per class)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_predict)
 
