@@ -360,3 +360,18 @@ def test_volume_tables_report_jaccard_and_distances_in_voxels():
     table = markdown_table(rows)
     assert "| Dice | Jaccard | HD95 (voxels) | ASD (voxels) |" in table and "MAE" not in table
     assert "| 70.00 ± 14.14 | 60.00 ± 14.14 | 3.50 ± 0.71 | 1.00 ± 0.00 |" in table
+
+
+def test_a_grey_model_exports_with_one_input_channel(volume_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from clcc.engine.evaluate import predict_probabilities
+    from clcc.engine.export import OnnxModel, export_onnx
+    from clcc.engine.predict import load_trained_model
+
+    cfg, model, runtime = load_trained_model(volume_run / "best.pt", "cpu")
+    export_onnx(model, cfg.data.size, tmp_path / "m.onnx", volume_run / "best.pt")
+    onnx = OnnxModel(tmp_path / "m.onnx")
+    assert onnx.channels == 1 and onnx.labels == model.labels
+    slices = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 1), dtype=np.uint8)
+    expected = predict_probabilities(model, slices, runtime)
+    assert torch.allclose(onnx.probabilities(slices), expected, atol=1e-4)
