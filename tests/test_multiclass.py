@@ -174,3 +174,20 @@ def test_a_multiclass_grid_tables_and_reports_each_class(heart_set, tmp_path):
     assert "| Dice per class |" in table and "rv " in table and " / lv " in table
     page = (tmp_path / "grid" / "report" / "index.html").read_text()
     assert "Dice per class" in page and "&#9632;</span> myo" in page
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_takes_grey_slices_and_an_epochs_short_last_batch(name):
+    """ACDC's shape of a step: one grey channel, four classes, and (at the end of an epoch of
+    68 labelled slices in batches of 6) 2 labelled images beside 6 unlabelled ones."""
+    torch.manual_seed(0)
+    method = build_method(name, SIZE, PARAMS.get(name), widths=WIDTHS, labels=HEART,
+                          in_channels=1)
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randn(2, 1, SIZE, SIZE, generator=g),
+             "mask": torch.randint(0, 4, (2, 1, SIZE, SIZE), generator=g).float(),
+             "image_u": torch.randn(6, 1, SIZE, SIZE, generator=g)}
+    loss, _ = method.training_step(batch, 0.9)
+    assert math.isfinite(loss.item())
+    loss.backward()
+    assert method.model.encoder[0][0].weight.shape[1] == 1

@@ -123,7 +123,7 @@ class BCP(Method):
 
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         img, lab, uimg = batch["image"], batch["mask"], batch["image_u"]
-        half, uhalf = len(img) // 2, len(uimg) // 2
+        half = len(img) // 2
         img_a, img_b, lab_a, lab_b = img[:half], img[half:], lab[:half], lab[half:]
         outside = box_mask(img.shape[-1], self.box).to(img.device)
         self.self_training = progress >= self.pretrain
@@ -136,7 +136,9 @@ class BCP(Method):
             loss = (dice + ce) / 2
             return loss, {"sup": loss.detach(), "stage": torch.ones((), device=img.device)}
         self._start_teacher()
-        uimg_a, uimg_b = uimg[:uhalf], uimg[uhalf:]
+        # one unlabelled image per labelled one, as the script pairs them (an epoch's last
+        # labelled batch may be short; the unlabelled stream never is)
+        uimg_a, uimg_b = uimg[:half], uimg[half : len(img)]
         with torch.no_grad(), frozen_bn_statistics(self.teacher):
             plab_a = largest_component(self.labels.segment(self.teacher(uimg_a).logits))
             plab_b = largest_component(self.labels.segment(self.teacher(uimg_b).logits))
