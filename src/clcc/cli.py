@@ -165,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for name, v in summary.items():
         scale = 1 if name.startswith(("hd95", "asd")) else 100
         print(f"{name:>9}: {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
-    print(f"per-image metrics: {out / 'per_image.csv'}")
+    print(f"per-{'volume' if volumes else 'image'} metrics: {out / 'per_image.csv'}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
