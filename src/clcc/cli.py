@@ -60,17 +60,26 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
         selections=args.selections, split_seed=args.split_seed, size=args.size or None,
         overwrite=args.overwrite, classes=args.classes,
     )
-    if "train_groups" in summary:  # volumes, drawn by patient
-        parts = [f"{split} {summary[f'{split}_groups']} patients ({summary[split]} volumes"
-                 + (f", {summary[f'{split}_slices']} slices)" if f"{split}_slices" in summary
-                    else ")") for split in ("train", "val", "test")]
-        labelled = (f"labelled {summary['labelled_groups']} patients ({summary['labelled']} "
-                    "volumes)")
-    else:
-        parts = [f"{split} {summary[split]}" for split in ("train", "val", "test")]
-        labelled = f"labelled {summary['labelled']}"
-    print(f"prepared {args.output}: {' / '.join(parts)}; {labelled}, unlabelled "
-          f"{summary['unlabelled']} (selections {','.join(map(str, args.selections))})")
+    print(f"prepared {args.output}: {' / '.join(_split_sizes(summary))}; "
+          f"{_split_sizes(summary, ('labelled',))[0]}, unlabelled {summary['unlabelled']} "
+          f"(selections {','.join(map(str, args.selections))})")
+
+
+def _split_sizes(summary: dict[str, int], splits: tuple[str, ...] = ("train", "val", "test")
+                 ) -> list[str]:
+    """`train 70 patients (140 volumes, 1312 slices)`, `train 80 volumes (…)` or `train 600`."""
+    sizes = []
+    for split in splits:
+        count, groups, slices = (summary[split], summary.get(f"{split}_groups"),
+                                 summary.get(f"{split}_slices"))
+        if groups is None:
+            sizes.append(f"{split} {count}")
+            continue
+        parts = [f"{count} volumes"] if groups != count else []
+        parts += [f"{slices} slices"] if slices is not None else []
+        head = f"{groups} patients" if groups != count else f"{count} volumes"
+        sizes.append(f"{split} {head}" + (f" ({', '.join(parts)})" if parts else ""))
+    return sizes
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:

@@ -220,19 +220,8 @@ def prepare(
         raise ClccError(f"--classes {','.join(classes or ())}: {err}") from err
     cases = layout.cases
     splits = plan_splits(layout, fractions, split_seed)
-    by_name = {c.name: c for c in cases}
-    train = [by_name[n] for n in splits["train"]]
-    train_units = sorted({c.unit for c in train})
-    count = labelled_count(labelled, len(train_units))
+    lists, count = _split_lists(layout, splits, labelled, selections)
     output = Path(output)
-    lists = {f"splits/{split}.txt": names for split, names in splits.items()}
-    named = {n for names in splits.values() for n in names}
-    lists["splits/unlabelled.txt"] = [c.name for c in cases if c.mask is None and c.name not in
-                                      named]
-    order = [u for u in layout.order if u in set(train_units)] if layout.order else None
-    for k in selections:
-        lists[f"splits/labelled-{k}.txt"] = _members(
-            train, select_labelled(train_units, count, k, order))
     texts = {relative: "".join(f"{n}\n" for n in names) for relative, names in lists.items()}
     digests = {r: hashlib.sha256(t.encode()).hexdigest() for r, t in texts.items()}
     edited = edited_lists(output, previous, digests) if previous else []
@@ -265,16 +254,42 @@ def prepare(
     for stale in set((previous or {}).get("lists") or {}) - set(texts):
         (output / stale).unlink(missing_ok=True)  # a list it wrote before (unedited, or
         # --overwrite) that this selection set no longer has
-    summary: dict[str, int] = {k: len(v) for k, v in splits.items()}
+    return _summary(cases, splits, lists, count, depths, selections)
+
+
+def _split_lists(layout: Layout, splits: dict[str, list[str]], labelled: float,
+                 selections: tuple[int, ...]) -> tuple[dict[str, list[str]], int]:
+    """Every split list to write (relative path → case names), and how many training groups
+    each labelled subset holds."""
+    by_name = {c.name: c for c in layout.cases}
+    train = [by_name[n] for n in splits["train"]]
+    train_units = sorted({c.unit for c in train})
+    count = labelled_count(labelled, len(train_units))
+    lists = {f"splits/{split}.txt": names for split, names in splits.items()}
+    lists["splits/unlabelled.txt"] = [c.name for c in layout.cases if c.mask is None]
+    order = [u for u in layout.order if u in set(train_units)] if layout.order else None
+    for k in selections:
+        lists[f"splits/labelled-{k}.txt"] = _members(
+            train, select_labelled(train_units, count, k, order))
+    return lists, count
+
+
+def _summary(cases: list[Case], splits: dict[str, list[str]], lists: dict[str, list[str]],
+             count: int, depths: dict[str, int], selections: tuple[int, ...]) -> dict[str, int]:
+    """Split sizes in cases; for a set of volumes or patients also in groups and slices."""
+    summary = {k: len(v) for k, v in splits.items()}
     summary["labelled"] = len(lists[f"splits/labelled-{selections[0]}.txt"]) if selections else 0
     summary["unlabelled"] = len(splits["train"]) - summary["labelled"] + len(
         lists["splits/unlabelled.txt"])
-    if layout.volumetric or any(c.group for c in cases):
+    if any(c.group for c in cases) or any(d != 1 for d in depths.values()):
+        unit = {c.name: c.unit for c in cases}
         for split, names in splits.items():
-            summary[f"{split}_groups"] = len({by_name[n].unit for n in names})
+            summary[f"{split}_groups"] = len({unit[n] for n in names})
             if depths:
                 summary[f"{split}_slices"] = sum(depths[n] for n in names)
         summary["labelled_groups"] = count
+        summary["labelled_slices"] = sum(depths.get(n, 0) for n in lists[
+            f"splits/labelled-{selections[0]}.txt"]) if depths and selections else 0
     return summary
 
 
