@@ -375,3 +375,23 @@ def test_a_grey_model_exports_with_one_input_channel(volume_run, tmp_path):
     slices = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 1), dtype=np.uint8)
     expected = predict_probabilities(model, slices, runtime)
     assert torch.allclose(onnx.probabilities(slices), expected, atol=1e-4)
+
+
+def test_an_rgb_model_predicts_a_volume_from_its_grey_slices(checkpoint, tmp_path, capsys):
+    """Grey slices go into an RGB model as grey files do (repeated into R, G, B)."""
+    import nibabel as nib
+
+    write_volume_case(tmp_path / "in" / "scan.nii.gz", None)
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    out = nib.load(str(tmp_path / "out" / "scan.nii.gz"))
+    assert out.shape == (24, 20, 4) and set(np.unique(out.dataobj)) <= {0, 1}
+
+
+def test_a_volume_set_prepared_without_a_cache_counts_no_slices(tmp_path, capsys):
+    write_ssl4mis_acdc(tmp_path / "acdc")
+    code = main(["data", "prepare", "acdc", "--source", str(tmp_path / "acdc"), "--output",
+                 str(tmp_path / "p"), "--labelled", "1", "--size", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and "labelled 1 patients (2 volumes)," in out and "slices" not in out

@@ -73,10 +73,13 @@ def _resize(plane: np.ndarray, size: int, resample: int) -> np.ndarray:
 
 
 def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """A uint8 RGB (H, W, 3) image as the network's input takes it: itself, or its luminance
-    (H, W, 1) for a grey (one-channel) model."""
-    if channels == 3:
+    """A uint8 (H, W, 3) RGB or (H, W, 1) grey image as a network of `channels` inputs takes
+    it: itself, its luminance (H, W, 1) for a grey model, or grey repeated (H, W, 3) for an
+    RGB one (as `read_image` turns a grey file into RGB)."""
+    if image.shape[-1] == channels:
         return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
     return np.round(image.astype(np.float32) @ LUMINANCE).astype(np.uint8)[..., None]
 
 

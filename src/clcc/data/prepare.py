@@ -288,8 +288,9 @@ def _summary(cases: list[Case], splits: dict[str, list[str]], lists: dict[str, l
             if depths:
                 summary[f"{split}_slices"] = sum(depths[n] for n in names)
         summary["labelled_groups"] = count
-        summary["labelled_slices"] = sum(depths.get(n, 0) for n in lists[
-            f"splits/labelled-{selections[0]}.txt"]) if depths and selections else 0
+        if depths and selections:
+            summary["labelled_slices"] = sum(
+                depths[n] for n in lists[f"splits/labelled-{selections[0]}.txt"])
     return summary
 
 

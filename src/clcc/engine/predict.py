@@ -20,7 +20,14 @@ from clcc.config import Config, config_from_dict
 from clcc.data.decode import load_case, read_case, resize_image, with_channels
 from clcc.data.images import IMAGE_SUFFIXES, read_image
 from clcc.data.sources import Case
-from clcc.data.volumes import NIFTI_SUFFIXES, is_nifti, read_volume, to_grey, volume_bytes
+from clcc.data.volumes import (
+    NIFTI_SUFFIXES,
+    is_nifti,
+    read_volume,
+    to_grey,
+    volume_bytes,
+    volume_stem,
+)
 from clcc.engine.checkpoint import load_checkpoint
 from clcc.engine.evaluate import evaluate, predict_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
@@ -88,10 +95,9 @@ class Predictor:
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:
-        RGB, or grey (C = 1) for a one-channel model (an RGB image is then read as grey)."""
+        RGB or grey, given to the model as it takes it (`with_channels`)."""
         height, width = image.shape[:2]
-        image = with_channels(image, self.channels) if image.shape[-1] == 3 else image
-        prob = self.backend(resize_image(image, self.size)[None])
+        prob = self.backend(resize_image(with_channels(image, self.channels), self.size)[None])
         full = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
         return full[0].numpy()
 
@@ -178,7 +184,7 @@ def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str,
     compressed = name.lower().endswith(".gz")
     _write_bytes(volume_bytes(labels, path, compressed), out / name)
     if probabilities:
-        stem = name.split(".nii")[0]
+        stem = volume_stem(Path(name))
         suffix = name[len(stem):]
         for channel, tag in zip(prob.transpose(1, 0, 2, 3), predictor.labels.channel_suffixes,
                                 strict=True):
