@@ -1,8 +1,18 @@
+import importlib.util
+import json
+import math
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+from clcc.labels import LabelSpace
+from clcc.models.authors_weights import load_authors_model, ssl4mis_key
 from clcc.models.heads import ProjectionHead, derive_strides
-from clcc.models.unet import UNet
+from clcc.models.unet import PyramidUNet, UNet
+
+ACDC = LabelSpace.from_names(["rv", "myo", "lv"])
 
 
 def test_unet_named_outputs_and_shapes():
@@ -64,11 +74,72 @@ def test_the_authors_unet_is_theirs():
     assert net(torch.randn(1, 3, 64, 64)).logits.shape == (1, 1, 64, 64)
 
 
-def test_the_ssl4mis_unet_stays_as_it_was():
-    net = UNet(architecture="ssl4mis")
+def test_the_former_ssl4mis_unet_keeps_its_weights_under_a_name_of_its_own():
+    net = UNet(architecture="ssl4mis-v1")
     assert sum(p.numel() for p in net.parameters()) == 1_942_577
     assert _count(net.decoder, torch.nn.BatchNorm2d) == 8
     assert "encoder.0.4.weight" in net.state_dict()  # checkpoints made before still load
+    assert net.head.kernel_size == (1, 1)
+
+
+SSL4MIS_KEYS = json.loads((Path(__file__).parent / "data" / "ssl4mis_unet_keys.json").read_text())
+
+
+@pytest.mark.parametrize("cls,theirs,params", [(UNet, "UNet", 1_813_764),
+                                               (PyramidUNet, "UNet_URPC", 1_831_060)])
+def test_ssl4mis_unet_holds_exactly_the_tensors_of_ssl4mis_own(cls, theirs, params):
+    """Every tensor of SSL4MIS's class (names and shapes listed from its file) has one place of
+    the same shape in clcc's `ssl4mis` network, and nothing else is there (URPC's unused
+    bottleneck head aside)."""
+    net = cls(in_channels=1, architecture="ssl4mis", labels=ACDC)
+    ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    mapped = {ssl4mis_key(k): shape for k, shape in SSL4MIS_KEYS[theirs].items()}
+    mapped.pop(None, None)
+    assert mapped == ours
+    learnable = sum(p.numel() for p in net.parameters())
+    unused = sum(math.prod(s) for k, s in SSL4MIS_KEYS[theirs].items() if ssl4mis_key(k) is None)
+    assert learnable + unused == params  # SSL4MIS's own count: 1.81 M for its UNet
+    assert net.head.kernel_size == (3, 3) and net.head.bias is not None
+    assert all(m.bias is not None for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+
+
+def _ssl4mis_module():
+    """SSL4MIS's `networks/unet.py` from a checkout beside the project, if there is one."""
+    checkout = Path(os.environ.get("SSL4MIS_CHECKOUT", Path(__file__).parents[2] / "authors"
+                                   / "SSL4MIS"))
+    source = checkout / "code" / "networks" / "unet.py"
+    if not source.is_file():
+        pytest.skip(f"no SSL4MIS checkout at {checkout} (set SSL4MIS_CHECKOUT)")
+    spec = importlib.util.spec_from_file_location("ssl4mis_unet", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("cls,theirs", [(UNet, "UNet"), (PyramidUNet, "UNet_URPC")])
+def test_a_state_dict_of_ssl4mis_class_predicts_the_same_in_clcc(tmp_path, cls, theirs):
+    """Saved from SSL4MIS's own class, loaded by `load_authors_model`: the same logits."""
+    torch.manual_seed(0)
+    original = getattr(_ssl4mis_module(), theirs)(in_chns=1, class_num=4).eval()
+    for m in original.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    torch.save({"state_dict": original.state_dict()}, tmp_path / "theirs.pth")
+    ours = load_authors_model(tmp_path / "theirs.pth", ACDC, channels=1)
+    assert type(ours) is cls
+    x = torch.randn(2, 1, 64, 64)
+    expected = original(x)
+    expected = expected[0] if isinstance(expected, tuple) else expected
+    assert torch.allclose(ours(x).logits, expected, atol=1e-5)
+
+
+def test_a_config_saved_before_model_name_existed_reads_as_the_former_network():
+    from clcc.config import config_from_dict
+
+    assert config_from_dict({"model": {"widths": [16, 32, 64, 128, 256]}}).model.name == (
+        "ssl4mis-v1")
 
 
 def test_kaiming_fan_in_initialisation():
@@ -101,5 +172,20 @@ def test_model_name_is_checked_when_the_config_is_read():
 
     hint = typing.get_type_hints(ModelConfig)["name"]
     assert set(typing.get_args(hint)) == set(ARCHITECTURES)
-    with pytest.raises(ClccError, match=r"model.name must be one of authors, ssl4mis, got 'vgg'"):
+    with pytest.raises(ClccError, match=r"model.name must be one of authors, ssl4mis, ssl4mis-v1, got 'vgg'"):
         load_config(None, ["model.name=vgg"])
+
+
+def test_a_checkpoint_of_the_former_ssl4mis_network_still_loads(tmp_path, capsys):
+    """Saved as `ssl4mis` before that name matched SSL4MIS's file: loaded as `ssl4mis-v1`."""
+    from dataclasses import asdict
+
+    from clcc.config import load_config
+    from clcc.engine.predict import load_trained_model
+
+    old = UNet(widths=(4, 8, 16), architecture="ssl4mis-v1")
+    cfg = load_config(None, ["model.name=ssl4mis", "model.widths=[4,8,16]"])
+    torch.save({"config": asdict(cfg), "model": old.state_dict()}, tmp_path / "best.pt")
+    loaded_cfg, model, _ = load_trained_model(tmp_path / "best.pt", "cpu")
+    assert loaded_cfg.model.name == "ssl4mis-v1" and model.head.kernel_size == (1, 1)
+    assert "former `ssl4mis` network" in capsys.readouterr().out

@@ -27,7 +27,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["authors", "ssl4mis"] = "authors"  # the CLCC authors' U-Net, or SSL4MIS's
+    name: Literal["authors", "ssl4mis", "ssl4mis-v1"] = "authors"  # the CLCC authors' U-Net,
+    # SSL4MIS's, or what clcc called SSL4MIS's before it matched it
     # (clcc.models.unet.ARCHITECTURES)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     dropout: list[float] | None = None  # per encoder level; None = no dropout
@@ -254,10 +255,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def upgraded(saved: dict[str, Any]) -> dict[str, Any]:
     """A config saved by an earlier version, in today's terms: runs made before `model.name`
-    existed trained SSL4MIS's U-Net, whatever today's default is."""
+    existed trained what is now `ssl4mis-v1`, whatever today's default is."""
     model = saved.get("model")
     if isinstance(model, dict) and "name" not in model:
-        return {**saved, "model": {**model, "name": "ssl4mis"}}
+        return {**saved, "model": {**model, "name": "ssl4mis-v1"}}
     return saved
 
 

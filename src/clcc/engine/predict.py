@@ -35,7 +35,7 @@ from clcc.errors import ClccError
 from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
 from clcc.labels import LabelSpace
 from clcc.metrics import class_metrics, summarise
-from clcc.models.unet import UNet
+from clcc.models.unet import UNet, saved_architecture
 
 CLASS_COLOURS = np.array([[0, 255, 0], [255, 60, 60], [60, 120, 255], [255, 220, 0],
                           [255, 0, 255], [0, 230, 230], [255, 140, 0], [160, 90, 255]],
@@ -58,8 +58,13 @@ def load_trained_model(
         labels = LabelSpace.from_names(state.get("labels"))
     except (ValueError, TypeError) as err:
         raise ClccError(f"{checkpoint}: unreadable class names ({err})") from err
+    architecture = saved_architecture(cfg.model.name, state["model"])
+    if architecture != cfg.model.name:
+        print(f"{checkpoint}: made with clcc's former `{cfg.model.name}` network; loaded as "
+              f"`{architecture}`")
+        cfg.model.name = architecture
     model = UNet(in_channels=int(state.get("channels", 3)), widths=cfg.model.widths,
-                 dropout=cfg.model.dropout, architecture=cfg.model.name, labels=labels)
+                 dropout=cfg.model.dropout, architecture=architecture, labels=labels)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

@@ -1,17 +1,25 @@
-"""Two U-Nets of 5 levels, widths 16…256 (a quarter of the classic 64…1024), with a 1×1
-segmentation head, as an `Architecture` each:
+"""Three U-Nets of 5 levels, widths 16…256 (a quarter of the classic 64…1024), as an
+`Architecture` each:
 
 - `authors`: the CLCC authors' network (`utils/models/utils_unet.py`, `unet2d.py` of
   ShinkaiZ/CLCC-semi), which the paper's numbers come from: encoder blocks conv 3×3 (with bias)
   → BatchNorm → ReLU, twice; decoder blocks upsample with ConvTranspose2d(kernel 4, stride 2,
-  padding 1) and then conv 3×3 → ReLU twice, **no BatchNorm in the decoder**; Kaiming-normal
-  (fan-in) convolutions, BatchNorm weights N(1, 0.02) and biases 0. 2.47 M parameters.
-- `ssl4mis`: SSL4MIS's 2-D U-Net, which its baselines train: conv (no bias) → BatchNorm →
-  LeakyReLU(0.01), twice, in encoder and decoder alike; ConvTranspose2d(kernel 2, stride 2);
-  PyTorch's default initialisation. 1.94 M parameters.
+  padding 1) and then conv 3×3 → ReLU twice, **no BatchNorm in the decoder**; a 1×1 head;
+  Kaiming-normal (fan-in) convolutions, BatchNorm weights N(1, 0.02) and biases 0. 2.47 M
+  parameters.
+- `ssl4mis`: SSL4MIS's 2-D `UNet` (`code/networks/unet.py` of HiLab-git/SSL4MIS; UniMatch's
+  medical `model/unet.py` is the same network), which its baselines, UniMatch and BCP train:
+  conv 3×3 (with bias) → BatchNorm → LeakyReLU(0.01), twice, in encoder and decoder alike; the
+  decoder upsamples with a 1×1 convolution then bilinear ×2 (`align_corners=True`: its
+  `UpBlock`'s default, which its decoder never overrides); a **3×3** output convolution;
+  PyTorch's default initialisation. 1.81 M parameters with 4 classes. `from_ssl4mis` maps its
+  state-dict keys onto these.
+- `ssl4mis-v1`: what clcc called `ssl4mis` before it matched SSL4MIS's file (no convolution
+  biases, ConvTranspose2d(kernel 2) upsampling, 1×1 head; 1.94 M parameters): kept so that
+  checkpoints made with it still load (`saved_architecture` recognises them).
 
 Encoder dropout (`dropout`, per level) sits between the two convolutions of a block, as in
-SSL4MIS, in either architecture. The forward pass returns named outputs, so a method asks for
+SSL4MIS, in any architecture. The forward pass returns named outputs, so a method asks for
 what it needs (the CLCC projection head needs the last decoder feature map) instead of
 unpacking tuples.
 """
@@ -45,19 +53,32 @@ class Architecture:
     activation: Callable[[], nn.Module]
     conv_bias: bool
     decoder_norm: bool
-    up_kernel: int  # 2 (no padding) or 4 (padding 1): both exactly double the size
+    up_kernel: int  # transposed convolution 2 (no padding) or 4 (padding 1); 0: 1×1 conv +
+    # bilinear ×2 (SSL4MIS). All exactly double the size
     kaiming_init: bool
+    head_kernel: int = 1
 
 
 ARCHITECTURES = {
     "authors": Architecture(lambda: nn.ReLU(inplace=True), conv_bias=True, decoder_norm=False,
                             up_kernel=4, kaiming_init=True),
-    "ssl4mis": Architecture(lambda: nn.LeakyReLU(0.01, inplace=True), conv_bias=False,
-                            decoder_norm=True, up_kernel=2, kaiming_init=False),
+    "ssl4mis": Architecture(lambda: nn.LeakyReLU(0.01, inplace=True), conv_bias=True,
+                            decoder_norm=True, up_kernel=0, kaiming_init=False, head_kernel=3),
+    "ssl4mis-v1": Architecture(lambda: nn.LeakyReLU(0.01, inplace=True), conv_bias=False,
+                               decoder_norm=True, up_kernel=2, kaiming_init=False),
 }
 
 SSL4MIS_DROPOUT = (0.05, 0.1, 0.2, 0.3, 0.5)
 """Per-level encoder dropout of SSL4MIS's 2-D U-Net, which its baselines train with."""
+
+
+def saved_architecture(name: str, weights: dict[str, torch.Tensor]) -> str:
+    """The architecture that made `weights`: a checkpoint saved as `ssl4mis` before that name
+    matched SSL4MIS's file has a 1×1 head, which today's `ssl4mis` has not: `ssl4mis-v1`."""
+    head = weights.get("head.weight")
+    if name == "ssl4mis" and head is not None and tuple(head.shape[-2:]) == (1, 1):
+        return "ssl4mis-v1"
+    return name
 
 
 class ConvBlock(nn.Sequential):
@@ -74,13 +95,21 @@ class ConvBlock(nn.Sequential):
         super().__init__(*conv(c_in), middle, *conv(c_out))
 
 
+def upsampler(c_in: int, c_out: int, kernel: int) -> nn.Module:
+    """×2 to `c_out` channels: a transposed convolution of `kernel`, or (kernel 0) SSL4MIS's
+    1×1 convolution followed by bilinear interpolation with aligned corners."""
+    if kernel == 0:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 1),
+                             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+    return nn.ConvTranspose2d(c_in, c_out, kernel_size=kernel, stride=2, padding=(kernel - 2) // 2)
+
+
 class UpBlock(nn.Module):
-    """Transposed convolution ×2, concatenation with the skip connection, ConvBlock."""
+    """Upsampling ×2, concatenation with the skip connection, ConvBlock."""
 
     def __init__(self, c_in: int, c_skip: int, c_out: int, arch: Architecture) -> None:
         super().__init__()
-        k = arch.up_kernel
-        self.up = nn.ConvTranspose2d(c_in, c_skip, kernel_size=k, stride=2, padding=(k - 2) // 2)
+        self.up = upsampler(c_in, c_skip, arch.up_kernel)
         self.conv = ConvBlock(2 * c_skip, c_out, arch, norm=arch.decoder_norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -120,7 +149,7 @@ class UNet(nn.Module):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"unknown U-Net architecture {architecture!r}; choose "
-                             f"{' or '.join(ARCHITECTURES)}")
+                             f"{', '.join(ARCHITECTURES)}")
         arch = ARCHITECTURES[architecture]
         widths = list(widths)
         dropout = list(dropout) if dropout is not None else [0.0] * len(widths)
@@ -140,7 +169,8 @@ class UNet(nn.Module):
         )
         if arch.kaiming_init:
             authors_init(self)
-        self.head = nn.Conv2d(widths[0], labels.heads, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], labels.heads, kernel_size=arch.head_kernel,
+                              padding=arch.head_kernel // 2)
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a plain `UNet` of the same widths loads (what prediction needs)."""

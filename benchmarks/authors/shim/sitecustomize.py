@@ -1,0 +1,87 @@
+"""Runs an authors' training script, unedited, on a CPU: loaded by Python at start-up when this
+folder is on PYTHONPATH (`benchmarks/authors/side_by_side.py` puts it there).
+
+It changes only the device, threads, distributed set-up, the seed and protocol arguments, and
+prints every change it makes (prefixed `[shim]`) so that the run's log states them:
+- `.cuda()` of tensors and modules returns them unchanged; `torch.cuda.device_count()` is 1 and
+  `set_device` does nothing, so a one-GPU script's arithmetic stays as published;
+- `SyncBatchNorm.convert_sync_batchnorm` and `DistributedDataParallel` / `DataParallel` return
+  the module itself (one process: the same arithmetic); `init_process_group` uses gloo;
+- torch runs on `SHIM_THREADS` threads (default 1);
+- `SHIM_SEED` seeds Python, NumPy and torch before the script runs (for scripts that never seed);
+- `SHIM_ARGS` (a JSON object) sets parsed command-line arguments the script offers no usable
+  flag for (SSL4MIS's `--patch_size` is `type=list`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _say(message: str) -> None:
+    print(f"[shim] {message}", file=sys.stderr, flush=True)
+
+
+def _install() -> None:
+    import torch
+    from torch import nn
+
+    threads = int(os.environ.get("SHIM_THREADS", "1"))
+    torch.set_num_threads(threads)
+    _say(f"torch threads: {threads}")
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    nn.Module.cuda = lambda self, *a, **k: self
+    torch.cuda.device_count = lambda: 1
+    torch.cuda.set_device = lambda *a, **k: None
+    _say(".cuda() returns its tensor or module unchanged (CPU)")
+
+    nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(lambda cls, module, *a, **k: module)
+    nn.parallel.DistributedDataParallel = lambda module, *a, **k: module
+    nn.DataParallel = lambda module, *a, **k: module
+    _say("SyncBatchNorm, DistributedDataParallel, DataParallel: the plain module")
+
+    import torch.distributed as dist
+
+    init = dist.init_process_group
+
+    def init_gloo(*args, **kwargs):
+        kwargs["backend"] = "gloo"
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", os.environ.get("SHIM_PORT", "29517"))
+        _say("init_process_group: backend gloo, one process")
+        return init(*args[1:], **kwargs) if args else init(**kwargs)
+
+    dist.init_process_group = init_gloo
+
+    seed = os.environ.get("SHIM_SEED")
+    if seed is not None:
+        import random
+
+        import numpy as np
+
+        random.seed(int(seed))
+        np.random.seed(int(seed))
+        torch.manual_seed(int(seed))
+        _say(f"seeded random, numpy and torch with {seed}")
+
+    overrides = json.loads(os.environ.get("SHIM_ARGS", "{}"))
+    if overrides:
+        parse = argparse.ArgumentParser.parse_args
+
+        def parse_with_overrides(self, *args, **kwargs):
+            namespace = parse(self, *args, **kwargs)
+            for key, value in overrides.items():
+                if hasattr(namespace, key):
+                    _say(f"argument {key}: {getattr(namespace, key)!r} -> {value!r}")
+                    setattr(namespace, key, value)
+            return namespace
+
+        argparse.ArgumentParser.parse_args = parse_with_overrides
+
+
+if os.environ.get("SHIM_ACTIVE") == "1":
+    _install()

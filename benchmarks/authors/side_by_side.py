@@ -1,0 +1,339 @@
+"""Train an authors' script and clcc's same method at one protocol, score both with clcc.
+
+    # the authors' side (their environment: a torch/torchvision pair of its own, see README)
+    python benchmarks/authors/side_by_side.py authors unimatch-fixmatch \
+        --checkout ../authors/UniMatch --python ../authors-env/bin/python \
+        --source ../shared/data/acdc --seed 0 --out ../sbs/unimatch-fixmatch-authors-s0
+    # clcc's side, on the set `clcc data prepare acdc ... --labelled 3 --size 128` made
+    python benchmarks/authors/side_by_side.py clcc unimatch-fixmatch \
+        --prepared ../sbs/acdc-3-128 --seed 0 --out ../sbs/unimatch-fixmatch-clcc-s0
+    # score the checkpoint each side chose on the 40 test volumes, per volume, with clcc
+    python benchmarks/authors/side_by_side.py score ../sbs/unimatch-fixmatch-authors-s0 \
+        --prepared ../sbs/acdc-3-128
+
+The authors' code runs unedited from its checkout (never copied into this repository); the
+shim in `shim/` changes device, threads, distribution and protocol arguments and prints each
+change into the run's log. Every run folder gets `run.json` (command, commit, shim changes,
+wall time, validation curve) beside the log; `score` adds `per_volume.csv` and `summary.json`.
+`collect` copies those small files (never checkpoints) into the repository's evidence folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from recipes import RECIPES, Protocol, Recipe, unimatch_epochs  # noqa: E402
+
+SHIM = HERE / "shim"
+EVIDENCE_FILES = ("run.json", "train.log", "per_volume.csv", "summary.json", "validation.csv",
+                  "script.diff", "config.yaml")
+
+
+def commit_of(checkout: Path) -> str:
+    """The checkout's commit, or what the fetch tool recorded where the work tree has no .git."""
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() or "unknown (no git metadata in the checkout)"
+
+
+def acdc_root(source: Path, folder: Path, labelled: list[str]) -> Path:
+    """SSL4MIS's layout (`data/slices/*.h5`, `data/*.h5`, the lists) as symbolic links to
+    `source`, with the labelled slices first in `train_slices.list` (what SSL4MIS reads as its
+    labelled set); the folder name holds "ACDC", which SSL4MIS's `patients_to_slices` needs."""
+    root = folder / "ACDC"
+    (root / "data" / "slices").mkdir(parents=True, exist_ok=True)
+    slices = [s for s in (source / "train_slices.list").read_text().split() if s]
+    ordered = labelled + [s for s in slices if s not in set(labelled)]
+    for name in slices:
+        link = root / "data" / "slices" / f"{name}.h5"
+        if not link.exists():
+            link.symlink_to((source / "data" / f"{name}.h5").resolve())
+    for listing in ("val.list", "test.list"):
+        for name in (source / listing).read_text().split():
+            link = root / "data" / f"{name}.h5"
+            if not link.exists():
+                link.symlink_to((source / "data" / f"{name}.h5").resolve())
+        shutil.copy(source / listing, root / listing)
+    (root / "train_slices.list").write_text("\n".join(ordered) + "\n")
+    return root
+
+
+def labelled_slices(source: Path, protocol: Protocol) -> list[str]:
+    """Selection 0: SSL4MIS's first N slices of `train_slices.list` (3 patients: 68)."""
+    from recipes import ACDC_LABELLED_SLICES
+
+    slices = [s for s in (source / "train_slices.list").read_text().split() if s]
+    return slices[: ACDC_LABELLED_SLICES[protocol.labelled_patients]]
+
+
+def ssl4mis_command(recipe: Recipe, root: Path, protocol: Protocol, seed: int, exp: str
+                    ) -> tuple[list[str], dict]:
+    batch = protocol.labelled_batch + (0 if recipe.supervised_only else protocol.unlabelled_batch)
+    args = ["--root_path", str(root), "--exp", exp, "--batch_size", str(batch),
+            "--labeled_num", str(protocol.labelled_patients), "--max_iterations",
+            str(protocol.iterations), "--seed", str(seed), *recipe.extra_args]
+    if not recipe.supervised_only:
+        args += ["--labeled_bs", str(protocol.labelled_batch)]
+    return args, {"patch_size": [protocol.size, protocol.size]}
+
+
+def unimatch_files(checkout: Path, recipe: Recipe, work: Path, source_root: Path,
+                   labelled: list[str], protocol: Protocol) -> list[str]:
+    """A copy of UniMatch's `configs/acdc.yaml` at the protocol, its id lists for the selection
+    and, in `splits/acdc/valtest.txt` (which the script reads for validation), the validation
+    volumes only: UniMatch validates on val + test merged, which clcc never does."""
+    import yaml
+
+    medical = checkout / "more-scenarios" / "medical"
+    config = yaml.safe_load((medical / "configs" / "acdc.yaml").read_text())
+    changes = {"data_root": str(source_root), "crop_size": protocol.size,
+               "batch_size": protocol.labelled_batch, "epochs": unimatch_epochs(protocol)}
+    for key, value in changes.items():
+        print(f"[harness] config {key}: {config.get(key)!r} -> {value!r}", file=sys.stderr)
+    config.update(changes)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    splits = work / "splits" / "acdc"
+    splits.mkdir(parents=True, exist_ok=True)
+    slices = [s for s in (source_root / "train_slices.list").read_text().split() if s]
+    (work / "labeled.txt").write_text("".join(f"data/slices/{s}.h5\n" for s in labelled))
+    (work / "unlabeled.txt").write_text(
+        "".join(f"data/slices/{s}.h5\n" for s in slices if s not in set(labelled)))
+    val = (source_root / "val.list").read_text().split()
+    (splits / "valtest.txt").write_text("".join(f"data/{v}.h5\n" for v in val))
+    print("[harness] splits/acdc/valtest.txt: the 20 validation volumes only", file=sys.stderr)
+    return ["--config", str(work / "config.yaml"), "--labeled-id-path", str(work / "labeled.txt"),
+            "--unlabeled-id-path", str(work / "unlabeled.txt"), "--save-path",
+            str(work / "snapshot"), "--port", "0"]
+
+
+def patched_script(script: Path, recipe: Recipe, work: Path) -> Path:
+    """The script itself, or (for a reduction) a copy in the run folder with the recipe's
+    replacements, each of which must match exactly once; the diff is written beside it."""
+    if not recipe.patch:
+        return script
+    text = original = script.read_text()
+    for old, new in recipe.patch:
+        if text.count(old) != 1:
+            raise SystemExit(f"{script}: the line to reduce was not found once: {old}")
+        text = text.replace(old, new)
+    copy = work / script.name
+    copy.write_text(text)
+    diff = subprocess.run(["diff", "-u", str(script), str(copy)], capture_output=True, text=True)
+    (work / "script.diff").write_text(diff.stdout)
+    print(f"[harness] reduced copy of {script.name}:\n{diff.stdout}", file=sys.stderr)
+    assert original != text
+    return copy
+
+
+def run_authors(args: argparse.Namespace) -> None:
+    recipe, protocol = RECIPES[args.recipe], Protocol(iterations=args.iterations)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=False)
+    checkout, source = args.checkout.resolve(), args.source.resolve()
+    labelled = labelled_slices(source, protocol)
+    root = acdc_root(source, out / "data", labelled)
+    script = checkout / recipe.script
+    env = {**os.environ, "SHIM_ACTIVE": "1", "SHIM_THREADS": str(args.threads),
+           "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join([str(SHIM), str(script.parent)]),
+           "PYTHONUNBUFFERED": "1", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+           "SHIM_PORT": str(29500 + (os.getpid() % 500))}
+    work = out / "work"
+    work.mkdir()
+    if recipe.kind == "ssl4mis":
+        script_args, shim_args = ssl4mis_command(recipe, root, protocol, args.seed, "sbs")
+        # SSL4MIS writes ../model/<exp>_<labeled_num>/<model> relative to its working folder
+        # and copies the working folder into it: a folder of links to its code keeps both here
+        cwd = work / "code"
+        cwd.mkdir()
+        for entry in script.parent.iterdir():
+            (cwd / entry.name).symlink_to(entry)
+        snapshot = work / "model"
+    else:
+        script_args = unimatch_files(checkout, recipe, work, root, labelled, protocol)
+        shim_args, cwd, snapshot = {}, work, work / "snapshot"
+        env["SHIM_SEED"] = str(args.seed)  # UniMatch's script never seeds
+    env["SHIM_ARGS"] = json.dumps(shim_args)
+    runnable = patched_script(script, recipe, work)
+    command = [str(args.python), str(runnable), *script_args]
+    print("[harness] " + " ".join(command), file=sys.stderr)
+    start = time.time()
+    with open(out / "train.log", "w") as log:
+        log.write("[harness] " + " ".join(command) + "\n")
+        log.flush()
+        result = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - start
+    log_text = (out / "train.log").read_text(errors="replace")
+    checkpoints = sorted(snapshot.rglob(recipe.checkpoint))
+    record = {
+        "side": "authors", "recipe": args.recipe, "repo": recipe.repo, "script": recipe.script,
+        "commit": commit_of(checkout), "command": command, "seed": args.seed,
+        "threads": args.threads, "protocol": vars(protocol) | {
+            "iterations": recipe.iterations(protocol),
+            "eval_every": recipe.clcc_eval_every(protocol)},
+        "shim": [line for line in log_text.splitlines() if line.startswith(("[shim]", "[harness]"))],
+        "returncode": result.returncode, "wall_s": round(wall, 1),
+        "checkpoint": str(checkpoints[0]) if checkpoints else None,
+        "python": subprocess.run([str(args.python), "-c", "import torch, torchvision; "
+                                  "print(torch.__version__, torchvision.__version__)"],
+                                 capture_output=True, text=True).stdout.strip(),
+        "cpu": cpu_model(),
+    }
+    write_validation(out, validation_curve(log_text, recipe))
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"[harness] exit {result.returncode} after {wall:.0f} s; checkpoint {record['checkpoint']}")
+    if result.returncode:
+        raise SystemExit(result.returncode)
+
+
+def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
+    """(iteration, mean validation Dice in %) as the script logged it."""
+    if recipe.kind == "ssl4mis":
+        found = re.findall(r"iteration (\d+) : mean_dice : ([\d.]+)", log_text) or re.findall(
+            r"iteration (\d+) : model_mean_dice : ([\d.]+)", log_text)
+        return [(int(i), 100 * float(d)) for i, d in found]
+    epochs = re.findall(r"MeanDice: ([\d.]+)", log_text)
+    step = recipe.clcc_eval_every(Protocol())
+    return [((k + 1) * step, float(d)) for k, d in enumerate(epochs)]
+
+
+def write_validation(out: Path, curve: list[tuple[int, float]]) -> None:
+    (out / "validation.csv").write_text(
+        "iteration,val_dice\n" + "".join(f"{i},{d:.4f}\n" for i, d in curve))
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def run_clcc(args: argparse.Namespace) -> None:
+    recipe, protocol = RECIPES[args.recipe], Protocol(iterations=args.iterations)
+    out = args.out.resolve()
+    overrides = [
+        f"data.root={args.prepared.resolve()}", f"data.size={protocol.size}",
+        f"method.name={recipe.clcc_method}", f"train.seed={args.seed}",
+        f"train.iterations={recipe.iterations(protocol)}",
+        f"train.eval_every={recipe.clcc_eval_every(protocol)}",
+        f"train.labelled_batch={protocol.labelled_batch}",
+        f"train.unlabelled_batch={protocol.unlabelled_batch}", f"train.output={out.parent}",
+        f"train.name={out.name}", f"train.threads={args.threads}",
+        *recipe.clcc_overrides, *args.set,
+    ]
+    clcc = Path(sys.executable).with_name("clcc")
+    command = [str(clcc), "train", "--config", str(args.config)]
+    for item in overrides:
+        command += ["--set", item]
+    print("[harness] " + " ".join(command), file=sys.stderr)
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True)
+    wall = time.time() - start
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.log").write_text(result.stdout + result.stderr)
+    curve = clcc_validation(out)
+    write_validation(out, curve)
+    record = {"side": "clcc", "recipe": args.recipe, "method": recipe.clcc_method,
+              "command": command, "seed": args.seed, "threads": args.threads,
+              "commit": commit_of(HERE), "returncode": result.returncode,
+              "wall_s": round(wall, 1), "checkpoint": str(out / "best.pt"), "cpu": cpu_model()}
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"[harness] exit {result.returncode} after {wall:.0f} s")
+    if result.returncode:
+        print(result.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(result.returncode)
+
+
+def clcc_validation(out: Path) -> list[tuple[int, float]]:
+    """(iteration, validation Dice in %) from a clcc run's metrics log."""
+    metrics = out / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    curve = []
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "val_dice" in row:
+            curve.append((int(row.get("iteration", row.get("step", 0))), 100 * row["val_dice"]))
+    return curve
+
+
+def score(args: argparse.Namespace) -> None:
+    """clcc's per-volume test metrics of the checkpoint the run chose."""
+    from clcc.engine.authors import load_authors_model
+    from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
+    from clcc.data.prepare import PreparedData
+    from clcc.engine.runtime import Runtime
+    from clcc.metrics import summarise
+
+    run = json.loads((args.run / "run.json").read_text())
+    data = PreparedData.open(args.prepared, Protocol().size)
+    model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
+    runtime = Runtime.cpu(threads=args.threads)
+    rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
+    write_per_image_csv(args.run / "per_volume.csv", rows)
+    (args.run / "summary.json").write_text(json.dumps(summarise(rows), indent=2) + "\n")
+    print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} volumes")
+
+
+def collect(args: argparse.Namespace) -> None:
+    """Copy a run's small files into the evidence folder (no checkpoint, no data)."""
+    target = args.evidence / args.run.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in EVIDENCE_FILES:
+        for found in [args.run / name, args.run / "work" / name]:
+            if found.is_file():
+                shutil.copy(found, target / name)
+                break
+    print(f"{target}: {sorted(p.name for p in target.iterdir())}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    authors = verbs.add_parser("authors", help="train with the authors' script")
+    authors.add_argument("recipe", choices=sorted(RECIPES))
+    authors.add_argument("--checkout", type=Path, required=True)
+    authors.add_argument("--python", type=Path, required=True,
+                         help="the authors' environment (torch + torchvision pair)")
+    authors.add_argument("--source", type=Path, required=True, help="SSL4MIS's ACDC folder")
+    authors.add_argument("--seed", type=int, default=0)
+    authors.add_argument("--threads", type=int, default=1)
+    authors.add_argument("--out", type=Path, required=True)
+    authors.add_argument("--iterations", type=int, default=Protocol.iterations,
+                         help="shorter for a smoke test only")
+    ours = verbs.add_parser("clcc", help="train clcc's same method at the same protocol")
+    ours.add_argument("recipe", choices=sorted(RECIPES))
+    ours.add_argument("--prepared", type=Path, required=True)
+    ours.add_argument("--config", type=Path, default=HERE.parents[1] / "configs" / "acdc-quick.yaml")
+    ours.add_argument("--seed", type=int, default=0)
+    ours.add_argument("--threads", type=int, default=1)
+    ours.add_argument("--set", action="append", default=[], help="a further clcc override")
+    ours.add_argument("--out", type=Path, required=True)
+    ours.add_argument("--iterations", type=int, default=Protocol.iterations,
+                      help="shorter for a smoke test only")
+    scorer = verbs.add_parser("score", help="clcc's per-volume test metrics of a run's checkpoint")
+    scorer.add_argument("run", type=Path)
+    scorer.add_argument("--prepared", type=Path, required=True)
+    scorer.add_argument("--threads", type=int, default=1)
+    keeper = verbs.add_parser("collect", help="copy a run's small files into the evidence")
+    keeper.add_argument("run", type=Path)
+    keeper.add_argument("--evidence", type=Path,
+                        default=HERE.parents[1] / "evidence" / "side-by-side")
+    args = parser.parse_args()
+    {"authors": run_authors, "clcc": run_clcc, "score": score, "collect": collect}[args.verb](args)
+
+
+if __name__ == "__main__":
+    main()
