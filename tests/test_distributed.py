@@ -37,6 +37,19 @@ def test_ranks_share_an_epoch_without_overlap():
     assert sorted(_indices(single, 0, "image")) == list(range(8))
 
 
+
+@pytest.mark.parametrize("labelled,drop_last,sizes", [(5, False, [2, 2, 1]), (5, True, [2, 2]),
+                                                      (1, True, [1])])
+def test_an_epoch_drops_its_short_labelled_batch_when_asked(labelled, drop_last, sizes):
+    """As SSL4MIS's TwoStreamBatchSampler and UniMatch's drop_last loaders (68 slices in
+    batches of 6: 11 steps, not 12); a set smaller than one batch still gives one step."""
+    images = np.zeros((10, 2, 2, 1), np.uint8)
+    batches = TrainBatches(images, images[..., 0], np.arange(labelled), np.arange(5, 10), 2, 2,
+                           seed=0, drop_last=drop_last)
+    assert [len(b["image"]) for b in batches.epoch(0)] == sizes
+    assert all(len(b["image_u"]) == 2 for b in batches.epoch(0))
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tiny_config, tmp_path):
     cfg = tiny_config("method.name=mean-teacher", "train.epochs=2", "train.name=ddp")

@@ -77,7 +77,7 @@ def test_branch_weights(name, expected, monkeypatch):
     method = build_method(name, SIZE, widths=WIDTHS)
     method.supervised_loss = lambda logits, mask: torch.tensor(8.0)
     terms = {"loss_u_s1": 1.0, "loss_u_s2": 2.0, "loss_u_w_fp": 4.0}
-    monkeypatch.setattr(method, "unlabelled_losses", lambda img, mask, keep, extra: {
+    monkeypatch.setattr(method, "unlabelled_losses", lambda img, mask, keep, extra, mix: {
         k: torch.tensor(terms[k]) for k in method.weights})
     loss, logs = method.training_step(_batch(), 0.5)
     assert loss.item() == pytest.approx(expected) and set(method.weights) <= set(logs)
@@ -104,3 +104,57 @@ def test_batched_blur_equals_a_plain_gaussian_convolution():
     k2 = (k1[:, None] * k1[None, :]).expand(3, 1, 7, 7)
     want = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="reflect"), k2, groups=3)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def _recorded_passes(method, monkeypatch):
+    """(training mode, input) of every pass through the method's U-Net."""
+    calls = []
+    forward = method.model.forward
+
+    def recording(x):
+        calls.append((method.model.training, x.detach().clone()))
+        return forward(x)
+
+    monkeypatch.setattr(method.model, "forward", recording)
+    return calls
+
+
+def test_fixmatch_pastes_from_a_second_batch_predicted_in_eval_mode(monkeypatch):
+    """As UniMatch's script: the CutMix partner is a second unlabelled batch (`img_u_w_mix`,
+    the second half of what the engine draws), predicted with dropout off and BatchNorm's
+    running statistics, and the box shows that batch's own strong view."""
+    torch.manual_seed(0)
+    method = build_method("fixmatch", SIZE, widths=WIDTHS)
+    assert method.unlabelled_batches == 2
+    monkeypatch.setattr(fixmatch, "cutmix_boxes", lambda b, size: torch.ones(b, size, size))
+    monkeypatch.setattr(fixmatch, "strong_view", lambda x: x)
+    calls = _recorded_passes(method, monkeypatch)
+    batch = _batch()
+    batch["image_u"] = torch.randn(4, 3, SIZE, SIZE)
+    method.training_step(batch, 0.5)
+    (mix_mode, mix_in), (weak_mode, weak_in), (strong_mode, strong_in) = calls
+    assert not mix_mode and torch.equal(mix_in, batch["image_u"][2:])
+    assert weak_mode and torch.equal(weak_in[2:], batch["image_u"][:2])
+    assert strong_mode and torch.equal(strong_in, batch["image_u"][2:])  # whole-image boxes
+    assert method.model.training
+
+
+def test_fixmatch_same_batch_partner_keeps_the_former_behaviour(monkeypatch):
+    method = build_method("fixmatch", SIZE, {"mix": "same_batch"}, widths=WIDTHS)
+    assert method.unlabelled_batches == 1
+    monkeypatch.setattr(fixmatch, "cutmix_boxes", lambda b, size: torch.ones(b, size, size))
+    monkeypatch.setattr(fixmatch, "strong_view", lambda x: x)
+    calls = _recorded_passes(method, monkeypatch)
+    batch = _batch()
+    method.training_step(batch, 0.5)
+    (weak_mode, _), (strong_mode, strong_in) = calls
+    assert weak_mode and strong_mode
+    assert torch.equal(strong_in, batch["image_u"].roll(1, dims=0))
+
+
+def test_the_engine_draws_the_second_batch(tiny_config):
+    from clcc.engine.trainer import Trainer
+
+    trainer = Trainer(tiny_config("method.name=fixmatch"))
+    batch = next(iter(trainer.batches.epoch(0)))
+    assert len(batch["image_u"]) == 2 * trainer.cfg.train.unlabelled_batch

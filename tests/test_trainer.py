@@ -263,3 +263,18 @@ def test_sgd_with_momentum_when_asked():
     sgd = make_optimizer(optim, [torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+
+
+def test_a_run_counted_in_iterations_validates_at_exactly_every_nth_step(tiny_config):
+    """As SSL4MIS and UniMatch: after step 3 and 6 of a run whose epochs are 4 steps long
+    (8 labelled images, batches of 2), not at the epoch ends; best.pt names its epoch."""
+    from clcc.engine.checkpoint import load_checkpoint
+    from clcc.engine.trainer import train
+
+    cfg = tiny_config("train.iterations=6", "train.eval_every=3")
+    train(cfg)
+    rows = [json.loads(line) for line in (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 6]
+    assert [r.get("val_step") for r in rows] == [3, 6]
+    best = load_checkpoint(cfg.run_dir() / "best.pt")["epoch"]
+    assert best in (1, 2)

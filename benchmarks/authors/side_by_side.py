@@ -264,26 +264,32 @@ def clcc_validation(out: Path) -> list[tuple[int, float]]:
     curve = []
     for line in metrics.read_text().splitlines():
         row = json.loads(line)
-        if "val_dice" in row:
-            curve.append((int(row.get("iteration", row.get("step", 0))), 100 * row["val_dice"]))
+        if "val/dice" in row:
+            curve.append((int(row.get("val_step", row["step"])), 100 * row["val/dice"]))
     return curve
 
 
 def score(args: argparse.Namespace) -> None:
     """clcc's per-volume test metrics of the checkpoint the run chose."""
-    from clcc.engine.authors import load_authors_model
-    from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
+    import torch
+
     from clcc.data.prepare import PreparedData
-    from clcc.engine.runtime import Runtime
-    from clcc.metrics import summarise
+    from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
+    from clcc.engine.predict import load_trained_model
+    from clcc.engine.runtime import make_runtime
+    from clcc.models.authors_weights import load_authors_model
 
     run = json.loads((args.run / "run.json").read_text())
+    torch.set_num_threads(args.threads)
     data = PreparedData.open(args.prepared, Protocol().size)
-    model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
-    runtime = Runtime.cpu(threads=args.threads)
+    if run["side"] == "clcc":
+        _, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
+    else:
+        model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
+        runtime = make_runtime("cpu", "fp32")
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
-    (args.run / "summary.json").write_text(json.dumps(summarise(rows), indent=2) + "\n")
+    (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} volumes")
 
 

@@ -68,6 +68,8 @@ class TrainConfig:
     # and eval_every counts steps too
     labelled_batch: int = 4
     unlabelled_batch: int = 4
+    drop_last: bool = False  # an epoch drops its short last labelled batch, as SSL4MIS's
+    # TwoStreamBatchSampler and UniMatch's loaders do (kept when it is the only batch)
     eval_every: int = 5  # validate every N epochs (and after the last)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

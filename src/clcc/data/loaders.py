@@ -71,6 +71,7 @@ class TrainBatches:
         rank: int = 0,
         world: int = 1,
         pin_memory: bool = False,
+        drop_last: bool = False,
     ) -> None:
         if len(labelled) == 0:
             raise ValueError("the labelled subset is empty")
@@ -79,10 +80,14 @@ class TrainBatches:
         self.labelled_batch = labelled_batch
         self.unlabelled_batch = unlabelled_batch if len(self.unlabelled) else 0
         self.seed, self.rank, self.world = seed, rank, world
-        self.pin_memory = pin_memory
+        self.pin_memory, self.drop_last = pin_memory, drop_last
 
     @property
     def global_steps_per_epoch(self) -> int:
+        """Labelled batches an epoch: the short last one dropped when asked (and there are
+        whole ones)."""
+        if self.drop_last:
+            return max(1, len(self.labelled) // self.labelled_batch)
         return math.ceil(len(self.labelled) / self.labelled_batch)
 
     def __len__(self) -> int:

@@ -176,9 +176,10 @@ class Trainer:
         )
         self.batches = TrainBatches(
             self.data.images, self.data.masks, self.data.labelled(cfg.data.selection),
-            unlabelled, t.labelled_batch, t.unlabelled_batch, t.seed,
+            unlabelled, t.labelled_batch, t.unlabelled_batch * self.method.unlabelled_batches,
+            t.seed,
             rank=self.dist.rank, world=self.dist.world,
-            pin_memory=self.runtime.device.type == "cuda",
+            pin_memory=self.runtime.device.type == "cuda", drop_last=t.drop_last,
         )
         self.step_module: torch.nn.Module = self.method
         if self.dist.enabled:
@@ -231,8 +232,30 @@ class Trainer:
             "epoch": self.epoch,
         }
 
-    def _train_epoch(self) -> dict[str, float]:
+    def _validation_due(self, before: int) -> bool:
+        """A run counted in iterations validates right after every `eval_every`-th step, as
+        SSL4MIS and UniMatch do; one counted in epochs at the end of every `eval_every`-th
+        epoch. Both validate after their last step."""
+        if self.step == self.total_steps:
+            return True
+        if self.cfg.train.iterations:
+            return self.step % self.eval_steps == 0
+        return self.step // self.eval_steps > before // self.eval_steps
+
+    def _validate_and_keep_best(self, val: list[str], epoch: int) -> dict[str, Any]:
+        """Validation metrics now (logged with the step they were taken at); best.pt when the
+        Dice is the best so far. `epoch`: the (1-based) epoch the step belongs to."""
+        scores = self._validate(val)
+        if scores["dice"] > self.best_dice:
+            self.best_dice, self.best_epoch = scores["dice"], epoch
+            if self.dist.is_main:
+                save_checkpoint(self.run_dir / "best.pt", {**self._model_state(), "epoch": epoch})
+        return {"val_step": self.step, **{f"val/{k}": v for k, v in scores.items()}}
+
+    def _train_epoch(self, val: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Mean training logs of one epoch, and the last validation made during it."""
         cfg = self.cfg.train
+        validated: dict[str, Any] = {}
         gen = epoch_generator(cfg.seed, self.epoch, AUGMENT_STREAM) if cfg.augment else None
         self.method.train()
         sums: dict[str, torch.Tensor] = {}
@@ -260,6 +283,8 @@ class Trainer:
             self.method.after_step(self.step)
             for key, value in {"loss": loss.detach(), **logs}.items():
                 sums[key] = sums.get(key, 0) + value.float()
+            if cfg.iterations and self._validation_due(self.step - 1):
+                validated = self._validate_and_keep_best(val, self.epoch + 1)
             bar.update()
             if show_bar and (i % 10 == 0 or i + 1 == len(self.batches)):
                 bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
@@ -267,7 +292,8 @@ class Trainer:
         keys = sorted(sums)
         totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), self.dist)
         steps *= self.dist.world
-        return {f"train/{k}": v / steps for k, v in zip(keys, totals.tolist(), strict=True)}
+        means = {f"train/{k}": v / steps for k, v in zip(keys, totals.tolist(), strict=True)}
+        return means, validated
 
     def _validate(self, val: list[str]) -> dict[str, float]:
         """Mean validation metrics; with several ranks each scores a shard, then all-reduce."""
@@ -290,17 +316,13 @@ class Trainer:
             started = time.perf_counter()
             record: dict[str, Any] = {"epoch": self.epoch + 1}
             before = self.step
-            record.update(self._train_epoch())
+            means, validated = self._train_epoch(val)
+            record.update(means)
             self.epoch += 1
+            if not cfg.iterations and self._validation_due(before):
+                validated = self._validate_and_keep_best(val, self.epoch)
             record["step"], record["lr"] = self.step, self.scheduler.get_last_lr()[0]
-            if self.step // self.eval_steps > before // self.eval_steps or (
-                    self.epoch == self.epochs):
-                scores = self._validate(val)
-                record.update({f"val/{k}": v for k, v in scores.items()})
-                if scores["dice"] > self.best_dice:
-                    self.best_dice, self.best_epoch = scores["dice"], self.epoch
-                    if self.dist.is_main:
-                        save_checkpoint(self.run_dir / "best.pt", self._model_state())
+            record.update(validated)
             record["time_s"] = round(time.perf_counter() - started, 3)
             if self.log is not None:
                 self.log.write(record)

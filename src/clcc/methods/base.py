@@ -41,6 +41,13 @@ class Method(nn.Module):
         self.supervised_loss = model.labels.supervised_loss()  # `build_method` may choose
         # another (the CLCC authors' form)
 
+    @property
+    def unlabelled_batches(self) -> int:
+        """How many unlabelled batches a step takes (the engine draws them as one `image_u`
+        of that many times `train.unlabelled_batch` images): FixMatch's CutMix partners are a
+        second batch, as UniMatch draws them."""
+        return 1
+
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         """Total loss to backpropagate and named (detached) parts; progress in [0, 1]."""
         raise NotImplementedError

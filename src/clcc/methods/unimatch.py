@@ -6,8 +6,8 @@ FixMatch (`clcc.methods.fixmatch`) with two changes: two strong views of each un
 view: the decoder also runs on the encoder features after channel dropout (Dropout2d, 0.5), in
 the same pass as the clean features. Every unlabelled term is the confident-pixel Dice over the
 classes against the weak pseudo-labels (threshold 0.95); loss = (loss_x + 0.25·loss_u_s1 +
-0.25·loss_u_s2 + 0.5·loss_u_w_fp) / 2, as in the script. The adaptations of FixMatch's docstring
-apply (CutMix partner from the same batch).
+0.25·loss_u_s2 + 0.5·loss_u_w_fp) / 2, as in the script. The CutMix partner and the adaptations
+are FixMatch's (its docstring).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from clcc.methods.base import register
-from clcc.methods.fixmatch import FixMatch
+from clcc.methods.fixmatch import FixMatch, Mixed
 
 
 @register("unimatch")
@@ -36,8 +36,8 @@ class UniMatch(FixMatch):
             "prob_u_w_fp": self.labels.probabilities(perturbed[n:])}
 
     def unlabelled_losses(self, img_u_w: torch.Tensor, mask_u_w: torch.Tensor,
-                          keep: torch.Tensor, extra: dict[str, torch.Tensor]
-                          ) -> dict[str, torch.Tensor]:
-        terms = super().unlabelled_losses(img_u_w, mask_u_w, keep, extra)
+                          keep: torch.Tensor, extra: dict[str, torch.Tensor],
+                          mix: Mixed | None = None) -> dict[str, torch.Tensor]:
+        terms = super().unlabelled_losses(img_u_w, mask_u_w, keep, extra, mix)
         terms["loss_u_w_fp"] = self.labels.masked_dice_loss(extra["prob_u_w_fp"], mask_u_w, keep)
         return terms
