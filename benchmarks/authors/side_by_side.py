@@ -160,6 +160,7 @@ def run_authors(args: argparse.Namespace) -> None:
         for entry in script.parent.iterdir():
             (cwd / entry.name).symlink_to(entry)
         snapshot = work / "model"
+        env["SHIM_VAL_SIZE"] = str(protocol.size)
     else:
         script_args = unimatch_files(checkout, recipe, work, root, labelled, protocol)
         shim_args, cwd, snapshot = {}, work, work / "snapshot"
@@ -182,7 +183,8 @@ def run_authors(args: argparse.Namespace) -> None:
         "threads": args.threads, "protocol": vars(protocol) | {
             "iterations": recipe.iterations(protocol),
             "eval_every": recipe.clcc_eval_every(protocol)},
-        "shim": [line for line in log_text.splitlines() if line.startswith(("[shim]", "[harness]"))],
+        "shim": [line for line in log_text.splitlines()
+                 if line.startswith(("[shim]", "[harness]"))],
         "returncode": result.returncode, "wall_s": round(wall, 1),
         "checkpoint": str(checkpoints[0]) if checkpoints else None,
         "python": subprocess.run([str(args.python), "-c", "import torch, torchvision; "
@@ -192,7 +194,8 @@ def run_authors(args: argparse.Namespace) -> None:
     }
     write_validation(out, validation_curve(log_text, recipe))
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"[harness] exit {result.returncode} after {wall:.0f} s; checkpoint {record['checkpoint']}")
+    print(f"[harness] exit {result.returncode} after {wall:.0f} s; "
+          f"checkpoint {record['checkpoint']}")
     if result.returncode:
         raise SystemExit(result.returncode)
 
@@ -290,7 +293,8 @@ def score(args: argparse.Namespace) -> None:
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
     (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} volumes")
+    print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} "
+          f"over {len(rows)} volumes")
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -305,6 +309,33 @@ def collect(args: argparse.Namespace) -> None:
     print(f"{target}: {sorted(p.name for p in target.iterdir())}")
 
 
+BEGIN, END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
+
+
+def report(args: argparse.Namespace) -> None:
+    """The tables and the validation-curve figure of every collected run, written between the
+    markers of docs/fidelity.md (the rest of the page is prose)."""
+    from clcc.report.fidelity import (
+        curves_figure,
+        fidelity_rows,
+        markdown_table,
+        read_runs,
+        runs_table,
+    )
+
+    runs = read_runs(args.evidence)
+    figure = args.doc.parent / "figures" / "fidelity-curves.png"
+    curves_figure(runs, figure)
+    block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs)), "Every run:",
+                          runs_table(runs), f"![validation curves](figures/{figure.name})", END])
+    text = args.doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{args.doc}: no {BEGIN} … {END} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    args.doc.write_text(head + block + rest.split(END, 1)[1])
+    print(f"{args.doc}: {len(runs)} runs; {figure}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -317,7 +348,8 @@ def main() -> None:
     authors.add_argument("--seed", type=int, default=0)
     authors.add_argument("--threads", type=int, default=1)
     authors.add_argument("--out", type=Path, required=True)
-    authors.add_argument("--iterations", type=int, default=Protocol.iterations,
+    authors.add_argument("--iterations", type=int,
+                         default=Protocol.iterations,
                          help="shorter for a smoke test only")
     ours = verbs.add_parser("clcc", help="train clcc's same method at the same protocol")
     ours.add_argument("recipe", choices=sorted(RECIPES))
@@ -337,8 +369,13 @@ def main() -> None:
     keeper.add_argument("run", type=Path)
     keeper.add_argument("--evidence", type=Path,
                         default=HERE.parents[1] / "evidence" / "side-by-side")
+    reporter = verbs.add_parser("report", help="fill docs/fidelity.md's tables and figure")
+    reporter.add_argument("--evidence", type=Path,
+                          default=HERE.parents[1] / "evidence" / "side-by-side")
+    reporter.add_argument("--doc", type=Path, default=HERE.parents[1] / "docs" / "fidelity.md")
     args = parser.parse_args()
-    {"authors": run_authors, "clcc": run_clcc, "score": score, "collect": collect}[args.verb](args)
+    {"authors": run_authors, "clcc": run_clcc, "score": score, "collect": collect,
+     "report": report}[args.verb](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ prints every change it makes (prefixed `[shim]`) so that the run's log states th
 - torch runs on `SHIM_THREADS` threads (default 1);
 - `SHIM_SEED` seeds Python, NumPy and torch before the script runs (for scripts that never seed);
 - `SHIM_ARGS` (a JSON object) sets parsed command-line arguments the script offers no usable
-  flag for (SSL4MIS's `--patch_size` is `type=list`).
+  flag for (SSL4MIS's `--patch_size` is `type=list`);
+- `SHIM_VAL_SIZE` validates SSL4MIS's 2-D scripts at that size: their `val_2D` zooms every
+  validation slice to a default 256² that no argument reaches, whatever `--patch_size` trained.
 """
 
 from __future__ import annotations
@@ -81,6 +83,16 @@ def _install() -> None:
             return namespace
 
         argparse.ArgumentParser.parse_args = parse_with_overrides
+
+    val_size = os.environ.get("SHIM_VAL_SIZE")
+    if val_size:
+        import val_2D  # SSL4MIS's, found through PYTHONPATH
+
+        size = [int(val_size), int(val_size)]
+        for name in ("test_single_volume", "test_single_volume_ds"):
+            function = getattr(val_2D, name)
+            function.__defaults__ = (size,)
+            _say(f"val_2D.{name}: patch_size default [256, 256] -> {size}")
 
 
 if os.environ.get("SHIM_ACTIVE") == "1":

@@ -39,8 +39,8 @@ def ssl4mis_key(key: str) -> str | None:
         match = re.match(pattern, key)
         if match:
             number = int(match.group(1)) if match.groups() else 0
-            target = target.format(up=number - 1, aux=3 - number)  # up1…4 → 0…3; dp3…1 → 0…2
-            return re.sub(pattern, target, key)
+            name = target.format(up=number - 1, aux=3 - number)  # up1…4 → 0…3; dp3…1 → 0…2
+            return re.sub(pattern, name, key)
     raise KeyError(f"{key}: not a layer of SSL4MIS's UNet or UNet_URPC")
 
 

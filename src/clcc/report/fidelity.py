@@ -1,0 +1,134 @@
+"""docs/fidelity.md from side-by-side runs: per method, the authors' code against clcc.
+
+Each run folder (`benchmarks/authors/side_by_side.py collect` copies them into
+`evidence/side-by-side/`) holds `run.json` (side, recipe, seed, command, commit, shim changes,
+wall time), `summary.json` (clcc's per-volume test metrics of the checkpoint the run chose) and
+`validation.csv` (the run's own validation curve). Runs of one recipe are grouped by side; the
+difference authors − clcc gets Welch's interval over seeds, and the verdict reads "same within
+seed noise" when that interval holds 0, "differs" when it does not, and "1 seed a side: not
+decided" when either side has a single run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clcc.report.stats import welch_interval
+
+
+@dataclass(frozen=True)
+class SideBySideRun:
+    folder: Path
+    side: str  # "authors" or "clcc"
+    recipe: str
+    seed: int
+    test_dice: float  # %, mean over the test volumes
+    wall_s: float
+    curve: list[tuple[int, float]]  # (iteration, validation Dice %)
+    record: dict
+
+
+def read_run(folder: Path) -> SideBySideRun | None:
+    """One run folder, or None while it has no test score yet."""
+    record_file, summary_file = folder / "run.json", folder / "summary.json"
+    if not (record_file.is_file() and summary_file.is_file()):
+        return None
+    record = json.loads(record_file.read_text())
+    summary = json.loads(summary_file.read_text())
+    curve = []
+    if (folder / "validation.csv").is_file():
+        with open(folder / "validation.csv") as f:
+            curve = [(int(r["iteration"]), float(r["val_dice"])) for r in csv.DictReader(f)]
+    return SideBySideRun(folder, record["side"], record["recipe"], int(record["seed"]),
+                         100 * float(summary["dice"]["mean"]), float(record["wall_s"]), curve,
+                         record)
+
+
+def read_runs(evidence: Path) -> list[SideBySideRun]:
+    runs = [read_run(f) for f in sorted(evidence.iterdir()) if f.is_dir()]
+    return [r for r in runs if r is not None]
+
+
+def verdict(authors: list[float], ours: list[float]) -> tuple[dict[str, float], str]:
+    interval = welch_interval(authors, ours)
+    if np.isnan(interval["ci_low"]):
+        return interval, "1 seed a side: not decided"
+    holds_zero = interval["ci_low"] <= 0 <= interval["ci_high"]
+    return interval, "same within seed noise" if holds_zero else "differs"
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (n = 1)"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n = {len(values)})"
+
+
+def fidelity_rows(runs: list[SideBySideRun]) -> list[dict[str, str]]:
+    """One row per recipe with both sides' test Dice, the difference and the verdict."""
+    rows = []
+    for recipe in sorted({r.recipe for r in runs}):
+        authors = [r.test_dice for r in runs if r.recipe == recipe and r.side == "authors"]
+        ours = [r.test_dice for r in runs if r.recipe == recipe and r.side == "clcc"]
+        if authors and ours:
+            interval, said = verdict(authors, ours)
+            low, high = interval["ci_low"], interval["ci_high"]
+            shown = f"{interval['mean_diff']:+.2f}" + (
+                "" if np.isnan(low) else f" [{low:+.2f}, {high:+.2f}]")
+        else:
+            shown, said = "—", "one side not run yet"
+        rows.append({"recipe": recipe, "authors": _mean_sd(authors), "clcc": _mean_sd(ours),
+                     "difference": shown, "verdict": said})
+    return rows
+
+
+def curves_figure(runs: list[SideBySideRun], path: Path) -> None:
+    """Validation Dice against iteration, one panel per recipe, authors' runs solid and
+    clcc's dashed (one line per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recipes = sorted({r.recipe for r in runs})
+    fig, axes = plt.subplots(1, max(1, len(recipes)), figsize=(4.2 * max(1, len(recipes)), 3.2),
+                             squeeze=False)
+    for ax, recipe in zip(axes[0], recipes, strict=False):
+        for run in (r for r in runs if r.recipe == recipe and r.curve):
+            its, dice = zip(*run.curve, strict=True)
+            style = "-" if run.side == "authors" else "--"
+            colour = "tab:blue" if run.side == "authors" else "tab:orange"
+            ax.plot(its, dice, style, color=colour, label=f"{run.side} seed {run.seed}")
+        ax.set_title(recipe, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("validation Dice (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    lines = ["| recipe | authors' code: test Dice % | clcc: test Dice % | authors − clcc "
+             "[95 % interval over seeds] | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {r['recipe']} | {r['authors']} | {r['clcc']} | {r['difference']} | "
+              f"{r['verdict']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def runs_table(runs: list[SideBySideRun]) -> str:
+    """Every run: side, seed, test Dice, best validation, wall time, CPU."""
+    lines = ["| recipe | side | seed | test Dice % | best validation % | wall (min) | CPU |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.seed)):
+        best = max((d for _, d in r.curve), default=float("nan"))
+        lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.test_dice:.2f} | {best:.2f} | "
+                     f"{r.wall_s / 60:.1f} | {r.record.get('cpu', '?')} |")
+    return "\n".join(lines)

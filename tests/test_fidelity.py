@@ -1,0 +1,55 @@
+"""The side-by-side report: Welch's interval, verdicts, the table and the figure."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from clcc.report.fidelity import curves_figure, fidelity_rows, read_runs, verdict
+from clcc.report.stats import welch_interval
+
+
+def test_welch_interval_by_hand_and_against_scipy():
+    a, b = [2.0, 4.0], [1.0, 1.5, 2.0]
+    got = welch_interval(a, b)
+    # means 3 and 1.5; variances of the means 2/2 = 1 and 0.25/3
+    assert got["mean_diff"] == pytest.approx(1.5)
+    se = math.sqrt(1 + 0.25 / 3)
+    dof = (1 + 0.25 / 3) ** 2 / (1 / 1 + (0.25 / 3) ** 2 / 2)
+    half = stats.t.ppf(0.975, dof) * se
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((1.5 - half, 1.5 + half))
+    reference = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((reference.low, reference.high))
+
+
+def test_verdicts():
+    assert verdict([44.0], [23.0])[1] == "1 seed a side: not decided"
+    assert verdict([44.0, 45.0, 46.0], [23.0, 20.0, 22.0])[1] == "differs"
+    assert verdict([44.0, 40.0, 48.0], [45.0, 41.0, 47.0])[1] == "same within seed noise"
+
+
+def _run(folder, side, recipe, seed, dice, curve=((100, 10.0), (200, 20.0))):
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(
+        {"side": side, "recipe": recipe, "seed": seed, "wall_s": 600, "cpu": "test CPU"}))
+    (folder / "summary.json").write_text(json.dumps({"dice": {"mean": dice / 100}}))
+    (folder / "validation.csv").write_text(
+        "iteration,val_dice\n" + "".join(f"{i},{d}\n" for i, d in curve))
+
+
+def test_rows_group_runs_by_recipe_and_side(tmp_path):
+    for seed, (ours, theirs) in enumerate([(40.0, 44.0), (42.0, 45.0)]):
+        _run(tmp_path / f"fm-clcc-{seed}", "clcc", "fixmatch", seed, ours)
+        _run(tmp_path / f"fm-authors-{seed}", "authors", "fixmatch", seed, theirs)
+    _run(tmp_path / "sup-authors-0", "authors", "supervised", 0, 37.0)
+    (tmp_path / "unscored").mkdir()  # a run without summary.json yet is left out
+    runs = read_runs(tmp_path)
+    assert len(runs) == 5
+    rows = {r["recipe"]: r for r in fidelity_rows(runs)}
+    assert rows["fixmatch"]["authors"] == f"44.50 ± {np.std([44, 45], ddof=1):.2f} (n = 2)"
+    assert rows["fixmatch"]["difference"].startswith("+3.50 [")
+    assert rows["supervised"]["verdict"] == "one side not run yet"
+    curves_figure(runs, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
