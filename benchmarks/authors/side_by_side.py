@@ -354,7 +354,8 @@ def main() -> None:
     ours = verbs.add_parser("clcc", help="train clcc's same method at the same protocol")
     ours.add_argument("recipe", choices=sorted(RECIPES))
     ours.add_argument("--prepared", type=Path, required=True)
-    ours.add_argument("--config", type=Path, default=HERE.parents[1] / "configs" / "acdc-quick.yaml")
+    ours.add_argument("--config", type=Path,
+                      default=HERE.parents[1] / "configs" / "acdc-quick.yaml")
     ours.add_argument("--seed", type=int, default=0)
     ours.add_argument("--threads", type=int, default=1)
     ours.add_argument("--set", action="append", default=[], help="a further clcc override")
