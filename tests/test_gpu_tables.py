@@ -20,18 +20,22 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-tables"
 
 @pytest.mark.slow
 def test_gpu_tables_runs_what_fits_and_packs_the_results(tmp_path: Path):
+    """The first pass only (`--passes 1`) with a budget no machine spends on it: what runs
+    does not depend on how fast or busy the machine is (the budget logic itself is tested
+    with an injected clock in test_report.py)."""
     write_synthetic(tmp_path / "raw", count=30, size=48)
     sets = [a for s in TINY if not s.startswith("train.threads") for a in ("--set", s)]
     cmd = [str(SCRIPT), "--source", str(tmp_path / "raw"), "--kind", "folder", "--labelled", "6",
-           "--budget", "0.4", "--jobs", "2", "--output", "out", "--patches", "2",
-           "--evidence", str(tmp_path / "evidence"), *sets]
+           "--budget", "120", "--passes", "1", "--jobs", "2", "--output", "out",
+           "--patches", "2", "--evidence", str(tmp_path / "evidence"), *sets]
     env = {**os.environ, "PYTHON": sys.executable}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "gpu-tables: time budget spent" in done.stdout or "patch_bn=frozen" in done.stdout
+    assert "mean-teacher" not in done.stdout  # the second pass was not asked for
     table = json.loads((tmp_path / "out" / "grid" / "table.json").read_text())
-    assert [r["method"] for r in table["rows"]][:2] == ["supervised", "clcc:n=2"]  # priority
+    assert [r["method"] for r in table["rows"]] == ["supervised", "clcc:n=2"]
+    assert all(r["selections"] == [0, 1, 2] for r in table["rows"])
     with tarfile.open(tmp_path / "out" / "results.tgz") as tar:
         names = tar.getnames()
     assert "grid/table.md" in names and "machine.txt" in names
@@ -44,7 +48,8 @@ def test_gpu_tables_runs_what_fits_and_packs_the_results(tmp_path: Path):
     assert "supervised-sel0/results.json" in kept and "command.txt" in kept
     assert not [n for n in kept if n.endswith(".pt")]
     finished = len([n for n in kept if n.endswith("/results.json")])
-    again = [*cmd[:cmd.index("--budget")], "--budget", "0.3", *cmd[cmd.index("--budget") + 2:]]
+    assert finished == 6
+    again = cmd
     (tmp_path / "fresh").mkdir()
     done = subprocess.run(again, env=env, capture_output=True, text=True, timeout=600,
                           cwd=tmp_path / "fresh")

@@ -288,3 +288,41 @@ def test_a_grid_is_checked_whole_before_its_first_run(synth_prepared, tmp_path, 
     with pytest.raises(ClccError, match=message):
         run_grid(None, sets, methods, selections, tmp_path / "grid", report=False)
     assert not (tmp_path / "grid").exists()
+
+
+# --- issue 30, item 4: no traceback and no NaN with exit 0 ------------------------------------
+
+@pytest.mark.parametrize("method", ["mean-teacher", "fixmatch"])
+def test_a_semi_supervised_method_without_unlabelled_images_is_refused(tiny_config, method):
+    cfg = tiny_config(f"method.name={method}", "train.unlabelled_batch=0")
+    from clcc.engine.trainer import Trainer
+
+    with pytest.raises(ClccError, match="learns from unlabelled images, but "
+                                        "train.unlabelled_batch is 0"):
+        Trainer(cfg)
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_naming_the_step(tiny_config, monkeypatch):
+    from clcc.engine.trainer import Trainer
+    from clcc.methods.supervised import Supervised
+
+    step = Supervised.training_step
+    calls = []
+
+    def failing(self, batch, progress):
+        loss, logs = step(self, batch, progress)
+        calls.append(1)
+        return (loss * float("nan"), logs) if len(calls) == 3 else (loss, logs)
+
+    monkeypatch.setattr(Supervised, "training_step", failing)
+    with pytest.raises(ClccError, match=r"step 3: the loss is nan \(sup=.*training stopped"):
+        Trainer(tiny_config()).fit()
+
+
+def test_an_empty_selection_list_and_no_methods_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["experiment", "--methods", "supervised", "--selections=,", "--output",
+              str(tmp_path / "grid")])
+    assert info.value.code == 2 and "give at least one whole number" in capsys.readouterr().err
+    assert main(["experiment", "--methods", "", "--output", str(tmp_path / "grid")]) == 2
+    assert "--methods names no method" in capsys.readouterr().err

@@ -283,21 +283,26 @@ def test_grid_refuses_runs_made_with_another_config(experiment: Path, tmp_path: 
 @pytest.mark.slow
 def test_time_budget_stops_runs_resumably_and_tables_what_finished(experiment: Path,
                                                                    tmp_path: Path):
+    """The budget is read off an injected clock that jumps past it once the CLCC run has
+    started: the outcome does not depend on how fast the machine trains."""
     shutil.copytree(experiment, tmp_path / "grid")
     overrides = [*TINY, f"data.root={experiment.parent / 'prepared'}"]
+    started = tmp_path / "grid" / "clcc-n2-sel0" / "train.log"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         partial = run_grid(None, overrides,
                            ["supervised", "clcc:n=2"], [0], tmp_path / "grid", report=False,
-                           time_budget_s=0.5, poll_s=0.2)
+                           time_budget_s=0.5, poll_s=0.2,
+                           clock=lambda: 1000.0 if started.exists() else 0.0)
     assert partial["missing"] == ["clcc-n2-sel0"] and len(partial["rows"]) == 1
     assert "stop  clcc-n2-sel0: time budget spent (resumable)" in printed.getvalue()
     table = json.loads((tmp_path / "grid" / "table.json").read_text())
     assert [r["method"] for r in table["rows"]] == ["supervised"]
+    uamt_started = tmp_path / "grid2" / "uamt-sel0" / "train.log"
     with pytest.raises(ClccError, match="no run finished within the time budget"):
         run_grid(None, [*overrides, "train.epochs=40"], ["uamt"], [0], tmp_path / "grid2",
-                 report=False,
-                 time_budget_s=0.5, poll_s=0.2)
+                 report=False, time_budget_s=0.5, poll_s=0.2,
+                 clock=lambda: 1000.0 if uamt_started.exists() else 0.0)
     done = run_grid(None, overrides, ["supervised", "clcc:n=2"], [0], tmp_path / "grid",
                     report=False, poll_s=0.2)
     assert done["missing"] == [] and len(done["rows"]) == 2

@@ -26,12 +26,15 @@ def labelled_subset(text: str) -> float:
 
 
 def whole_numbers(text: str) -> tuple[int, ...]:
-    """Comma-separated whole numbers, e.g. 0,1,2."""
+    """Comma-separated whole numbers, e.g. 0,1,2 (at least one)."""
     try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
+        numbers = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, "
                                          "e.g. 0,1,2") from err
+    if not numbers:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one whole number, e.g. 0,1,2")
+    return numbers
 
 
 def class_names(text: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -174,12 +175,14 @@ class _Scheduler:
     left. Before the deadline it starts only runs that its finished runs of the same method say
     can finish in time; at the deadline it stops the running ones (they resume from last.pt)."""
 
-    def __init__(self, todo: list, total: int, config: Path | None, jobs: int) -> None:
+    def __init__(self, todo: list, total: int, config: Path | None, jobs: int,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
+        self.clock = clock  # seconds; tests give a clock of their own
         self.running: list[_Run] = []
         self.others = 0  # runs left to another process training them
         self.durations: dict[str, list[float]] = {}  # whole-run seconds of finished runs
-        self.started = time.perf_counter()
+        self.started = self.clock()
         self.threads = _threads_per_run(todo[0][2], jobs) if todo and jobs > 1 else 0
 
     def estimate_s(self, item: tuple) -> float | None:
@@ -210,7 +213,7 @@ class _Scheduler:
 
     def _run(self, poll_s: float, deadline: float) -> None:
         while self.todo or self.running:
-            now = time.perf_counter()
+            now = self.clock()
             if now > deadline:
                 self.stop_all("time budget spent")
                 return
@@ -246,7 +249,7 @@ class _Scheduler:
         log = open(cfg.run_dir() / "train.log", "a")
         epoch = _done(cfg)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.running.append(_Run(variant.entry, cfg, proc, log, time.perf_counter(), epoch,
+        self.running.append(_Run(variant.entry, cfg, proc, log, self.clock(), epoch,
                                  epoch))
         print(f"  start {cfg.run_dir().name}", flush=True)
 
@@ -264,7 +267,7 @@ class _Scheduler:
         if run.proc.returncode != 0:
             raise ClccError(f"run {run.cfg.run_dir()} failed; see "
                             f"{run.cfg.run_dir() / 'train.log'}")
-        took = time.perf_counter() - run.started
+        took = self.clock() - run.started
         if run.from_epoch < _length(run.cfg):
             self.durations.setdefault(run.entry, []).append(
                 whole_run_s(took, run.from_epoch, _length(run.cfg)))
@@ -283,7 +286,7 @@ class _Scheduler:
 
     def status(self) -> str:
         """Runs done / total, elapsed, and the time left from each run's own pace."""
-        now = time.perf_counter()
+        now = self.clock()
         lefts = [run_left_s(now - r.started, r.from_epoch, r.shown, _length(r.cfg))
                  for r in self.running]
         projected = [now - r.started + left for r, left in zip(self.running, lefts, strict=True)
@@ -371,16 +374,21 @@ def run_grid(
     overwrite: bool = False,
     time_budget_s: float | None = None,
     order: str = "methods",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Train every (method, selection) pair not yet finished, then write the tables and
     (with `report`) the figures and HTML report.
 
     With `time_budget_s`, a run starts only if it can finish before the budget is spent (timed
     by the finished runs of its method) and the runs still going are stopped then (they resume
-    from their last.pt next time); the tables hold the runs finished.
+    from their last.pt next time); the tables hold the runs finished. `clock` (seconds) is
+    what the budget is measured by.
     """
     if jobs < 1:
         raise ClccError(f"--jobs must be at least 1, got {jobs}")
+    if not methods:
+        raise ClccError("--methods names no method; give one or more, e.g. "
+                        "--methods 'supervised clcc:n=4'")
     if time_budget_s is not None and time_budget_s < 0:
         raise ClccError(f"--time-budget must be 0 (tables only) or more, got "
                         f"{time_budget_s / 60:g} minutes")
@@ -391,7 +399,7 @@ def run_grid(
     _refuse_stale(grid, overwrite)
     todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
-    scheduler = _Scheduler(todo, len(grid), config, jobs)
+    scheduler = _Scheduler(todo, len(grid), config, jobs, clock)
     budget = time_budget_s if time_budget_s is not None else float("inf")
     scheduler.run(poll_s, deadline=scheduler.started + budget)
     return tabulate(grid, output, reference, report)

@@ -169,6 +169,13 @@ class Trainer:
             labels=self.data.labels, in_channels=self.data.channels,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
+        if self.method.uses_unlabelled and (
+                t.unlabelled_batch == 0 or not len(self.data.unlabelled(cfg.data.selection))):
+            raise ClccError(f"method {cfg.method.name!r} learns from unlabelled images, but "
+                            + ("train.unlabelled_batch is 0" if t.unlabelled_batch == 0 else
+                               f"selection {cfg.data.selection} leaves none")
+                            + "; give it some (e.g. train.unlabelled_batch=4) or train "
+                            "`supervised`")
         unlabelled = (
             self.data.unlabelled(cfg.data.selection)
             if self.method.uses_unlabelled
@@ -274,6 +281,11 @@ class Trainer:
             batch = to_device_batch(host, self.runtime, gen, cfg.flips)
             with self.runtime.autocast():
                 loss, logs = self.step_module(batch, self.step / self.total_steps)
+            if not torch.isfinite(loss.detach()).item():
+                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in logs.items())
+                raise ClccError(f"step {self.step + 1}: the loss is {loss.item()} ({terms}); "
+                                f"training stopped (last.pt holds epoch {self.epoch}); lower "
+                                "optim.lr or check the data")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
