@@ -326,3 +326,72 @@ def test_an_empty_selection_list_and_no_methods_are_one_line(tmp_path, capsys):
     assert info.value.code == 2 and "give at least one whole number" in capsys.readouterr().err
     assert main(["experiment", "--methods", "", "--output", str(tmp_path / "grid")]) == 2
     assert "--methods names no method" in capsys.readouterr().err
+
+
+# --- issue 30, item 1: a checkpoint is checked against the data it is given -------------------
+
+def test_a_binary_rgb_model_on_a_grey_four_class_set_is_one_line(checkpoint, tmp_path, capsys):
+    from helpers import write_ssl4mis_acdc
+
+    write_ssl4mis_acdc(tmp_path / "acdc")
+    prepare("acdc", tmp_path / "acdc", tmp_path / "grey", labelled=1, size=32)
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")]
+    assert main([*args, "--data", str(tmp_path / "grey")]) == 2
+    err = capsys.readouterr().err
+    assert "takes RGB (3 channels) images but" in err and "grey (1 channel)" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_binary_model_on_a_four_class_set_is_refused_not_scored(checkpoint, tmp_path, capsys):
+    from clcc.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "raw", count=12, size=32, classes=4)
+    prepare("folder", tmp_path / "raw", tmp_path / "heart", labelled=4, size=32,
+            classes=("rv", "myo", "lv"))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "heart"),
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "segments foreground but" in capsys.readouterr().err
+
+
+# --- issue 30, item 3: memory estimated before it is spent ------------------------------------
+
+@pytest.mark.parametrize("size", [-5, 30000])
+def test_a_cache_size_out_of_range_is_one_line_before_any_decoding(tmp_path, capsys, size):
+    _raw(tmp_path / "raw")
+    assert main(["data", "prepare", "folder", "--source", str(tmp_path / "raw"), "--output",
+                 str(tmp_path / "p"), "--size", str(size)]) == 2
+    assert f"--size {size}: give the cache side in pixels, 1 … 2048" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_cache_that_cannot_fit_in_memory_is_refused_with_the_figures():
+    from clcc.data.prepare import check_cache_memory
+
+    check_cache_memory(1000, 320, 3, available=2**30)  # 0.38 GiB: fits
+    with pytest.raises(ClccError, match=r"--size 2048: the cache of 1000 images would need "
+                                        r"15\.6 GiB of memory, 8\.0 GiB is available"):
+        check_cache_memory(1000, 2048, 3, available=8 * 2**30)
+
+
+# --- issue 30, item 6: interrupts and messages --------------------------------------------------
+
+def test_after_ctrl_c_train_names_the_command_that_resumes():
+    from clcc.cli import resume_hint
+
+    assert resume_hint(["train", "--config", "my run.yaml"]) == (
+        "rerun `clcc train --config 'my run.yaml' --resume` to continue")
+    assert resume_hint(["train", "--resume"]) == "rerun `clcc train --resume` to continue"
+    assert resume_hint(["data", "prepare", "acdc"]) == "rerun the same command to resume"
+
+
+def test_a_full_disk_is_said_so_naming_the_place(monkeypatch, capsys):
+    import errno
+
+    import clcc.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/runs/last.pt")
+
+    monkeypatch.setattr(cli, "cmd_train", full)
+    assert cli.main(["train"]) == 2
+    assert capsys.readouterr().err.strip() == "clcc: error: /data/runs/last.pt: the disk is full"

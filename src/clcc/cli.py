@@ -4,7 +4,9 @@ ends with one clear line (exit status 2), not a traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
+import shlex
 import sys
 from pathlib import Path
 
@@ -134,7 +136,12 @@ def _results_line(results: dict) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.data.prepare import PreparedData
     from clcc.data.sources import labelled_pairs
-    from clcc.engine.evaluate import evaluate_prepared, recalibrate_batchnorm, write_per_image_csv
+    from clcc.engine.evaluate import (
+        check_fits,
+        evaluate_prepared,
+        recalibrate_batchnorm,
+        write_per_image_csv,
+    )
     from clcc.engine.predict import evaluate_cases, load_trained_model
     from clcc.files import OUTPUT_MARKER, claim, mark, staged_into, write_json
 
@@ -151,6 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                     "from); pass --data") if not root.is_absolute() and not args.data else ""
             raise ClccError(f"{root}: prepared data set not found{hint}")
         data = PreparedData.open(root, cfg.data.size)
+        check_fits(model, data, args.checkpoint, root)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
@@ -422,7 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resume_hint(argv: list[str]) -> str:
+    """What to run after an interrupt: `train` continues only with --resume."""
+    if argv[:1] == ["train"]:
+        words = argv if "--resume" in argv else [*argv, "--resume"]
+        return "rerun `clcc " + " ".join(shlex.quote(w) for w in words) + "` to continue"
+    return "rerun the same command to resume"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -430,11 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clcc: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a read-only folder or mount, a full disk, a path of the wrong kind
-        where = err.filename or "?"
-        print(f"clcc: error: {where}: {err.strerror or err}", file=sys.stderr)
+        where = err.filename or Path.cwd()
+        what = "the disk is full" if err.errno == errno.ENOSPC else err.strerror or err
+        print(f"clcc: error: {where}: {what}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clcc: interrupted; rerun the same command to resume (finished work is kept)",
+        print(f"clcc: interrupted; {resume_hint(argv)} (finished work is kept)",
               file=sys.stderr)
         return 130
     return 0

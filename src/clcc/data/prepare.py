@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clcc.config import MAX_SIZE
 from clcc.data.decode import Decoded, load_case
 from clcc.data.layouts import read_layout
 from clcc.data.sources import Case, Layout
@@ -211,8 +212,11 @@ def prepare(
     Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
     also what validates them); nothing is written unless all cases are good.
     """
+    check_size(size)
     previous = check_output(Path(source), Path(output), overwrite=overwrite)
     layout = read_layout(kind, Path(source))
+    if size and not layout.volumetric:
+        check_cache_memory(len(layout.cases), size, layout.channels)
     classes = classes or layout.classes
     try:
         labels = LabelSpace.from_names(classes).as_dict() if classes else None
@@ -255,6 +259,35 @@ def prepare(
         (output / stale).unlink(missing_ok=True)  # a list it wrote before (unedited, or
         # --overwrite) that this selection set no longer has
     return _summary(cases, splits, lists, count, depths, selections)
+
+
+def check_size(size: int | None) -> None:
+    if size is not None and not 0 <= size <= MAX_SIZE:
+        raise ClccError(f"--size {size}: give the cache side in pixels, 1 … {MAX_SIZE} (0: no "
+                        "cache yet)")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can have (MemAvailable), where it says."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_cache_memory(cases: int, size: int, channels: int,
+                       available: int | None = None) -> None:
+    """Refuse, before decoding, a 2-D cache that cannot be held in memory: the images and
+    masks of every case at size², put together once in memory before they are saved."""
+    need = cases * size * size * (channels + 1)
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise ClccError(f"--size {size}: the cache of {cases} images would need "
+                        f"{need / 2**30:.1f} GiB of memory, {available / 2**30:.1f} GiB is "
+                        "available; choose a smaller --size")
 
 
 def _split_lists(layout: Layout, splits: dict[str, list[str]], labelled: float,

@@ -14,6 +14,7 @@ from torch import nn
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
 from clcc.engine.runtime import Runtime
+from clcc.errors import ClccError
 from clcc.files import atomic_path
 from clcc.metrics import METRICS, class_metrics, summarise, volume_metrics
 from clcc.models.norm import bn_momentum
@@ -92,6 +93,24 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     zooms a volume's predicted slices back with order 0)."""
     return np.stack([np.asarray(Image.fromarray(p).resize((width, height), Image.NEAREST))
                      for p in labels])
+
+
+def check_fits(model: nn.Module, data: PreparedData, checkpoint: Path, root: Path) -> None:
+    """Refuse, before any image goes through it, a model whose input channels or classes are
+    not the prepared set's: a grey set through an RGB model ends in a PyTorch traceback, and
+    class-wise Dice against a truth of other classes is a wrong figure with exit 0."""
+    def kind(channels: int) -> str:
+        return {1: "grey (1 channel)", 3: "RGB (3 channels)"}.get(channels,
+                                                                 f"{channels} channels")
+
+    if model.in_channels != data.channels:
+        raise ClccError(f"{checkpoint}: the model takes {kind(model.in_channels)} images but "
+                        f"{root} holds {kind(data.channels)} ones; evaluate it on data like "
+                        "its training set")
+    if model.labels.names != data.labels.names:
+        raise ClccError(f"{checkpoint}: the model segments {', '.join(model.labels.names)} "
+                        f"but {root} is labelled {', '.join(data.labels.names)}; evaluate it "
+                        "on data with its classes")
 
 
 def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
