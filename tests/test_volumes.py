@@ -111,6 +111,7 @@ def test_nnunet_png_layout_is_grey_and_two_dimensional(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"channel_names": {"0": "T2", "1": "ADC"}}, "2 input channels; clcc trains on one"),
     ({"labels": {"background": 0, "whole": [1, 2]}}, "region-based"),
+    ({"labels": {"background": 0, "a": 1, "ignore": 2}}, "label 'ignore' (value 2) is nnU-Net"),
 ])
 def test_nnunet_refuses_what_clcc_cannot_train(tmp_path, capsys, change, message):
     write_nnunet(tmp_path / "raw", cases=3, **change)
@@ -179,6 +180,10 @@ def test_official_acdc_release_is_split_as_ssl4mis_splits_it(tmp_path):
     assert lists["test"] == ["patient011_frame01", "patient011_frame12"]
     assert lists["labelled-0"] == ["patient099_frame01", "patient099_frame12"]
     assert len(lists["train"]) == 4
+    (root / "patient099" / "patient099_frame12_gt.nii.gz").unlink()
+    with pytest.raises(ClccError, match=r"patient099/Info.cfg: names patient099_frame12, but "
+                                        r"patient099_frame12_gt.nii.gz is missing"):
+        prepare("acdc", tmp_path / "acdc", tmp_path / "p2", labelled=1, size=16)
 
 
 @pytest.fixture(scope="session")
@@ -395,3 +400,19 @@ def test_a_volume_set_prepared_without_a_cache_counts_no_slices(tmp_path, capsys
                  str(tmp_path / "p"), "--labelled", "1", "--size", "0"])
     out = capsys.readouterr().out
     assert code == 0 and "labelled 1 patients (2 volumes)," in out and "slices" not in out
+
+
+def test_a_label_volume_on_a_flipped_affine_is_refused_naming_it(tmp_path, capsys):
+    """nnU-Net's integrity check refuses it; trained voxel for voxel it is a mirrored label."""
+    import nibabel as nib
+
+    write_nnunet(tmp_path / "raw", cases=6)
+    label = tmp_path / "raw" / "labelsTr" / "case01.nii.gz"
+    img = nib.load(str(label))
+    flipped = img.affine @ np.diag([-1.0, 1, 1, 1])
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), flipped), str(label))
+    assert main(["data", "prepare", "nnunet", "--source", str(tmp_path / "raw"), "--output",
+                 str(tmp_path / "p"), "--size", "16", "--labelled", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "case01.nii.gz: its affine (orientation, origin or spacing) differs from " in err
+    assert not (tmp_path / "p").exists()

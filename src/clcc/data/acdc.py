@@ -87,11 +87,30 @@ def _training_folder(root: Path) -> Path:
                     "official release (patientNNN/ folders, here or in training/)")
 
 
+def _named_frames(directory: Path) -> list[str]:
+    """The frames `Info.cfg` names (ED, ES) as case names, or none without an Info.cfg."""
+    info = directory / "Info.cfg"
+    if not info.is_file():
+        return []
+    frames = []
+    for line in info.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("ED", "ES") and value.strip().isdigit():
+            frames.append(f"{directory.name}_frame{int(value):02d}")
+    return frames
+
+
 def official(root: Path) -> Layout:
-    """The NIfTI release: the labelled frames of each patient, split as SSL4MIS splits them."""
+    """The NIfTI release: the labelled frames of each patient, split as SSL4MIS splits them.
+    A frame that `Info.cfg` names must have its `_gt` label volume (a missing one would make
+    SSL4MIS's "3 cases" silently fewer volumes)."""
     folder = _training_folder(root)
     cases = []
     for directory in sorted(folder.glob("patient[0-9][0-9][0-9]")):
+        for frame in _named_frames(directory):
+            if not list(directory.glob(f"{frame}_gt.nii*")):
+                raise ClccError(f"{directory / 'Info.cfg'}: names {frame}, but "
+                                f"{frame}_gt.nii.gz is missing")
         for label in sorted(directory.glob(f"{directory.name}_frame[0-9][0-9]_gt.nii*")):
             name = label.name.split("_gt.nii")[0]
             image = directory / label.name.replace("_gt.nii", ".nii")

@@ -15,7 +15,14 @@ from PIL import Image
 
 from clcc.data.images import read_image, read_label_map, read_mask
 from clcc.data.sources import Case
-from clcc.data.volumes import HDF5_SUFFIXES, is_volume_file, read_volume, to_grey, to_label_map
+from clcc.data.volumes import (
+    HDF5_SUFFIXES,
+    check_same_grid,
+    is_volume_file,
+    read_volume,
+    to_grey,
+    to_label_map,
+)
 from clcc.errors import ClccError
 
 LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)
@@ -62,7 +69,10 @@ def read_volume_case(case: Case, labels: dict[str, int] | None = None
     if case.mask is None:
         return grey, None, volumes[0].spacing
     label_files = case.slices or (case.mask,)
-    truth = _stack([read_volume(f, "label").voxels for f in label_files], case, "labels")
+    label_volumes = [read_volume(f, "label") for f in label_files]
+    if not case.slices:
+        check_same_grid(volumes[0], label_volumes[0], case.image, case.mask)
+    truth = _stack([v.voxels for v in label_volumes], case, "labels")
     if truth.shape != grey.shape:
         raise ClccError(f"{case.mask}: label volume {truth.shape} but its image is {grey.shape}")
     return grey, to_label_map(truth, case.mask, len(labels) if labels else 2), volumes[0].spacing

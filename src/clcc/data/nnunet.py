@@ -7,7 +7,9 @@
 
 `.png` data sets (nnU-Net's 2-D form) read the same way. clcc trains on one input channel:
 a data set of several (`_0000`, `_0001`, …) is refused rather than silently cut to one.
-Region-based labels (a list of values per name) are refused too: clcc's classes are exclusive.
+Region-based labels (a list of values per name) are refused too: clcc's classes are exclusive;
+so is nnU-Net v2's `ignore` label (pixels excluded from loss and metrics), rather than trained as
+a class.
 `imagesTs/` is left alone: test images without labels are not training data.
 """
 
@@ -38,6 +40,10 @@ def read_dataset_json(root: Path) -> dict:
     if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
         raise ClccError(f"{path}: labels must map each name to one class value (region-based "
                         "labels, lists of values, are not supported)")
+    if "ignore" in labels:
+        raise ClccError(f"{path}: label 'ignore' (value {labels['ignore']}) is nnU-Net's ignore "
+                        "label, which clcc does not support; it would be trained as a class. "
+                        "Remove it (and its pixels) or map them to background")
     if not isinstance(ending, str) or not ending.startswith("."):
         raise ClccError(f"{path}: file_ending {ending!r} should look like .nii.gz or .png")
     return spec

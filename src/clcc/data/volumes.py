@@ -29,6 +29,7 @@ CLIP_PERCENTILES = (0.5, 99.5)
 class Volume:
     voxels: np.ndarray  # (D, H, W)
     spacing: tuple[float, float, float] | None  # (D, H, W) order, mm
+    affine: np.ndarray | None = None  # NIfTI's voxel-to-world matrix (4, 4)
 
 
 def is_nifti(path: Path) -> bool:
@@ -88,7 +89,18 @@ def read_volume(path: Path, key: str = "image") -> Volume:
     img, data = _nifti(path)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     spacing = (zooms[2], zooms[0], zooms[1]) if len(zooms) == 3 else None
-    return Volume(np.moveaxis(data, 2, 0), spacing)
+    return Volume(np.moveaxis(data, 2, 0), spacing, np.asarray(img.affine, float))
+
+
+def check_same_grid(image: Volume, label: Volume, image_path: Path, label_path: Path) -> None:
+    """Refuse a label volume whose voxel-to-world matrix is not its image's (as nnU-Net's
+    integrity check does, to 1e-3): on the same voxel grid, an x-flipped affine is a mirrored
+    label, which would train voxel for voxel as if it were right."""
+    if image.affine is None or label.affine is None:
+        return
+    if not np.allclose(image.affine, label.affine, atol=1e-3):
+        raise ClccError(f"{label_path}: its affine (orientation, origin or spacing) differs from "
+                        f"{Path(image_path).name}'s; resample the label onto the image's grid")
 
 
 def to_grey(voxels: np.ndarray, path: Path, normalised: bool = False) -> np.ndarray:
