@@ -416,3 +416,43 @@ def test_a_label_volume_on_a_flipped_affine_is_refused_naming_it(tmp_path, capsy
     err = capsys.readouterr().err
     assert "case01.nii.gz: its affine (orientation, origin or spacing) differs from " in err
     assert not (tmp_path / "p").exists()
+
+
+def test_nearest_resampling_zooms_slices_as_ssl4mis_does(tmp_path):
+    """`data.resample: nearest` (the ACDC configs): a cache of its own whose images are the
+    nearest-neighbour zoom of the slice, as SSL4MIS's `zoom(order=0)`; the bilinear cache keeps
+    its folder and digest, so caches made before the choice stay valid."""
+    from clcc.data.decode import resize_image
+    from clcc.data.prepare import _cases, _fingerprint, _manifest
+
+    image = np.array([[0, 100], [200, 255]], np.uint8)[..., None]
+    assert resize_image(image, 4, "nearest")[..., 0].tolist() == [
+        [0, 0, 100, 100], [0, 0, 100, 100], [200, 200, 255, 255], [200, 200, 255, 255]]
+    assert len(np.unique(resize_image(image, 4, "bilinear"))) > 4  # blends
+    write_ssl4mis_acdc(tmp_path / "acdc")
+    prepare("acdc", tmp_path / "acdc", tmp_path / "p", labelled=1, size=16)
+    cases = _cases(_manifest(tmp_path / "p"))
+    assert _fingerprint(cases, 16) == _fingerprint(cases, 16, "bilinear")
+    assert _fingerprint(cases, 16, "nearest") != _fingerprint(cases, 16)
+    bilinear = PreparedData.open(tmp_path / "p", 16)
+    nearest = PreparedData.open(tmp_path / "p", 16, "nearest")
+    assert (tmp_path / "p" / "cache" / "16-nearest" / "images.npy").is_file()
+    assert np.array_equal(bilinear.masks, nearest.masks)  # masks are nearest either way
+    assert not np.array_equal(bilinear.images, nearest.images)
+
+
+def test_predict_resizes_new_images_as_the_model_was_trained():
+    import torch
+
+    from clcc.engine.predict import Predictor
+    from clcc.labels import BINARY
+
+    seen = []
+
+    def backend(images):
+        seen.append(images)
+        return torch.zeros(len(images), 1, 4, 4)
+
+    image = np.array([[0, 100], [200, 255]], np.uint8)[..., None]
+    Predictor(backend, 4, BINARY, channels=1, resample="nearest").probabilities(image)
+    assert seen[0][0, ..., 0].tolist()[0] == [0, 0, 100, 100]

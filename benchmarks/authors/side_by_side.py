@@ -284,15 +284,18 @@ def score(args: argparse.Namespace) -> None:
 
     run = json.loads((args.run / "run.json").read_text())
     torch.set_num_threads(args.threads)
-    data = PreparedData.open(args.prepared, Protocol().size)
     if run["side"] == "clcc":
-        _, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
-    else:
+        cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
+        resample = cfg.data.resample
+    else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0
+        resample, runtime = "nearest", make_runtime("cpu", "fp32")
+    data = PreparedData.open(args.prepared, Protocol().size, resample)
+    if run["side"] != "clcc":
         model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
-        runtime = make_runtime("cpu", "fp32")
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
-    (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.run / "summary.json").write_text(json.dumps({**summary, "resample": resample},
+                                                      indent=2) + "\n")
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} "
           f"over {len(rows)} volumes")
 

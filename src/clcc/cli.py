@@ -63,7 +63,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     summary = prepare(
         args.kind, args.source, args.output, fractions=args.split, labelled=args.labelled,
         selections=args.selections, split_seed=args.split_seed, size=args.size or None,
-        overwrite=args.overwrite, classes=args.classes,
+        overwrite=args.overwrite, classes=args.classes, resample=args.resample,
     )
     print(f"prepared {args.output}: {' / '.join(_split_sizes(summary))}; "
           f"{_split_sizes(summary, ('labelled',))[0]}, unlabelled {summary['unlabelled']} "
@@ -157,14 +157,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             hint = (" (the checkpoint's data.root is relative to the folder it was trained "
                     "from); pass --data") if not root.is_absolute() and not args.data else ""
             raise ClccError(f"{root}: prepared data set not found{hint}")
-        data = PreparedData.open(root, cfg.data.size)
+        data = PreparedData.open(root, cfg.data.size, cfg.data.resample)
         check_fits(model, data, args.checkpoint, root)
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
     if args.images is not None:
         cases = labelled_pairs(args.images, args.masks)
-        rows, summary = evaluate_cases(model, cases, cfg.data.size, runtime,
+        rows, summary = evaluate_cases(model, cases, cfg.data.size, runtime, cfg.data.resample,
                                        native=args.native_resolution)
         what = Path(args.images).resolve().name + ("-native" if args.native_resolution else "")
     else:
@@ -197,7 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictor = Predictor.from_onnx(args.onnx)
     else:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
-        predictor = Predictor.from_model(model, cfg.data.size, runtime)
+        predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample)
     written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
@@ -232,7 +232,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     from clcc.engine.predict import load_trained_model
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
-    export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint)
+    export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint,
+                resample=cfg.data.resample)
     heads = model.labels.heads
     what = "foreground probability" if heads == 1 else f"probabilities of {heads} classes"
     print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=class_names, metavar="NAME,NAME,...",
                    help="foreground classes of label-map masks, values 1, 2, … (0 is "
                         "background), e.g. rv,myo,lv; without it masks are binary")
+    p.add_argument("--resample", default="bilinear", choices=["bilinear", "nearest"],
+                   help="how the cache resizes images (the config's data.resample must match, "
+                        "or training builds its own cache): nearest as SSL4MIS zooms ACDC")
     p.set_defaults(func=cmd_data_prepare)
     p = dsub.add_parser("synth", help="write the embedded synthetic data set")
     p.add_argument("--output", type=Path, default=Path("data/synthetic"),

@@ -23,6 +23,8 @@ class DataConfig:
     root: str = "data/prepared/synthetic"  # a folder written by `clcc data prepare`
     size: int = 96  # training resolution (square); images are cached at this size
     selection: int = 0  # which labelled subset (splits/labelled-<selection>.txt)
+    resample: Literal["bilinear", "nearest"] = "bilinear"  # how images are resized to `size`;
+    # nearest as SSL4MIS, UniMatch and BCP zoom ACDC slices (order 0). Masks: always nearest
 
 
 @dataclass

@@ -117,7 +117,7 @@ def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite:
         diffs = config_differences(yaml.safe_load(saved_path.read_text()) or {}, cfg)
         done = _results(cfg.run_dir())
         if done and done.get("data_fingerprint", "") not in ("", data_fingerprint(
-                cfg.data.root, cfg.data.size, cfg.data.selection)):
+                cfg.data.root, cfg.data.size, cfg.data.selection, cfg.data.resample)):
             diffs.append(f"the prepared data (re-prepared under {cfg.data.root})")
         if not diffs:
             continue

@@ -93,16 +93,22 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.round(image.astype(np.float32) @ LUMINANCE).astype(np.uint8)[..., None]
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, C) uint8 → (S, S, C), bilinear (PIL resizes one grey plane as mode L)."""
+RESAMPLING = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+"""How an image is resized to the training size (`data.resample`)."""
+
+
+def resize_image(image: np.ndarray, size: int, resample: str = "bilinear") -> np.ndarray:
+    """(H, W, C) uint8 → (S, S, C), bilinear or nearest (PIL resizes one grey plane as mode
+    L)."""
     if image.shape[-1] == 1:
-        return _resize(image[..., 0], size, Image.BILINEAR)[..., None]
-    return _resize(image, size, Image.BILINEAR)
+        return _resize(image[..., 0], size, RESAMPLING[resample])[..., None]
+    return _resize(image, size, RESAMPLING[resample])
 
 
 def load_case(case: Case, size: int, labels: dict[str, int] | None = None,
-              channels: int = 3) -> Decoded:
-    """A case decoded and resized to size×size; `channels` 1 reads a 2-D image as grey."""
+              channels: int = 3, resample: str = "bilinear") -> Decoded:
+    """A case decoded and resized to size×size (images as `resample` says, masks nearest);
+    `channels` 1 reads a 2-D image as grey."""
     if is_volume_file(case.image):
         grey, native, spacing = read_volume_case(case, labels)
         planes, truths = [p[..., None] for p in grey], native
@@ -111,6 +117,6 @@ def load_case(case: Case, size: int, labels: dict[str, int] | None = None,
     else:
         image, truth = read_case(case, labels)
         planes, truths, native, spacing = [with_channels(image, channels)], truth[None], None, None
-    images = np.stack([resize_image(p, size) for p in planes])
+    images = np.stack([resize_image(p, size, resample) for p in planes])
     masks = np.stack([_resize(t, size, Image.NEAREST) for t in truths])
     return Decoded(images, masks, native, spacing)

@@ -202,12 +202,14 @@ def prepare(
     workers: int | None = None,
     overwrite: bool = False,
     classes: tuple[str, ...] | None = None,
+    resample: str = "bilinear",
 ) -> dict[str, int]:
     """Scan `source`, validate every case, write the prepared folder atomically.
 
     `classes` names the foreground classes of label-map masks (values 1, 2, …; 0 is
     background), recorded in the manifest as dataset.json-style `labels`; without it the masks
-    are binary, read as `read_mask` does.
+    are binary, read as `read_mask` does. `resample` is how the cache at `size` resizes the
+    images (a training config with another `data.resample` builds its own cache).
 
     Returns the split sizes. With `size`, every image and mask is decoded and cached (which is
     also what validates them); nothing is written unless all cases are good.
@@ -236,7 +238,7 @@ def prepare(
         for relative, text in texts.items():
             write_text(tmp / relative, text)
         depths = (build_cache(tmp, size, workers=workers, cases=cases, labels=labels,
-                              channels=layout.channels) if size else {})
+                              channels=layout.channels, resample=resample) if size else {})
         write_json(
             tmp / MANIFEST,
             {
@@ -357,9 +359,12 @@ def _cases(manifest: dict) -> list[Case]:
     ]
 
 
-def _fingerprint(cases: list[Case], size: int) -> str:
-    """Changes when any source file is replaced, touched, added or removed, or the size changes."""
-    h = hashlib.sha256(f"size={size}|masks={MASK_RESAMPLING}".encode())
+def _fingerprint(cases: list[Case], size: int, resample: str = "bilinear") -> str:
+    """Changes when any source file is replaced, touched, added or removed, or the size or the
+    image resampling changes (bilinear caches keep the digest they had before it was a
+    choice)."""
+    images = "" if resample == "bilinear" else f"|images={resample}"
+    h = hashlib.sha256(f"size={size}|masks={MASK_RESAMPLING}{images}".encode())
     for case in cases:
         for path in case.slices or (case.image, case.mask):
             if path is None:
@@ -373,13 +378,13 @@ def _fingerprint(cases: list[Case], size: int) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(root: Path, size: int, selection: int) -> str:
+def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bilinear") -> str:
     """What a run trains and is scored on, in one digest: the source files (paths, sizes,
     modification times), the resolution, and the split lists of `selection`. A run remembers
     it, so a resume or a grid notices a set re-prepared under the same path."""
     root = Path(root)
     manifest = _manifest(root)
-    h = hashlib.sha256(_fingerprint(_cases(manifest), size).encode())
+    h = hashlib.sha256(_fingerprint(_cases(manifest), size, resample).encode())
     if manifest.get("labels"):  # a binary set's digest stays what it was before classes
         h.update(json.dumps(manifest["labels"], sort_keys=True).encode())
     for name in ("train", "val", "test", "unlabelled", f"labelled-{selection}"):
@@ -396,16 +401,24 @@ def die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None, int]) -> Decoded | str:
+def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None, int, str]
+                        ) -> Decoded | str:
     try:
         return load_case(*args)
     except ClccError as err:
         return str(err)
 
 
+def cache_folder(prepared: Path, size: int, resample: str = "bilinear") -> Path:
+    """cache/<size> (bilinear images, as every cache before `data.resample`), or
+    cache/<size>-nearest."""
+    return Path(prepared) / "cache" / (str(size) if resample == "bilinear" else
+                                       f"{size}-{resample}")
+
+
 def build_cache(prepared: Path, size: int, workers: int | None = None,
                 cases: list[Case] | None = None, labels: dict[str, int] | None = None,
-                channels: int | None = None) -> dict[str, int]:
+                channels: int | None = None, resample: str = "bilinear") -> dict[str, int]:
     """Decode every case once at `size`, so that training epochs never decode a JPEG or a
     NIfTI (`cases`, `labels`, `channels`: those of the prepared set's manifest unless given).
     Returns the number of slices of each case."""
@@ -414,10 +427,10 @@ def build_cache(prepared: Path, size: int, workers: int | None = None,
         manifest = _manifest(prepared)
         cases, labels = _cases(manifest), manifest.get("labels")
         channels = manifest.get("channels", 3)
-    fingerprint = _fingerprint(cases, size)
-    target = prepared / "cache" / str(size)
+    fingerprint = _fingerprint(cases, size, resample)
+    target = cache_folder(prepared, size, resample)
     workers = workers or min(4, os.cpu_count() or 1)
-    jobs = [(c, size, labels, channels or 3) for c in cases]
+    jobs = [(c, size, labels, channels or 3, resample) for c in cases]
     if workers > 1 and len(cases) > 16:
         with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
             results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
@@ -508,8 +521,9 @@ class PreparedData:
     spacings: list | None = None
 
     @classmethod
-    def open(cls, root: Path, size: int) -> PreparedData:
-        """Load the cache at `size`, (re)building it when missing or stale."""
+    def open(cls, root: Path, size: int, resample: str = "bilinear") -> PreparedData:
+        """Load the cache at `size` (images resized as `resample` says), (re)building it when
+        missing or stale."""
         root = Path(root)
         manifest = _manifest(root)
         cases = _cases(manifest)
@@ -517,13 +531,14 @@ class PreparedData:
             labels = LabelSpace.from_dict(manifest.get("labels"))
         except ValueError as err:
             raise ClccError(f"{root / MANIFEST}: {err}") from err
-        cache = root / "cache" / str(size)
+        cache = cache_folder(root, size, resample)
         meta_path = cache / "meta.json"
         stale = not meta_path.exists() or (
-            json.loads(meta_path.read_text())["fingerprint"] != _fingerprint(cases, size)
+            json.loads(meta_path.read_text())["fingerprint"]
+            != _fingerprint(cases, size, resample)
         )
         if stale:
-            build_cache(root, size)
+            build_cache(root, size, resample=resample)
         check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
         starts = np.cumsum([0, *meta.get("depths", [1] * len(meta["names"]))])

@@ -26,6 +26,7 @@ from clcc.labels import LabelSpace
 from clcc.models.unet import UNet
 
 SIZE_KEY = "clcc.size"
+RESAMPLE_KEY = "clcc.resample"  # how images were resized for training (`data.resample`)
 LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: binary)
 
 
@@ -62,7 +63,8 @@ def is_exported(path: Path) -> bool:
     return any(prop.key == SIZE_KEY for prop in proto.metadata_props)
 
 
-def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None) -> Path:
+def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None,
+                resample: str = "bilinear") -> Path:
     """Write the ONNX graph to `output`: a new file, or one `clcc export` wrote; never the
     `checkpoint` it comes from."""
     _require("onnx")
@@ -82,7 +84,7 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
         dynamic_shapes=dims, dynamo=True, verbose=False,
     )
     proto = program.model_proto
-    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size),
+    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size), RESAMPLE_KEY: resample,
                                         LABELS_KEY: json.dumps(list(model.labels.names))})
     with atomic_path(Path(output)) as tmp:
         onnx.save(proto, tmp)
@@ -111,6 +113,7 @@ class OnnxModel:
         if SIZE_KEY not in meta:
             raise ClccError(f"{path}: not exported by `clcc export` (no {SIZE_KEY} metadata)")
         self.size = int(meta[SIZE_KEY])
+        self.resample = meta.get(RESAMPLE_KEY, "bilinear")
         self.channels = int(self.session.get_inputs()[0].shape[1])
         self.labels = LabelSpace.from_names(json.loads(meta.get(LABELS_KEY, "null")))
 

@@ -82,27 +82,30 @@ class Predictor:
     they mean."""
 
     def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
-                 labels: LabelSpace, channels: int = 3) -> None:
+                 labels: LabelSpace, channels: int = 3, resample: str = "bilinear") -> None:
         self.backend, self.size, self.labels = backend, size, labels
-        self.channels = channels
+        self.channels, self.resample = channels, resample
 
     @classmethod
-    def from_model(cls, model: nn.Module, size: int, runtime: Runtime) -> Predictor:
+    def from_model(cls, model: nn.Module, size: int, runtime: Runtime,
+                   resample: str = "bilinear") -> Predictor:
+        """`resample`: how the model's training images were resized (`data.resample`)."""
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels, model.in_channels)
+                   model.labels, model.in_channels, resample)
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
         from clcc.engine.export import OnnxModel
 
         onnx = OnnxModel(path)
-        return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels)
+        return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels, onnx.resample)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:
         RGB or grey, given to the model as it takes it (`with_channels`)."""
         height, width = image.shape[:2]
-        prob = self.backend(resize_image(with_channels(image, self.channels), self.size)[None])
+        prob = self.backend(resize_image(with_channels(image, self.channels), self.size,
+                                         self.resample)[None])
         full = F.interpolate(prob, size=(height, width), mode="bilinear", align_corners=False)
         return full[0].numpy()
 
@@ -244,18 +247,19 @@ def predict_folder(
 
 
 def evaluate_cases(
-    model: nn.Module, cases: list[Case], size: int, runtime: Runtime, native: bool = False
+    model: nn.Module, cases: list[Case], size: int, runtime: Runtime,
+    resample: str = "bilinear", native: bool = False
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Metrics on labelled cases read from files (a data set the model never saw prepared):
     at the training resolution `size`, as the trainer scores, or with `native` at each image's
     own resolution, the prediction resized back as `clcc predict` does."""
     maps = None if model.labels.binary else model.labels.as_dict()  # how the masks are read
     if not native:
-        decoded = [load_case(case, size, maps, model.in_channels) for case in cases]
+        decoded = [load_case(case, size, maps, model.in_channels, resample) for case in cases]
         images = np.concatenate([d.images for d in decoded])
         masks = np.concatenate([d.masks for d in decoded])
         return evaluate(model, images, masks, [c.name for c in cases], runtime)
-    predictor = Predictor.from_model(model, size, runtime)
+    predictor = Predictor.from_model(model, size, runtime, resample)
     rows = []
     for case in cases:
         image, truth = read_case(case, maps)

@@ -160,8 +160,9 @@ class Trainer:
         if self.dist.enabled and torch.cuda.is_available() and device in ("auto", "cuda"):
             device = f"cuda:{self.dist.local_rank}"
         self.runtime = make_runtime(device, t.precision, t.channels_last)
-        self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
-        self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection)
+        self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size, cfg.data.resample)
+        self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection,
+                                                 cfg.data.resample)
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
             cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,

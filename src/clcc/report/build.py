@@ -84,7 +84,7 @@ def build_report(experiment: Path, figure_rows: int = 6, reference: str | None =
 
         first = next(r for r in runs if r["selection"] == shown)
         cfg = load_config(Path(first["run"]) / "config.yaml")  # the run's resolved config
-        data = PreparedData.open(Path(cfg.data.root), cfg.data.size)
+        data = PreparedData.open(Path(cfg.data.root), cfg.data.size, cfg.data.resample)
         names = data.subset("test")
         idx = data.middle_slices(names)  # a volume is shown by its middle slice
         images, truths = np.asarray(data.images[idx]), np.asarray(data.masks[idx])
