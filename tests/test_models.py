@@ -190,3 +190,27 @@ def test_a_checkpoint_of_the_former_ssl4mis_network_still_loads(tmp_path, capsys
     loaded_cfg, model, _ = load_trained_model(tmp_path / "best.pt", "cpu")
     assert loaded_cfg.model.name == "ssl4mis-v1" and model.head.kernel_size == (1, 1)
     assert "former `ssl4mis` network" in capsys.readouterr().out
+
+
+def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
+    """CLCC-semi's `BaseUnet2D` (feature scale 4: 16…256), from a checkout beside the project:
+    the same parameter count and the same multiset of tensor shapes as `authors`."""
+    checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT", Path(__file__).parents[2] / "authors"
+                                   / "CLCC-semi"))
+    if not (checkout / "utils" / "models" / "unet2d.py").is_file():
+        pytest.skip(f"no CLCC-semi checkout at {checkout} (set CLCC_SEMI_CHECKOUT)")
+    import sys
+
+    sys.path.insert(0, str(checkout / "utils"))
+    try:
+        from models.unet2d import BaseUnet2D
+    finally:
+        sys.path.remove(str(checkout / "utils"))
+        for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+            del sys.modules[name]  # a package name this common must not linger
+    theirs = BaseUnet2D(feature_scale=4, n_classes=1, in_channels=3)
+    ours = UNet(architecture="authors")
+    assert sum(p.numel() for p in theirs.parameters()) == sum(
+        p.numel() for p in ours.parameters()) == 2_465_329
+    assert sorted(tuple(p.shape) for p in theirs.parameters()) == sorted(
+        tuple(p.shape) for p in ours.parameters())
