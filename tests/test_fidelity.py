@@ -44,9 +44,12 @@ def test_rows_group_runs_by_recipe_and_side(tmp_path):
         _run(tmp_path / f"fm-clcc-{seed}", "clcc", "fixmatch", seed, ours)
         _run(tmp_path / f"fm-authors-{seed}", "authors", "fixmatch", seed, theirs)
     _run(tmp_path / "sup-authors-0", "authors", "supervised", 0, 37.0)
+    _run(tmp_path / "fm-clcc-old", "clcc", "fixmatch", 0, 10.0)
+    record = json.loads((tmp_path / "fm-clcc-old" / "run.json").read_text())
+    (tmp_path / "fm-clcc-old" / "run.json").write_text(json.dumps({**record, "stage": "before"}))
     (tmp_path / "unscored").mkdir()  # a run without summary.json yet is left out
     runs = read_runs(tmp_path)
-    assert len(runs) == 5
+    assert len(runs) == 6  # the run of an earlier stage is listed, not pooled
     rows = {r["recipe"]: r for r in fidelity_rows(runs)}
     assert rows["fixmatch"]["authors"] == f"44.50 ± {np.std([44, 45], ddof=1):.2f} (n = 2)"
     assert rows["fixmatch"]["difference"].startswith("+3.50 [")

@@ -3,7 +3,9 @@
 Each run folder (`benchmarks/authors/side_by_side.py collect` copies them into
 `evidence/side-by-side/`) holds `run.json` (side, recipe, seed, command, commit, shim changes,
 wall time), `summary.json` (clcc's per-volume test metrics of the checkpoint the run chose) and
-`validation.csv` (the run's own validation curve). Runs of one recipe are grouped by side; the
+`validation.csv` (the run's own validation curve). A run may name a `stage` (a step of an
+investigation, made with code before a fix): it is listed, never pooled. Runs of one recipe
+are grouped by side; the
 difference authors − clcc gets Welch's interval over seeds, and the verdict reads "same within
 seed noise" when that interval holds 0, "differs" when it does not, and "1 seed a side: not
 decided" when either side has a single run.
@@ -31,6 +33,11 @@ class SideBySideRun:
     wall_s: float
     curve: list[tuple[int, float]]  # (iteration, validation Dice %)
     record: dict
+
+    @property
+    def stage(self) -> str:
+        """"" for a run of the code as it stands, else what the run was a step of."""
+        return self.record.get("stage", "")
 
 
 def read_run(folder: Path) -> SideBySideRun | None:
@@ -73,6 +80,7 @@ def _mean_sd(values: list[float]) -> str:
 def fidelity_rows(runs: list[SideBySideRun]) -> list[dict[str, str]]:
     """One row per recipe with both sides' test Dice, the difference and the verdict."""
     rows = []
+    runs = [r for r in runs if not r.stage]
     for recipe in sorted({r.recipe for r in runs}):
         authors = [r.test_dice for r in runs if r.recipe == recipe and r.side == "authors"]
         ours = [r.test_dice for r in runs if r.recipe == recipe and r.side == "clcc"]
@@ -100,7 +108,7 @@ def curves_figure(runs: list[SideBySideRun], path: Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(recipes)), figsize=(4.2 * max(1, len(recipes)), 3.2),
                              squeeze=False)
     for ax, recipe in zip(axes[0], recipes, strict=False):
-        for run in (r for r in runs if r.recipe == recipe and r.curve):
+        for run in (r for r in runs if r.recipe == recipe and r.curve and not r.stage):
             its, dice = zip(*run.curve, strict=True)
             style = "-" if run.side == "authors" else "--"
             colour = "tab:blue" if run.side == "authors" else "tab:orange"
@@ -125,10 +133,10 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 def runs_table(runs: list[SideBySideRun]) -> str:
     """Every run: side, seed, test Dice, best validation, wall time, CPU."""
-    lines = ["| recipe | side | seed | test Dice % | best validation % | wall (min) | CPU |",
+    lines = ["| recipe | side | seed | stage | test Dice % | best validation % | wall (min) |",
              "|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.seed)):
+    for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.stage, r.seed)):
         best = max((d for _, d in r.curve), default=float("nan"))
-        lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.test_dice:.2f} | {best:.2f} | "
-                     f"{r.wall_s / 60:.1f} | {r.record.get('cpu', '?')} |")
+        lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.stage or 'final'} | "
+                     f"{r.test_dice:.2f} | {best:.2f} | {r.wall_s / 60:.1f} |")
     return "\n".join(lines)
