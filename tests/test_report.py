@@ -89,6 +89,9 @@ def test_variant_dotted_keys_set_the_runs_config(tmp_path: Path):
     assert cfg.train.recalibrate_bn is True and cfg.data.selection == 2
     assert cfg.run_dir() == tmp_path / "clcc-n4-patch_bnfrozen-train.recalibrate_bntrue-sel2"
     assert run_config(None, [], Variant("clcc"), 2, tmp_path)[0].train.recalibrate_bn is False
+    labelled = Variant("CLCC+BN=clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true")
+    assert run_config(None, [], labelled, 0, tmp_path)[0].run_dir() == tmp_path / "clcc+bn-sel0"
+    assert labelled.label == "CLCC+BN" and Variant("Sup.V1!=supervised").slug == "sup.v1"
     with pytest.raises(ClccError, match="recalibrate"):
         run_config(None, [], Variant("clcc:train.recalibrate=true"), 0, tmp_path)
 
@@ -490,3 +493,31 @@ def test_grid_checks_every_entry_before_training(tmp_path: Path):
     with pytest.raises(ClccError, match="method 'clcc' has no parameter 'consistency'"):
         run_grid(None, [], ["supervised", "clcc:consistency=avg"], [0], tmp_path / "grid")
     assert not (tmp_path / "grid").exists()
+
+
+def test_off_a_terminal_the_grid_prints_progress_once_a_minute(tmp_path: Path, monkeypatch):
+    """Into a file or a CI log (stdout not a terminal): a progress line at most every 60 s of
+    the (injected) clock, however many epochs pass; start and end lines are not held back."""
+    import clcc.experiment as experiment
+
+    grid = plan_grid(None, [*TINY, "train.epochs=20"], [Variant("supervised")], [0], tmp_path,
+                     "methods")
+    now = [0.0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        scheduler = _Scheduler(grid, 1, None, jobs=1, clock=lambda: now[0])
+    assert scheduler.progress_every_s == 60.0
+
+    class Running:
+        def poll(self):
+            return None
+
+    run = experiment._Run("supervised", grid[0][2], Running(), io.StringIO(), 0.0, 0, 0)
+    done = [0]
+    monkeypatch.setattr(experiment, "_done", lambda cfg: done[0])
+    with contextlib.redirect_stdout(printed):
+        for second in range(0, 150, 10):  # an epoch every 10 s
+            now[0], done[0] = float(second), second // 10 + 1
+            scheduler.poll(run)
+    lines = [line for line in printed.getvalue().splitlines() if ": epoch " in line]
+    assert [line.split(": epoch ")[1].split()[0] for line in lines] == ["1/20", "7/20", "13/20"]

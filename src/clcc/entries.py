@@ -3,6 +3,7 @@ method, its parameters, the run-folder slug and the label a reader sees in table
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ class Variant:
     """A method name with parameter overrides, e.g. `clcc:alpha=0`; a dotted key is a config
     key of the run, e.g. `clcc:patch_bn=frozen,train.recalibrate_bn=true`. A display label may
     stand in front: `CLCC+BN=clcc:n=4,patch_bn=frozen` (a label holds no `:`, `=` or space);
-    without one a readable label is derived. Run folders are named after the entry alone."""
+    without one a readable label is derived. Run folders are named after the label given
+    (`clcc+bn-sel0`), else after the entry (`clcc-n4-sel0`)."""
 
     spec: str
 
@@ -67,6 +69,9 @@ class Variant:
 
     @property
     def slug(self) -> str:
+        head = self.spec.split(":", 1)[0]
+        if "=" in head:  # a label given: short and readable
+            return re.sub(r"[^a-z0-9+._-]+", "-", head.split("=", 1)[0].lower()).strip("-.")
         suffix = "".join(f"-{k}{v}" for k, v in self._pairs())
         return f"{self.method}{suffix}".replace("/", "_").replace(" ", "")
 

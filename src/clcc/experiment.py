@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -164,6 +165,10 @@ class _Run:
     shown: int  # the last epoch reported
 
 
+PROGRESS_EVERY_S = 60.0
+"""Seconds between progress lines when the output is not a terminal."""
+
+
 def run_fits(estimate_s: float | None, left_s: float) -> bool:
     """Whether a run expected to take `estimate_s` (None: not timed yet, so tried) can finish in
     the `left_s` seconds before the deadline; one that cannot would only be stopped there."""
@@ -179,6 +184,10 @@ class _Scheduler:
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
         self.clock = clock  # seconds; tests give a clock of their own
+        # progress lines: every epoch on a terminal; into a file or a CI log, one a minute
+        # (as tqdm's mininterval), besides each run's start and end
+        self.progress_every_s = 0.0 if sys.stdout.isatty() else PROGRESS_EVERY_S
+        self.progress_shown = -math.inf
         self.running: list[_Run] = []
         self.others = 0  # runs left to another process training them
         self.durations: dict[str, list[float]] = {}  # whole-run seconds of finished runs
@@ -259,8 +268,10 @@ class _Scheduler:
             epoch = _done(run.cfg)
             if epoch > run.shown:
                 run.shown = epoch
-                print(f"  {name}: {_unit(run.cfg)} {epoch}/{_length(run.cfg)}  "
-                      f"{self.status()}", flush=True)
+                if self.clock() - self.progress_shown >= self.progress_every_s:
+                    self.progress_shown = self.clock()
+                    print(f"  {name}: {_unit(run.cfg)} {epoch}/{_length(run.cfg)}  "
+                          f"{self.status()}", flush=True)
             return
         self.running.remove(run)
         run.log.close()

@@ -134,8 +134,8 @@ def staged_into(target: Path, last: str | None = None) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(target)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
         earlier = _marked_files(target)
         files = sorted((p for p in tmp.rglob("*") if p.is_file()),
@@ -148,6 +148,11 @@ def staged_into(target: Path, last: str | None = None) -> Iterator[Path]:
             os.replace(path, dest)
         for stale in set(earlier) - written:
             (target / stale).unlink(missing_ok=True)
+    except OSError as err:
+        named = _as_users(err, tmp, target)
+        if named is err:
+            raise
+        raise named from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -161,8 +166,22 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        named = _as_users(err, tmp, target)
+        if named is err:
+            raise
+        raise named from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _as_users(err: OSError, tmp: Path, target: Path) -> OSError:
+    """The error of a staged write, naming the user's path instead of the hidden staging
+    name (a read-only folder said `.name.<hex>.tmp: Read-only file system`)."""
+    name = str(err.filename or "")
+    if not name or not name.startswith(str(tmp)):
+        return err
+    return OSError(err.errno, err.strerror, str(target) + name[len(str(tmp)):])
 
 
 def write_text(path: Path, text: str) -> None:

@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from clcc.errors import ClccError
-from clcc.files import atomic_path
+from clcc.files import atomic_path, remove_leftovers
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    """Write `path` whole or not at all (the previous checkpoint stays until the new one is
+    complete); what a killed write left beside it goes first (the run folder is locked, so no
+    other writer's). A full disk reads as one (torch's writer says "N requested and M
+    written")."""
+    path = Path(path)
+    remove_leftovers(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as err:
+        if "requested and" in str(err) and "written" in str(err):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
+        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
