@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +396,91 @@ def test_a_full_disk_is_said_so_naming_the_place(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_train", full)
     assert cli.main(["train"]) == 2
     assert capsys.readouterr().err.strip() == "clcc: error: /data/runs/last.pt: the disk is full"
+
+
+def test_a_staged_write_names_the_users_path_not_the_staging_name(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import clcc.files as files
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system", str(src))
+
+    monkeypatch.setattr(files.os, "replace", read_only)
+    with pytest.raises(OSError) as info, files.atomic_path(tmp_path / "table.json") as tmp:
+        tmp.write_text("{}")
+    assert info.value.filename == str(tmp_path / "table.json")
+    with pytest.raises(OSError) as info, files.staged_into(tmp_path / "out") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.csv").write_text("x")
+    assert info.value.filename == str(tmp_path / "out" / "sub" / "a.csv")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_checkpoint_write_clears_a_killed_writes_leftover_and_says_a_full_disk(
+        tmp_path, monkeypatch):
+    import errno
+
+    from clcc.engine import checkpoint
+
+    last = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(last, {"epoch": 1})
+    leftover = tmp_path / ".last.pt.0123456789ab.tmp"
+    leftover.write_bytes(b"")  # what kill -9 during torch.save leaves
+    checkpoint.save_checkpoint(last, {"epoch": 2})
+    assert not leftover.exists() and checkpoint.load_checkpoint(last)["epoch"] == 2
+
+    def full(state, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed ?: 12288000 "
+                           "requested and 2051968 written")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(last, {"epoch": 3})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(last)
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(last)["epoch"] == 2  # the previous one, intact
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_during_prepare_ends_it_and_its_workers(tmp_path):
+    """Ctrl-C once the decoding workers run (seen in /proc, so the moment does not depend on
+    the machine's speed): the command ends, exit 130, no worker left, no output folder."""
+    import os
+    import signal
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "raw" / "images").mkdir(parents=True)
+    (tmp_path / "raw" / "masks").mkdir()
+    for i in range(120):
+        Image.fromarray(rng.integers(0, 255, (600, 600, 3), np.uint8)).save(
+            tmp_path / "raw" / "images" / f"c{i}.png")
+        Image.fromarray((rng.random((600, 600)) > 0.5).astype(np.uint8) * 255).save(
+            tmp_path / "raw" / "masks" / f"c{i}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "clcc", "data", "prepare", "folder",
+                             "--source", str(tmp_path / "raw"), "--output", str(tmp_path / "p"),
+                             "--size", "512"], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(_children(proc.pid)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the decoding workers never started"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=60)  # it used to hang here
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+    time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()
+                and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()]

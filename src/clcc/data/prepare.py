@@ -29,10 +29,10 @@ import ctypes
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -395,10 +395,30 @@ def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bil
 
 def die_with_parent() -> None:
     """Worker initializer: on Linux the kernel ends a decoding worker when the process that
-    started it dies (even by kill -9), so no worker is left decoding for nobody."""
+    started it dies (even by kill -9), so no worker is left decoding for nobody. A worker
+    ignores Ctrl-C: the main process gets it and ends the pool (`decode_all`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def decode_all(jobs: list[tuple], workers: int) -> list[Decoded | str]:
+    """Every job decoded, in order, by `workers` processes. Ctrl-C (or any error) terminates
+    the workers at once instead of waiting for the queue to drain: an executor's shutdown
+    could wait forever on a worker blocked writing to its result pipe."""
+    if workers <= 1:
+        return [_load_case_or_error(job) for job in jobs]
+    pool = multiprocessing.Pool(workers, initializer=die_with_parent)
+    try:
+        results = pool.map(_load_case_or_error, jobs, chunksize=8)
+        pool.close()
+        return results
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None, int, str]
@@ -431,11 +451,7 @@ def build_cache(prepared: Path, size: int, workers: int | None = None,
     target = cache_folder(prepared, size, resample)
     workers = workers or min(4, os.cpu_count() or 1)
     jobs = [(c, size, labels, channels or 3, resample) for c in cases]
-    if workers > 1 and len(cases) > 16:
-        with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
-            results = list(pool.map(_load_case_or_error, jobs, chunksize=8))
-    else:
-        results = [_load_case_or_error(job) for job in jobs]
+    results = decode_all(jobs, workers if len(cases) > 16 else 1)
     errors = [r for r in results if isinstance(r, str)]
     if errors:
         more = f"\n... and {len(errors) - 10} more" if len(errors) > 10 else ""
