@@ -2,7 +2,8 @@
 
 Measures: cached-loader + on-device augmentation throughput (images/s), training step time
 (the device synchronised before every clock read), steps/s, achieved GFLOP/s (FLOPs counted by
-torch's FlopCounterMode for forward + backward) and its fraction of the matmul peak in the
+torch's FlopCounterMode for forward + backward) and its fraction of the practical peak (the best
+of matmuls and channels-last convolutions, `matmul_peak.py`) in the
 precision used, inference ms/image at batch 1, and peak memory. Results go to
 docs/performance.md by hand, with the command line printed here.
 
@@ -19,7 +20,7 @@ import resource
 import time
 
 import torch
-from matmul_peak import matmul_gflops
+from matmul_peak import practical_peak
 from timing import median_seconds, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -121,7 +122,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats(device)
     step_s = median_seconds(step, args.repeats, device, warmup=args.warmup, inner=args.inner)
     dtype_name = next(k for k, v in DTYPES.items() if v == runtime.dtype)
-    peak = matmul_gflops(8192 if device.type == "cuda" else 2048, runtime.dtype, 10, device)
+    peak, _ = practical_peak(runtime.dtype, device)
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device) / 2**30
     else:
@@ -133,7 +134,7 @@ def main() -> None:
         "compile": args.compile or "off", "optimizer": args.optimizer, "method": args.method,
         "params": args.params, "progress": args.progress, "batch": args.batch, "size": args.size,
         "step_s": step_s, "steps_per_s": 1 / step_s, "gflop": flops / 1e9,
-        "gflop_per_s": flops / 1e9 / step_s, "matmul_peak_gflop_per_s": peak,
+        "gflop_per_s": flops / 1e9 / step_s, "practical_peak_gflop_per_s": peak,
         "fraction_of_peak": flops / 1e9 / step_s / peak, "infer_ms": 1000 * infer_s,
         "peak_memory_gib": memory,
     })
@@ -147,7 +148,7 @@ def main() -> None:
           f"{'' if not method.uses_unlabelled else f' + {args.batch} unlabelled'}, "
           f"{args.size}px): {1000 * step_s:.2f} ms = {1 / step_s:.1f} steps/s, "
           f"{flops / 1e9:.1f} GFLOP, {flops / 1e9 / step_s:.1f} GFLOP/s = "
-          f"{100 * figures['fraction_of_peak']:.1f} % of the {dtype_name} matmul peak "
+          f"{100 * figures['fraction_of_peak']:.1f} % of the {dtype_name} practical peak "
           f"({peak:.0f} GFLOP/s)")
     if "compile_s" in figures:
         print(f"compilation (first compiled step): {figures['compile_s']:.1f} s")
