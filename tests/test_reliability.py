@@ -484,3 +484,14 @@ def test_ctrl_c_during_prepare_ends_it_and_its_workers(tmp_path):
     time.sleep(0.5)
     assert not [w for w in workers if Path(f"/proc/{w}").exists()
                 and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()]
+
+
+def test_an_empty_labelled_list_is_one_line_at_train(synth_prepared, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(synth_prepared, tmp_path / "p", ignore=shutil.ignore_patterns("cache"))
+    (tmp_path / "p" / "splits" / "labelled-0.txt").write_text("")
+    sets = [a for s in [*TINY, f"data.root={tmp_path / 'p'}", f"train.output={tmp_path}"]
+            for a in ("--set", s)]
+    assert main(["train", *sets]) == 2
+    assert "labelled-0.txt: the labelled subset is empty" in capsys.readouterr().err

@@ -456,3 +456,31 @@ def test_predict_resizes_new_images_as_the_model_was_trained():
     image = np.array([[0, 100], [200, 255]], np.uint8)[..., None]
     Predictor(backend, 4, BINARY, channels=1, resample="nearest").probabilities(image)
     assert seen[0][0, ..., 0].tolist()[0] == [0, 0, 100, 100]
+
+
+def test_a_volume_too_large_for_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import clcc.data.volumes as volumes
+
+    write_nifti(tmp_path / "big.nii.gz", np.zeros((40, 30, 20), np.float32))
+    monkeypatch.setattr(volumes, "available_memory", lambda: 10_000)
+    with pytest.raises(ClccError, match=r"big.nii.gz: a volume of 40×30×20 voxels needs "
+                                        r"0\.0 GiB to read, 0\.0 GiB is available"):
+        volumes.read_volume(tmp_path / "big.nii.gz")
+
+
+def test_grey_conversion_in_chunks_equals_the_whole_volume_at_once(monkeypatch):
+    """Chunked conversion gives the voxels a whole-volume conversion gave; a volume larger
+    than the percentile sample is clipped at percentiles of an even stride through it."""
+    import clcc.data.volumes as volumes
+
+    rng = np.random.default_rng(0)
+    voxels = np.moveaxis(rng.normal(100, 30, (20, 18, 40)).astype(np.float32), 2, 0)
+    data = np.asarray(voxels, np.float32)
+    low, high = np.percentile(data, volumes.CLIP_PERCENTILES)
+    whole = np.round(np.clip((np.clip(data, low, high) - low) / (high - low), 0, 1) * 255)
+    assert np.array_equal(volumes.to_grey(voxels, Path("v")), whole.astype(np.uint8))
+    monkeypatch.setattr(volumes, "PERCENTILE_SAMPLE", 1000)  # 14 400 voxels: a stride of 14
+    sample = voxels.ravel(order="K")[::14]
+    low, high = np.percentile(sample, volumes.CLIP_PERCENTILES)
+    strided = np.round(np.clip((np.clip(data, low, high) - low) / (high - low), 0, 1) * 255)
+    assert np.array_equal(volumes.to_grey(voxels, Path("v")), strided.astype(np.uint8))

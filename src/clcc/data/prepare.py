@@ -42,6 +42,7 @@ from clcc.config import MAX_SIZE
 from clcc.data.decode import Decoded, load_case
 from clcc.data.layouts import read_layout
 from clcc.data.sources import Case, Layout
+from clcc.data.volumes import available_memory
 from clcc.errors import ClccError
 from clcc.files import claim, staged_into, write_json, write_text
 from clcc.labels import BINARY, LabelSpace
@@ -269,17 +270,6 @@ def check_size(size: int | None) -> None:
                         "cache yet)")
 
 
-def available_memory() -> int | None:
-    """Bytes the kernel says a new allocation can have (MemAvailable), where it says."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def check_cache_memory(cases: int, size: int, channels: int,
                        available: int | None = None) -> None:
     """Refuse, before decoding, a 2-D cache that cannot be held in memory: the images and
@@ -501,6 +491,10 @@ def check_splits(root: Path, cases: list[Case]) -> None:
         if not lists[name]:
             raise ClccError(f"{splits / name}.txt: the {name} split is empty; training needs "
                             "train, validation and test cases")
+    for name in (n for n in lists if n.startswith("labelled-")):
+        if not lists[name]:
+            raise ClccError(f"{splits / name}.txt: the labelled subset is empty; list one or "
+                            "more training cases in it, or prepare again")
     group_split: dict[str, tuple[str, str]] = {}
     for name in ("train", "val", "test"):
         for case in lists[name]:

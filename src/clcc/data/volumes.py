@@ -55,8 +55,13 @@ def _nifti(path: Path):
 
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        shape, itemsize = img.shape, img.get_data_dtype().itemsize
     except Exception as err:  # nibabel raises many types for a bad file
+        raise ClccError(f"{path}: cannot read NIfTI ({err})") from err
+    check_volume_memory(path, shape, itemsize)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # noqa: BLE001 - as above
         raise ClccError(f"{path}: cannot read NIfTI ({err})") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -103,15 +108,57 @@ def check_same_grid(image: Volume, label: Volume, image_path: Path, label_path: 
                         f"{Path(image_path).name}'s; resample the label onto the image's grid")
 
 
+PERCENTILE_SAMPLE = 2**24
+"""Voxels the clipping percentiles are computed from: every voxel of a volume up to this size
+(16.8 M, e.g. 512×512×64), an even stride through a larger one."""
+CHUNK_SLICES = 16
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can have (MemAvailable), where it says."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_volume_memory(path: Path, shape: tuple[int, ...], itemsize: int,
+                        available: int | None = None) -> None:
+    """Refuse, before reading, a volume whose voxels (as stored) and grey copy cannot be held
+    in memory, naming its size and what it needs."""
+    need = int(np.prod(shape)) * (itemsize + 1)
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise ClccError(f"{path}: a volume of {'×'.join(map(str, shape))} voxels needs "
+                        f"{need / 2**30:.1f} GiB to read, {available / 2**30:.1f} GiB is "
+                        "available")
+
+
 def to_grey(voxels: np.ndarray, path: Path, normalised: bool = False) -> np.ndarray:
-    """uint8 (D, H, W) grey values of a volume's intensities; `normalised`: already in [0, 1]."""
-    data = np.asarray(voxels, np.float32)
-    if not np.isfinite(data).all():
-        raise ClccError(f"{path}: the volume holds NaN or infinite values")
+    """uint8 (D, H, W) grey values of a volume's intensities; `normalised`: already in [0, 1].
+    Converted `CHUNK_SLICES` slices at a time, so no float copy of a whole large volume is
+    made; unless normalised, clipped at the 0.5 and 99.5 percentiles (of `PERCENTILE_SAMPLE`
+    voxels at most)."""
+    data = np.asarray(voxels)
+    low, high = 0.0, 1.0
     if not normalised:
-        low, high = np.percentile(data, CLIP_PERCENTILES)
-        data = (np.clip(data, low, high) - low) / (high - low) if high > low else data * 0
-    return np.round(np.clip(data, 0, 1) * 255).astype(np.uint8)
+        flat = data.ravel(order="K")  # a view where the layout allows
+        sample = np.asarray(flat[:: max(1, flat.size // PERCENTILE_SAMPLE)], np.float32)
+        if not np.isfinite(sample).all():
+            raise ClccError(f"{path}: the volume holds NaN or infinite values")
+        low, high = (float(v) for v in np.percentile(sample, CLIP_PERCENTILES))
+    grey = np.empty(data.shape, np.uint8)
+    for start in range(0, len(data), CHUNK_SLICES):
+        chunk = np.asarray(data[start:start + CHUNK_SLICES], np.float32)
+        if not np.isfinite(chunk).all():
+            raise ClccError(f"{path}: the volume holds NaN or infinite values")
+        if not normalised:
+            chunk = (np.clip(chunk, low, high) - low) / (high - low) if high > low else chunk * 0
+        grey[start:start + CHUNK_SLICES] = np.round(np.clip(chunk, 0, 1) * 255)
+    return grey
 
 
 def to_label_map(voxels: np.ndarray, path: Path, classes: int) -> np.ndarray:
