@@ -280,12 +280,15 @@ def test_decoding_workers_die_with_their_parent():
     (["supervised", "clcc:n=3"], [0], r"method 'clcc': bad parameters .*must split into 3x3"),
     (["supervised", "supervised"], [0], r"name supervised twice"),
     (["supervised"], [0, 5], r"selection 5 was not prepared"),
+    (["supervised", "data.root=nowhere"], [0], r"nowhere: not a prepared data set"),
 ])
 def test_a_grid_is_checked_whole_before_its_first_run(synth_prepared, tmp_path, methods,
                                                       selections, message):
     from clcc.experiment import run_grid
 
     sets = [*TINY, f"data.root={synth_prepared}"]
+    sets += [m for m in methods if m.startswith("data.")]  # an override, not a method
+    methods = [m for m in methods if not m.startswith("data.")]
     with pytest.raises(ClccError, match=message):
         run_grid(None, sets, methods, selections, tmp_path / "grid", report=False)
     assert not (tmp_path / "grid").exists()

@@ -336,8 +336,10 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
                      widths=cfg.model.widths, dropout=cfg.model.dropout,
                      architecture=cfg.model.name)
     for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
-        if is_prepared(Path(root)) and not (
-                Path(root) / "splits" / f"labelled-{selection}.txt").is_file():
+        if not is_prepared(Path(root)):
+            raise ClccError(f"{root}: not a prepared data set (data.root); run `clcc data "
+                            "prepare` first, or set data.root")
+        if not (Path(root) / "splits" / f"labelled-{selection}.txt").is_file():
             raise ClccError(f"{root}: selection {selection} was not prepared; prepare the set "
                             f"with --selections {','.join(map(str, sorted(set(selections))))}")
     return order_grid(grid, order)
