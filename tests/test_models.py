@@ -214,3 +214,56 @@ def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
         p.numel() for p in ours.parameters()) == 2_465_329
     assert sorted(tuple(p.shape) for p in theirs.parameters()) == sorted(
         tuple(p.shape) for p in ours.parameters())
+
+
+def test_a_3d_unet_of_the_same_family_and_the_2d_one_unchanged():
+    """`spatial_dims=3` swaps every layer for its 3-D twin; 2-D keeps its parameters."""
+    net = UNet(in_channels=1, widths=(4, 8, 16), architecture="ssl4mis", labels=ACDC,
+               spatial_dims=3)
+    out = net(torch.randn(2, 1, 8, 12, 16))
+    assert out.logits.shape == (2, 4, 8, 12, 16) and out.features.shape == (2, 4, 8, 12, 16)
+    assert not any(isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d)) for m in net.modules())
+    flat = UNet(in_channels=1, widths=(4, 8, 16), architecture="ssl4mis", labels=ACDC)
+    per_3d = sum(p.numel() for p in net.parameters())
+    per_2d = sum(p.numel() for p in flat.parameters())
+    assert per_3d > per_2d  # 27-tap kernels
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.randn(1, 1, 6, 8, 8))
+
+
+UAMT_VNET_PARAMETERS = 9_448_866
+"""Parameters of UA-MT's `VNet(n_channels=1, n_classes=2, n_filters=16,
+normalization='batchnorm', has_dropout=True)` (code/networks/vnet.py of yulequan/UA-MT)."""
+
+
+def test_the_vnet_has_uamt_parameter_count_and_names():
+    from clcc.models.vnet import VNet
+
+    net = VNet(in_channels=1, labels=LabelSpace(("left atrium",)))
+    two_class_head = 16 * 2 + 2 - (16 * 1 + 1)  # UA-MT's head has 2 softmax channels
+    assert sum(p.numel() for p in net.parameters()) + two_class_head == UAMT_VNET_PARAMETERS
+    assert "block_five_up.conv.0.weight" in net.state_dict() and "out_conv.weight" in (
+        net.state_dict())
+    assert net(torch.randn(1, 1, 16, 32, 16)).logits.shape == (1, 1, 16, 32, 16)
+
+
+def test_a_state_dict_of_uamt_vnet_predicts_the_same_in_clcc():
+    checkout = Path(os.environ.get("UAMT_CHECKOUT", Path(__file__).parents[2] / "authors"
+                                   / "UA-MT"))
+    source = checkout / "code" / "networks" / "vnet.py"
+    if not source.is_file():
+        pytest.skip(f"no UA-MT checkout at {checkout} (set UAMT_CHECKOUT)")
+    from clcc.models.vnet import VNet
+
+    spec = importlib.util.spec_from_file_location("uamt_vnet", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    theirs = module.VNet(n_channels=1, n_classes=2, normalization="batchnorm",
+                         has_dropout=True).eval()
+    assert sum(p.numel() for p in theirs.parameters()) == UAMT_VNET_PARAMETERS
+    ours = VNet(in_channels=1, labels=LabelSpace(("left atrium",)))
+    ours.out_conv = torch.nn.Conv3d(16, 2, 1)  # UA-MT's two-channel softmax head
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 1, 16, 16, 32)
+    assert torch.allclose(ours.eval()(x).logits, theirs(x), atol=1e-5)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
+from clcc.models.layers import CONVOLUTIONS, NORMS, layers
 
 
 @dataclass
@@ -82,35 +83,40 @@ def saved_architecture(name: str, weights: dict[str, torch.Tensor]) -> str:
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3×3 convolutions, each followed by BatchNorm (when `norm`) and the activation, with
-    optional element-wise dropout between them (as SSL4MIS places it)."""
+    """Two 3×3 (3×3×3) convolutions, each followed by BatchNorm (when `norm`) and the
+    activation, with optional element-wise dropout between them (as SSL4MIS places it)."""
 
     def __init__(self, c_in: int, c_out: int, arch: Architecture, norm: bool = True,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, spatial_dims: int = 2) -> None:
+        ops = layers(spatial_dims)
+
         def conv(a: int) -> list[nn.Module]:
-            layers = [nn.Conv2d(a, c_out, 3, padding=1, bias=arch.conv_bias)]
-            return layers + ([nn.BatchNorm2d(c_out)] if norm else []) + [arch.activation()]
+            block = [ops.conv(a, c_out, 3, padding=1, bias=arch.conv_bias)]
+            return block + ([ops.norm(c_out)] if norm else []) + [arch.activation()]
 
         middle = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # keeps layer indices
         super().__init__(*conv(c_in), middle, *conv(c_out))
 
 
-def upsampler(c_in: int, c_out: int, kernel: int) -> nn.Module:
+def upsampler(c_in: int, c_out: int, kernel: int, spatial_dims: int = 2) -> nn.Module:
     """×2 to `c_out` channels: a transposed convolution of `kernel`, or (kernel 0) SSL4MIS's
-    1×1 convolution followed by bilinear interpolation with aligned corners."""
+    1×1 convolution followed by (bi/tri)linear interpolation with aligned corners."""
+    ops = layers(spatial_dims)
     if kernel == 0:
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 1),
-                             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
-    return nn.ConvTranspose2d(c_in, c_out, kernel_size=kernel, stride=2, padding=(kernel - 2) // 2)
+        return nn.Sequential(ops.conv(c_in, c_out, 1), nn.Upsample(
+            scale_factor=2, mode=ops.interpolation, align_corners=True))
+    return ops.transposed(c_in, c_out, kernel_size=kernel, stride=2, padding=(kernel - 2) // 2)
 
 
 class UpBlock(nn.Module):
     """Upsampling ×2, concatenation with the skip connection, ConvBlock."""
 
-    def __init__(self, c_in: int, c_skip: int, c_out: int, arch: Architecture) -> None:
+    def __init__(self, c_in: int, c_skip: int, c_out: int, arch: Architecture,
+                 spatial_dims: int = 2) -> None:
         super().__init__()
-        self.up = upsampler(c_in, c_skip, arch.up_kernel)
-        self.conv = ConvBlock(2 * c_skip, c_out, arch, norm=arch.decoder_norm)
+        self.up = upsampler(c_in, c_skip, arch.up_kernel, spatial_dims)
+        self.conv = ConvBlock(2 * c_skip, c_out, arch, norm=arch.decoder_norm,
+                              spatial_dims=spatial_dims)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
@@ -122,15 +128,16 @@ def authors_init(module: nn.Module) -> None:
     convolution biases keep PyTorch's default. (The authors' 1×1 head keeps PyTorch's default
     too: it is re-initialised after this by the caller.)"""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, CONVOLUTIONS):
             nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, NORMS):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
 
 class UNet(nn.Module):
-    """Encoder of len(widths) levels (each halves the size), symmetric decoder.
+    """Encoder of len(widths) levels (each halves the size), symmetric decoder, on images
+    (`spatial_dims` 2: (B, C, H, W)) or volumes (3: (B, C, D, H, W)).
 
     Input sides must be divisible by 2**(levels-1). `dropout` is per encoder level (none by
     default; UAMT's stochastic passes and URPC's perturbations add their own noise).
@@ -145,8 +152,10 @@ class UNet(nn.Module):
         dropout: Sequence[float] | None = None,
         architecture: str = "authors",
         labels: LabelSpace = BINARY,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        ops = layers(spatial_dims)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"unknown U-Net architecture {architecture!r}; choose "
                              f"{', '.join(ARCHITECTURES)}")
@@ -156,21 +165,22 @@ class UNet(nn.Module):
         if len(dropout) != len(widths):
             raise ValueError(f"dropout {dropout} needs one value per level ({len(widths)})")
         self.widths, self.architecture, self.labels = widths, architecture, labels
-        self.in_channels = in_channels
+        self.in_channels, self.spatial_dims = in_channels, spatial_dims
         self.encoder = nn.ModuleList()
         c_prev = in_channels
         for width, p in zip(widths, dropout, strict=True):
-            self.encoder.append(ConvBlock(c_prev, width, arch, dropout=p))
+            self.encoder.append(ConvBlock(c_prev, width, arch, dropout=p,
+                                          spatial_dims=spatial_dims))
             c_prev = width
-        self.pool = nn.MaxPool2d(2)
+        self.pool = ops.pool(2)
         self.decoder = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], widths[i], arch)
+            UpBlock(widths[i + 1], widths[i], widths[i], arch, spatial_dims)
             for i in reversed(range(len(widths) - 1))
         )
         if arch.kaiming_init:
             authors_init(self)
-        self.head = nn.Conv2d(widths[0], labels.heads, kernel_size=arch.head_kernel,
-                              padding=arch.head_kernel // 2)
+        self.head = ops.conv(widths[0], labels.heads, kernel_size=arch.head_kernel,
+                             padding=arch.head_kernel // 2)
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights a plain `UNet` of the same widths loads (what prediction needs)."""
@@ -197,9 +207,10 @@ class UNet(nn.Module):
         return maps
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+        sides = x.shape[2:]
+        if any(side % self.divisor for side in sides):
             raise ValueError(
-                f"input {tuple(x.shape[-2:])} must be divisible by {self.divisor} "
+                f"input {tuple(sides)} must be divisible by {self.divisor} "
                 f"for a {len(self.widths)}-level U-Net"
             )
         features = self.decode(self.encode(x))[-1]
@@ -225,7 +236,7 @@ class FeatureDropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attention = x.mean(dim=1, keepdim=True)
-        peak = attention.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        peak = attention.flatten(1).amax(dim=1).view(-1, *[1] * (x.dim() - 1))
         threshold = peak * float(torch.empty(()).uniform_(0.7, 0.9))
         return x * (attention < threshold).to(x.dtype)
 
@@ -240,12 +251,12 @@ class PyramidUNet(UNet):
 
     def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128, 256),
                  dropout: Sequence[float] | None = None, architecture: str = "authors",
-                 labels: LabelSpace = BINARY) -> None:
-        super().__init__(in_channels, widths, dropout, architecture, labels)
+                 labels: LabelSpace = BINARY, spatial_dims: int = 2) -> None:
+        super().__init__(in_channels, widths, dropout, architecture, labels, spatial_dims)
         if len(self.widths) < 5:
             raise ValueError("PyramidUNet needs at least 5 levels for three auxiliary scales")
         decoder_widths = list(reversed(self.widths[:-1]))  # coarsest to finest
-        self.aux_heads = nn.ModuleList(nn.Conv2d(w, labels.heads, 3, padding=1)
+        self.aux_heads = nn.ModuleList(layers(spatial_dims).conv(w, labels.heads, 3, padding=1)
                                        for w in decoder_widths[-4:-1])
         self.perturb = nn.ModuleList([nn.Dropout(0.5), FeatureDropout(), FeatureNoise()])
 
@@ -255,5 +266,5 @@ class PyramidUNet(UNet):
         aux = []
         for head, perturb, fmap in zip(self.aux_heads, self.perturb, maps[-4:-1], strict=True):
             logits = head(perturb(fmap) if self.training else fmap)
-            aux.append(F.interpolate(logits, size=x.shape[-2:], mode="nearest"))
+            aux.append(F.interpolate(logits, size=x.shape[2:], mode="nearest"))
         return SegOutput(logits=self.head(features), features=features, aux=aux)
