@@ -25,13 +25,18 @@ class DataConfig:
     selection: int = 0  # which labelled subset (splits/labelled-<selection>.txt)
     resample: Literal["bilinear", "nearest"] = "bilinear"  # how images are resized to `size`;
     # nearest as SSL4MIS, UniMatch and BCP zoom ACDC slices (order 0). Masks: always nearest
+    patch: list[int] | None = None  # a 3-D network's training patch (D, H, W); volumes are
+    # kept whole and scored by a sliding window of this size (clcc.data.volume_data)
+    window_overlap: list[float] | None = None  # per axis (D, H, W); None: 0.5. UA-MT's LA
+    # strides 4/18/18 on a 80×112×112 window are [0.95, 0.839, 0.839]
 
 
 @dataclass
 class ModelConfig:
-    name: Literal["authors", "ssl4mis", "ssl4mis-v1"] = "authors"  # the CLCC authors' U-Net,
-    # SSL4MIS's, or what clcc called SSL4MIS's before it matched it
-    # (clcc.models.unet.ARCHITECTURES)
+    name: Literal["authors", "ssl4mis", "ssl4mis-v1", "vnet"] = "authors"  # the CLCC authors'
+    # U-Net, SSL4MIS's, what clcc called SSL4MIS's before it matched it
+    # (clcc.models.unet.ARCHITECTURES), or UA-MT's 3-D V-Net (clcc.models.vnet)
+    spatial_dims: Literal[2, 3] = 2  # 3: a 3-D network on whole volumes (`data.patch`)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     dropout: list[float] | None = None  # per encoder level; None = no dropout
 
@@ -234,6 +239,19 @@ def _check_ranges(cfg: Config) -> Config:
         raise ClccError(f"config optim.weight_decay must be 0 or more, got "
                         f"{cfg.optim.weight_decay}")
     divisor = 2 ** (len(cfg.model.widths) - 1)
+    if cfg.model.name == "vnet" and cfg.model.spatial_dims != 3:
+        raise ClccError("config model.name vnet is a 3-D network: set model.spatial_dims=3 "
+                        "and data.patch")
+    if cfg.model.spatial_dims == 3:
+        patch = cfg.data.patch or []
+        if len(patch) != 3 or any(p < 1 or p % divisor for p in patch):
+            raise ClccError(f"config data.patch must give 3 sides (D, H, W), each a multiple "
+                            f"of {divisor}, for a 3-D network; got {cfg.data.patch}")
+        if cfg.data.window_overlap is not None and (
+                len(cfg.data.window_overlap) != 3
+                or not all(0 <= o < 1 for o in cfg.data.window_overlap)):
+            raise ClccError(f"config data.window_overlap must give 3 overlaps in [0, 1), got "
+                            f"{cfg.data.window_overlap}")
     if cfg.data.size % divisor or cfg.data.size > MAX_SIZE:
         raise ClccError(f"config data.size {cfg.data.size} must be a multiple of {divisor} (the "
                         f"{len(cfg.model.widths)}-level U-Net halves it {len(cfg.model.widths) - 1}"

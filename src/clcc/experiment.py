@@ -334,7 +334,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
         # the image size or the network end the call here, before any run starts
         build_method(cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
                      widths=cfg.model.widths, dropout=cfg.model.dropout,
-                     architecture=cfg.model.name)
+                     architecture=cfg.model.name, spatial_dims=cfg.model.spatial_dims)
     for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
         if not is_prepared(Path(root)):
             raise ClccError(f"{root}: not a prepared data set (data.root); run `clcc data "

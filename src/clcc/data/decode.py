@@ -61,15 +61,18 @@ def _stack(parts: list[np.ndarray], case: Case, what: str) -> np.ndarray:
 def read_volume_case(case: Case, labels: dict[str, int] | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None, tuple | None]:
     """A volume case at its own size: uint8 grey (D, H, W), its label volume (or None) and
-    its spacing. SSL4MIS's HDF5 files hold [0, 1] images and their labels side by side."""
+    its spacing. HDF5 files hold images and their labels side by side: SSL4MIS's in [0, 1]
+    (kept as they are), UA-MT's LA volumes z-scored (clipped and scaled like NIfTI)."""
     files = case.slices or (case.image,)
-    volumes = [read_volume(f) for f in files]
-    normalised = case.image.name.lower().endswith(HDF5_SUFFIXES)
-    grey = to_grey(_stack([v.voxels for v in volumes], case, "images"), case.image, normalised)
+    volumes = [read_volume(f, "image", case.slice_axis) for f in files]
+    voxels = _stack([v.voxels for v in volumes], case, "images")
+    normalised = case.image.name.lower().endswith(HDF5_SUFFIXES) and (
+        0 <= float(voxels.min(initial=0)) and float(voxels.max(initial=0)) <= 1)
+    grey = to_grey(voxels, case.image, normalised)
     if case.mask is None:
         return grey, None, volumes[0].spacing
     label_files = case.slices or (case.mask,)
-    label_volumes = [read_volume(f, "label") for f in label_files]
+    label_volumes = [read_volume(f, "label", case.slice_axis) for f in label_files]
     if not case.slices:
         check_same_grid(volumes[0], label_volumes[0], case.image, case.mask)
     truth = _stack([v.voxels for v in label_volumes], case, "labels")

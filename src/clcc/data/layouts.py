@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clcc.data import sources
 from clcc.data.acdc import acdc
+from clcc.data.la import la
 from clcc.data.nnunet import nnunet
 from clcc.data.sources import Layout
 from clcc.errors import ClccError
@@ -17,6 +18,7 @@ LAYOUTS: dict[str, Callable[[Path], Layout]] = {
     "folder": lambda root: Layout(sources.folder(root)),
     "acdc": acdc,
     "nnunet": nnunet,
+    "la": la,
 }
 
 

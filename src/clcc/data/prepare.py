@@ -326,6 +326,8 @@ def _case_entry(case: Case) -> dict:
         entry["group"] = case.group
     if case.slices:
         entry["slices"] = [str(p.resolve()) for p in case.slices]
+    if case.slice_axis:
+        entry["slice_axis"] = case.slice_axis
     return entry
 
 
@@ -344,7 +346,8 @@ def _manifest(prepared: Path) -> dict:
 def _cases(manifest: dict) -> list[Case]:
     return [
         Case(c["name"], Path(c["image"]), Path(c["mask"]) if c["mask"] else None,
-             c.get("group"), tuple(Path(p) for p in c.get("slices", ())))
+             c.get("group"), tuple(Path(p) for p in c.get("slices", ())),
+             c.get("slice_axis", 0))
         for c in manifest["cases"]
     ]
 

@@ -26,13 +26,16 @@ class Case:
 
     `group`: cases of one group (the frames of one patient) always share a split; None, the
     case is its own group. `slices`: a volume stored one file per slice (SSL4MIS's training
-    slices, image and label in each file), in slice order; `image` is then the first."""
+    slices, image and label in each file), in slice order; `image` is then the first.
+    `slice_axis`: the axis of an HDF5 array that runs across slices (0 in SSL4MIS's files, 2
+    in UA-MT's (x, y, z) LA volumes); NIfTI volumes are sliced along their third axis."""
 
     name: str
     image: Path
     mask: Path | None
     group: str | None = None
     slices: tuple[Path, ...] = ()
+    slice_axis: int = 0
 
     @property
     def unit(self) -> str:

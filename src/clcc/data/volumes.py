@@ -73,9 +73,9 @@ def _nifti(path: Path):
     return img, data
 
 
-def read_volume(path: Path, key: str = "image") -> Volume:
-    """A NIfTI file, or dataset `key` ("image" or "label") of an SSL4MIS HDF5 file (2-D slice
-    files read as one slice)."""
+def read_volume(path: Path, key: str = "image", slice_axis: int = 0) -> Volume:
+    """A NIfTI file, or dataset `key` ("image" or "label") of an HDF5 file (SSL4MIS's, UA-MT's;
+    2-D slice files read as one slice) with its `slice_axis` moved first: (D, H, W)."""
     path = Path(path)
     if path.name.lower().endswith(HDF5_SUFFIXES):
         import h5py
@@ -90,7 +90,7 @@ def read_volume(path: Path, key: str = "image") -> Volume:
             data = data[None]
         if data.ndim != 3:
             raise ClccError(f"{path}: {key} has shape {data.shape}; expected (H, W) or (D, H, W)")
-        return Volume(data, None)
+        return Volume(np.moveaxis(data, slice_axis, 0), None)
     img, data = _nifti(path)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     spacing = (zooms[2], zooms[0], zooms[1]) if len(zooms) == 3 else None

@@ -13,6 +13,7 @@ from torch import nn
 
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
+from clcc.data.volume_data import VolumeData
 from clcc.engine.runtime import Runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
@@ -118,7 +119,10 @@ def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
                       ) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Per-case metrics of cases `names` of a prepared set: a 2-D image at the training size
     (`evaluate`); a volume as the field scores it, each slice predicted at the training size,
-    the label map resized back to the volume's own, scored in 3-D (`volume_metrics`)."""
+    the label map resized back to the volume's own, scored in 3-D (`volume_metrics`); or, for
+    a 3-D network on whole volumes (`VolumeData`), by sliding window (`predict_volume`)."""
+    if isinstance(data, VolumeData):
+        return evaluate_volumes(model, data, names, runtime, with_hd95)
     if not data.volumes:
         idx = data.indices(names, "the evaluated split")
         return evaluate(model, data.images[idx], data.masks[idx], names, runtime, with_hd95)
@@ -130,6 +134,43 @@ def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
         row = class_metrics(resize_labels(slices, *truth.shape[1:]), truth, model.labels,
                             with_hd95, measure)
         rows.append({"case": name, **row})
+    return rows, summarise(rows)
+
+
+@torch.no_grad()
+def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
+                   overlap: tuple[float, ...] | None, runtime: Runtime) -> np.ndarray:
+    """The label map (D, H, W) uint8 of a whole volume (D, H, W) float32, predicted by
+    MONAI's sliding window of the training patch (`overlap` per axis, 0.5 by default),
+    windows weighted alike (UA-MT averages its overlapping windows); a volume smaller than
+    the window is padded with zeros."""
+    from monai.inferers import sliding_window_inference
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.from_numpy(np.array(volume, np.float32))[None, None].to(runtime.device)
+        with runtime.autocast():
+            logits = sliding_window_inference(
+                x, list(window), 1, lambda patch: model(patch).logits,
+                overlap=list(overlap) if overlap else 0.5, mode="constant")
+        probs = model.labels.probabilities(logits.float())
+        return model.labels.hard(probs)[0, 0].cpu().numpy().astype(np.uint8)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_volumes(model: nn.Module, data: VolumeData, names: list[str], runtime: Runtime,
+                     with_hd95: bool = True) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Per-volume metrics of a 3-D network: each whole volume by sliding window, scored in
+    3-D (Dice, Jaccard, HD95 and ASD per class, in voxels and, with a spacing, mm)."""
+    rows = []
+    for name in names:
+        i = data.names.index(name)
+        predicted = predict_volume(model, data.images[i], data.window, data.overlap, runtime)
+        measure = functools.partial(volume_metrics, spacing=data.spacing(name))
+        rows.append({"case": name, **class_metrics(predicted, data.native(name), model.labels,
+                                                   with_hd95, measure)})
     return rows, summarise(rows)
 
 

@@ -36,6 +36,7 @@ from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
 from clcc.labels import LabelSpace
 from clcc.metrics import class_metrics, summarise
 from clcc.models.unet import UNet, saved_architecture
+from clcc.models.vnet import network
 
 CLASS_COLOURS = np.array([[0, 255, 0], [255, 60, 60], [60, 120, 255], [255, 220, 0],
                           [255, 0, 255], [0, 230, 230], [255, 140, 0], [160, 90, 255]],
@@ -63,8 +64,9 @@ def load_trained_model(
         print(f"{checkpoint}: made with clcc's former `{cfg.model.name}` network; loaded as "
               f"`{architecture}`")
         cfg.model.name = architecture
-    model = UNet(in_channels=int(state.get("channels", 3)), widths=cfg.model.widths,
-                 dropout=cfg.model.dropout, architecture=architecture, labels=labels)
+    model = network(UNet, architecture, in_channels=int(state.get("channels", 3)),
+                    widths=cfg.model.widths, dropout=cfg.model.dropout, labels=labels,
+                    spatial_dims=cfg.model.spatial_dims)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

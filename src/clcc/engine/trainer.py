@@ -30,6 +30,8 @@ from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import PreparedData, data_fingerprint
+from clcc.data.volume_data import PatchBatches, VolumeData
+from clcc.data.volume_data import to_device as to_volume_device
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clcc.engine.distributed import (
     all_reduce_sum,
@@ -160,7 +162,12 @@ class Trainer:
         if self.dist.enabled and torch.cuda.is_available() and device in ("auto", "cuda"):
             device = f"cuda:{self.dist.local_rank}"
         self.runtime = make_runtime(device, t.precision, t.channels_last)
-        self.data = PreparedData.open(Path(cfg.data.root), cfg.data.size, cfg.data.resample)
+        volumes = cfg.model.spatial_dims == 3
+        if volumes and self.dist.enabled:
+            raise ClccError("3-D networks train in one process for now (no torchrun)")
+        self.data = (VolumeData.open_volumes(Path(cfg.data.root), tuple(cfg.data.patch),
+                                             cfg.data.window_overlap) if volumes else
+                     PreparedData.open(Path(cfg.data.root), cfg.data.size, cfg.data.resample))
         self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection,
                                                  cfg.data.resample)
         torch.manual_seed(t.seed)
@@ -168,6 +175,7 @@ class Trainer:
             cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
             widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
             labels=self.data.labels, in_channels=self.data.channels,
+            spatial_dims=cfg.model.spatial_dims,
         )
         self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
         if self.method.uses_unlabelled and (
@@ -182,13 +190,21 @@ class Trainer:
             if self.method.uses_unlabelled
             else np.empty(0, np.int64)
         )
-        self.batches = TrainBatches(
-            self.data.images, self.data.masks, self.data.labelled(cfg.data.selection),
-            unlabelled, t.labelled_batch, t.unlabelled_batch * self.method.unlabelled_batches,
-            t.seed,
-            rank=self.dist.rank, world=self.dist.world,
-            pin_memory=self.runtime.device.type == "cuda", drop_last=t.drop_last,
-        )
+        labelled, unlabelled_batch = (self.data.labelled(cfg.data.selection),
+                                      t.unlabelled_batch * self.method.unlabelled_batches)
+        self.batches: TrainBatches | PatchBatches
+        if volumes:  # patches of whole volumes, augmented on the host
+            self.batches = PatchBatches(self.data, labelled, unlabelled, tuple(cfg.data.patch),
+                                        t.labelled_batch, unlabelled_batch, t.seed, t.augment,
+                                        t.drop_last)
+            self.to_device = lambda host, gen: to_volume_device(host, self.runtime.device)
+        else:  # slices or images, augmented on the device
+            self.batches = TrainBatches(
+                self.data.images, self.data.masks, labelled, unlabelled, t.labelled_batch,
+                unlabelled_batch, t.seed, rank=self.dist.rank, world=self.dist.world,
+                pin_memory=self.runtime.device.type == "cuda", drop_last=t.drop_last,
+            )
+            self.to_device = lambda host, gen: to_device_batch(host, self.runtime, gen, t.flips)
         self.step_module: torch.nn.Module = self.method
         if self.dist.enabled:
             self.step_module = DistributedDataParallel(
@@ -279,7 +295,7 @@ class Trainer:
             steps += 1
             if cfg.compile and cfg.compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # last step's graph outputs are free
-            batch = to_device_batch(host, self.runtime, gen, cfg.flips)
+            batch = self.to_device(host, gen)
             with self.runtime.autocast():
                 loss, logs = self.step_module(batch, self.step / self.total_steps)
             if not torch.isfinite(loss.detach()).item():

@@ -17,6 +17,7 @@ from torch import nn
 
 from clcc.errors import ClccError
 from clcc.models.unet import UNet
+from clcc.models.vnet import network
 
 Batch = dict[str, torch.Tensor]
 Logs = dict[str, torch.Tensor]
@@ -24,7 +25,8 @@ Logs = dict[str, torch.Tensor]
 
 class Method(nn.Module):
     """Base class. `batch` holds normalised float tensors on the device:
-    "image" (B,3,H,W) and "mask" (B,1,H,W) labelled, "image_u" (B',3,H,W) unlabelled."""
+    "image" (B,C,H,W) and "mask" (B,1,H,W) labelled, "image_u" (B',C,H,W) unlabelled, or
+    (B,C,D,H,W) patches of volumes for a 3-D network: a method never asks which."""
 
     uses_unlabelled: ClassVar[bool] = True
     model_class: ClassVar[type[UNet]] = UNet  # URPC swaps in its pyramid variant
@@ -113,7 +115,8 @@ def build_method(
         padded = [*cls.default_dropout, *[cls.default_dropout[-1]] * levels]
         model_args = {**model_args, "dropout": padded[:levels]}
     try:
-        method = cls(cls.model_class(**model_args), image_size, **(params or {}))
+        model_args = {"architecture": "authors", **model_args}
+        method = cls(network(cls.model_class, **model_args), image_size, **(params or {}))
         method.supervised_loss = method.labels.supervised_loss(supervised_loss)
     except (TypeError, ValueError) as err:
         raise ClccError(f"method {name!r}: bad parameters {params} ({err})") from err

@@ -20,7 +20,7 @@ from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
 from clcc.models.layers import layers
-from clcc.models.unet import SegOutput
+from clcc.models.unet import SegOutput, UNet
 
 STAGES = (1, 2, 3, 3, 3)
 """Convolutions per level, top to bottom (the decoder mirrors the first four)."""
@@ -114,3 +114,14 @@ class VNet(nn.Module):
             x = getattr(self, f"block_{following}")(x)
         features = self.dropout(x)
         return SegOutput(logits=self.out_conv(features), features=features)
+
+
+def network(model_class: type[nn.Module], architecture: str, **args) -> nn.Module:
+    """The network a method trains: UA-MT's V-Net for `vnet` (a plain segmentation network,
+    so a method that needs a U-Net variant, URPC's pyramid, refuses it), else `model_class`
+    with that U-Net architecture."""
+    if architecture != "vnet":
+        return model_class(architecture=architecture, **args)
+    if model_class is not UNet:
+        raise ValueError(f"the V-Net has no {model_class.__name__}: this method needs a U-Net")
+    return VNet(architecture=architecture, **args)

@@ -1,0 +1,211 @@
+"""Whole volumes for 3-D networks, and the random patches they train on.
+
+The same prepared set (manifest, splits, labelled selections) that gives a 2-D network its
+slices gives a 3-D one its volumes: `VolumeData.open` keeps each volume whole, as float32
+intensities and uint8 labels on disk (`cache/volumes/`, one `.npy` pair a case, memory-mapped,
+so a patch is read without reading its volume). Intensities: an HDF5 volume's as stored (UA-MT's
+LA files are normalised already and UA-MT trains on them as they are), a NIfTI volume z-scored
+on its own (as UA-MT normalises LA MRI). Splits and selections are those of `PreparedData`, one
+row per case.
+
+`PatchBatches` is UA-MT's LA loader (`dataloaders/la_heart.py`): per volume a rotation by k·90°
+in the axial (H, W) plane and a flip along H or W (`RandomRotFlip`), then a random crop of the
+patch, the volume zero-padded first where it is smaller (`RandomCrop`); labelled and unlabelled
+volumes in one batch, an epoch one pass over the labelled ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clcc.data.loaders import epoch_generator
+from clcc.data.prepare import PreparedData, _cases, _manifest, check_splits
+from clcc.data.sources import Case
+from clcc.data.volumes import HDF5_SUFFIXES, read_volume, to_label_map
+from clcc.errors import ClccError
+from clcc.files import staged_into, write_json
+from clcc.labels import LabelSpace
+
+CACHE = "volumes"
+
+
+def _fingerprint(cases: list[Case]) -> str:
+    h = hashlib.sha256(b"volumes-v1")
+    for case in cases:
+        for path in (case.image, case.mask):
+            if path is None:
+                h.update(b"-")
+                continue
+            st = Path(path).stat()
+            h.update(f"{case.name}|{path}|{st.st_size}|{st.st_mtime_ns}|{case.slice_axis}"
+                     .encode())
+    return h.hexdigest()
+
+
+def intensities(case: Case) -> np.ndarray:
+    """float32 (D, H, W): an HDF5 volume as stored, a NIfTI one z-scored."""
+    voxels = np.asarray(read_volume(case.image, "image", case.slice_axis).voxels, np.float32)
+    if not np.isfinite(voxels).all():
+        raise ClccError(f"{case.image}: the volume holds NaN or infinite values")
+    if case.image.name.lower().endswith(HDF5_SUFFIXES):
+        return voxels
+    return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
+
+
+def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace) -> None:
+    target = root / "cache" / CACHE
+    meta = {"fingerprint": _fingerprint(cases), "names": [], "shapes": [], "spacing": []}
+    with staged_into(target, last="meta.json") as tmp:
+        for case in cases:
+            image = intensities(case)
+            if case.mask is not None:
+                truth = read_volume(case.mask, "label", case.slice_axis).voxels
+                if truth.shape != image.shape:
+                    raise ClccError(f"{case.mask}: label volume {truth.shape} but its image is "
+                                    f"{image.shape}")
+                np.save(tmp / f"{case.name}.label.npy",
+                        to_label_map(truth, case.mask, labels.classes))
+            np.save(tmp / f"{case.name}.image.npy", image)
+            meta["names"].append(case.name)
+            meta["shapes"].append(list(image.shape))
+            meta["spacing"].append(read_volume(case.image, "image", case.slice_axis).spacing)
+        write_json(tmp / "meta.json", meta)
+
+
+@dataclass
+class VolumeData(PreparedData):
+    """A prepared set as whole volumes: `images[i]` float32 (D, H, W) and `masks[i]` uint8
+    (D, H, W) (None without a label) of case `names[i]`, memory-mapped; `rows` one per case, so
+    every split and selection of `PreparedData` names case indices. `window` and `overlap`:
+    the sliding window a volume is scored with (the training patch)."""
+
+    window: tuple[int, ...] = ()
+    overlap: tuple[float, ...] | None = None
+
+    @classmethod
+    def open_volumes(cls, root: Path, window: tuple[int, ...] = (),
+                     overlap: tuple[float, ...] | None = None) -> VolumeData:
+        root = Path(root)
+        manifest = _manifest(root)
+        cases = _cases(manifest)
+        labels = LabelSpace.from_dict(manifest.get("labels"))
+        meta_path = root / "cache" / CACHE / "meta.json"
+        if not meta_path.exists() or json.loads(meta_path.read_text())["fingerprint"] != (
+                _fingerprint(cases)):
+            build_volume_cache(root, cases, labels)
+        check_splits(root, cases)
+        meta = json.loads(meta_path.read_text())
+        folder = root / "cache" / CACHE
+        masks = [np.load(folder / f"{n}.label.npy", mmap_mode="r")
+                 if (folder / f"{n}.label.npy").exists() else None for n in meta["names"]]
+        return cls(root=root, size=0, names=meta["names"],
+                   images=[np.load(folder / f"{n}.image.npy", mmap_mode="r")
+                           for n in meta["names"]],
+                   masks=masks, labels=labels, rows=[range(i, i + 1)
+                                                     for i in range(len(meta["names"]))],
+                   native_shapes=meta["shapes"], spacings=meta["spacing"],
+                   window=tuple(window), overlap=tuple(overlap) if overlap else None)
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    @property
+    def spatial_dims(self) -> int:
+        return 3
+
+    def native(self, name: str) -> np.ndarray:
+        mask = self.masks[self._position(name)]
+        if mask is None:
+            raise ClccError(f"{self.root}: case {name!r} has no label volume")
+        return np.asarray(mask)
+
+
+def rot_flip(volumes: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same k·90° turn in the (H, W) plane and flip along H or W for every array of a case
+    (UA-MT's `RandomRotFlip`)."""
+    k, axis = int(rng.integers(0, 4)), int(rng.integers(1, 3))
+    return [np.flip(np.rot90(v, k, axes=(1, 2)), axis=axis) for v in volumes]
+
+
+def random_crop(volumes: list[np.ndarray], patch: tuple[int, int, int],
+                rng: np.random.Generator) -> list[np.ndarray]:
+    """One random `patch` of every array of a case; where the volume is smaller it is first
+    zero-padded to the patch plus 3 voxels a side (UA-MT's `RandomCrop`)."""
+    shape = volumes[0].shape
+    pads = [max((p - s) // 2 + 3, 0) if s <= p else 0 for s, p in zip(shape, patch,
+                                                                      strict=True)]
+    if any(pads):
+        volumes = [np.pad(v, [(q, q) for q in pads]) for v in volumes]
+        shape = volumes[0].shape
+    starts = [int(rng.integers(0, s - p)) if s > p else 0 for s, p in zip(shape, patch,
+                                                                          strict=True)]
+    window = tuple(slice(a, a + p) for a, p in zip(starts, patch, strict=True))
+    return [np.ascontiguousarray(v[window]) for v in volumes]
+
+
+class PatchBatches:
+    """Yields {"image": float32 (B, D, H, W), "mask": uint8 (B, D, H, W), "image_u": float32
+    (B', D, H, W)} of random patches, augmented on the host; `len` steps an epoch (one pass over
+    the labelled volumes; the unlabelled stream cycles)."""
+
+    def __init__(self, data: VolumeData, labelled: np.ndarray, unlabelled: np.ndarray,
+                 patch: tuple[int, int, int], labelled_batch: int, unlabelled_batch: int,
+                 seed: int, augment: bool = True, drop_last: bool = False) -> None:
+        if len(labelled) == 0:
+            raise ValueError("the labelled subset is empty")
+        self.data, self.patch = data, tuple(patch)
+        self.labelled, self.unlabelled = np.asarray(labelled), np.asarray(unlabelled)
+        self.labelled_batch = labelled_batch
+        self.unlabelled_batch = unlabelled_batch if len(self.unlabelled) else 0
+        self.seed, self.augment, self.drop_last = seed, augment, drop_last
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return max(1, len(self.labelled) // self.labelled_batch)
+        return math.ceil(len(self.labelled) / self.labelled_batch)
+
+    def _patch(self, case: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image = np.asarray(self.data.images[case])
+        mask = self.data.masks[case]
+        arrays = [image] + ([np.asarray(mask)] if mask is not None else [])
+        if self.augment:
+            arrays = rot_flip(arrays, rng)
+        arrays = random_crop(arrays, self.patch, rng)
+        return arrays[0], arrays[1] if len(arrays) > 1 else np.zeros_like(arrays[0], np.uint8)
+
+    def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        g = epoch_generator(self.seed, epoch)
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=g)))
+        order = self.labelled[rng.permutation(len(self.labelled))]
+        bu = self.unlabelled_batch
+        stream = (self.unlabelled[rng.permutation(len(self.unlabelled))]
+                  if bu else np.empty(0, np.int64))
+        for step in range(len(self)):
+            chosen = order[step * self.labelled_batch:(step + 1) * self.labelled_batch]
+            pairs = [self._patch(int(i), rng) for i in chosen]
+            batch = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])),
+                     "mask": torch.from_numpy(np.stack([p[1] for p in pairs]))}
+            if bu:
+                picks = [stream[(step * bu + j) % len(stream)] for j in range(bu)]
+                batch["image_u"] = torch.from_numpy(np.stack(
+                    [self._patch(int(i), rng)[0] for i in picks]))
+            yield batch
+
+
+def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A patch batch as a step takes it: "image"/"image_u" float (B, 1, D, H, W), "mask"
+    float (B, 1, D, H, W) (patches come augmented and normalised from the host)."""
+    batch = {"image": host["image"][:, None].to(device, non_blocking=True),
+             "mask": host["mask"][:, None].to(device, non_blocking=True).float()}
+    if "image_u" in host:
+        batch["image_u"] = host["image_u"][:, None].to(device, non_blocking=True)
+    return batch

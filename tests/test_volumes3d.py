@@ -1,0 +1,117 @@
+"""Volumes trained as volumes: UA-MT's LA layout, whole-volume caches, random patches, a 3-D
+U-Net and the V-Net trained on them and scored per volume by sliding window."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from clcc.config import load_config
+from clcc.data.prepare import prepare
+from clcc.data.volume_data import PatchBatches, VolumeData, random_crop, rot_flip
+from clcc.errors import ClccError
+
+from conftest import TINY
+
+
+def write_la(root: Path, train: int = 14, test: int = 3) -> list[str]:
+    """UA-MT's `data/` in miniature: (x, y, z) volumes whose bright blob is the atrium."""
+    rng = np.random.default_rng(0)
+    names = [f"CASE{i:02d}" for i in range(train + test)]
+    for i, name in enumerate(names):
+        x, y, z = 20 + i % 3, 24, 18
+        label = np.zeros((x, y, z), np.uint8)
+        label[5:14, 6:16, 4:12] = 1
+        image = (label * 2.0 + rng.normal(0, 0.3, label.shape)).astype(np.float32)
+        folder = root / "2018LA_Seg_Training Set" / name
+        folder.mkdir(parents=True)
+        with h5py.File(folder / "mri_norm2.h5", "w") as f:
+            f["image"], f["label"] = image, label
+    (root / "train.list").write_text("\n".join(names[:train]) + "\n")
+    (root / "test.list").write_text("\n".join(names[train:]) + "\n")
+    return names
+
+
+@pytest.fixture(scope="module")
+def la_set(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("la")
+    write_la(root / "data")
+    prepare("la", root / "data", root / "prepared", labelled=2, size=None)
+    return root / "prepared"
+
+
+def test_la_is_split_as_the_literature_with_a_validation_hold_out(la_set):
+    lists = {n: (la_set / "splits" / f"{n}.txt").read_text().split()
+             for n in ("train", "val", "test", "labelled-0")}
+    assert (len(lists["train"]), len(lists["val"]), len(lists["test"])) == (4, 10, 3)
+    assert lists["labelled-0"] == ["CASE00", "CASE01"]  # the first N of train.list
+    assert lists["val"] == [f"CASE{i:02d}" for i in range(4, 14)]  # its last 10
+
+
+def test_whole_volumes_are_kept_as_stored_with_the_slice_axis_first(la_set):
+    data = VolumeData.open_volumes(la_set)
+    i = data.names.index("CASE01")
+    with h5py.File(Path(json.loads((la_set / "manifest.json").read_text())["cases"][1]["image"]
+                        ), "r") as f:
+        stored = f["image"][:]
+    assert data.images[i].shape == (18, 21, 24)  # (z, x, y)
+    assert np.array_equal(data.images[i], np.moveaxis(stored, 2, 0))
+    assert data.masks[i].dtype == np.uint8 and data.masks[i].sum() == 9 * 10 * 8
+    assert data.labelled(0).tolist() == [data.names.index("CASE00"), i]
+
+
+def test_rot_flip_and_crop_by_hand():
+    rng = np.random.default_rng(0)
+    volume = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    turned = rot_flip([volume, volume], rng)
+    assert np.array_equal(turned[0], turned[1])  # image and label alike
+    assert sorted(turned[0].ravel().tolist()) == list(range(24))
+    small = np.ones((4, 6, 8))
+    (crop,) = random_crop([small], (8, 8, 8), rng)  # padded (by 5, 4, 3 a side) then cut
+    assert crop.shape == (8, 8, 8) and 0 < crop.sum() < 8**3
+    big = np.arange(10 * 10 * 10).reshape(10, 10, 10)
+    (crop,) = random_crop([big], (4, 4, 4), rng)
+    start = np.argwhere(big == crop[0, 0, 0])[0]
+    assert np.array_equal(crop, big[start[0]:start[0] + 4, start[1]:start[1] + 4,
+                                    start[2]:start[2] + 4])
+
+
+def test_patch_batches_mix_labelled_and_unlabelled_volumes(la_set):
+    data = VolumeData.open_volumes(la_set)
+    batches = PatchBatches(data, data.labelled(0), data.unlabelled(0), (16, 16, 16), 2, 2, 0)
+    (batch,) = list(batches.epoch(0))
+    assert batch["image"].shape == batch["image_u"].shape == (2, 16, 16, 16)
+    assert batch["mask"].shape == (2, 16, 16, 16) and batch["mask"].dtype == torch.uint8
+    again = next(iter(batches.epoch(0)))
+    assert torch.equal(again["image"], batch["image"])  # an epoch replays exactly
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [["model.name=vnet", "model.widths=[2,4,8,16,32]"],
+                                   ["model.name=ssl4mis", "model.widths=[4,8,16]"]])
+def test_a_3d_network_trains_on_patches_and_is_scored_per_volume(la_set, tmp_path, model):
+    from clcc.engine.predict import load_trained_model
+    from clcc.engine.trainer import train
+
+    cfg = load_config(None, [*TINY, *model, "model.spatial_dims=3", "data.patch=[16,16,16]",
+                             f"data.root={la_set}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2",
+                             "data.window_overlap=[0.5,0.25,0.25]"])
+    results = train(cfg)
+    assert results["steps"] == 2 and len(results["test"]) > 3
+    rows = (cfg.run_dir() / "test_per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("case,dice,iou") and len(rows) == 1 + 3  # the 3 test volumes
+    _, net, _ = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
+    assert net.spatial_dims == 3
+
+
+def test_a_3d_network_needs_a_patch():
+    with pytest.raises(ClccError, match="data.patch must give 3 sides"):
+        load_config(None, ["model.name=vnet", "model.spatial_dims=3"])
+    with pytest.raises(ClccError, match="vnet is a 3-D network"):
+        load_config(None, ["model.name=vnet"])
