@@ -51,10 +51,11 @@ def test_labels_of_entries():
     labelled = Variant("CLCC+BN=clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true")
     assert labelled.label == "CLCC+BN" and labelled.method == "clcc"
     assert labelled.entry == "clcc:n=4,patch_bn=frozen,train.recalibrate_bn=true"
-    assert labelled.slug == Variant(labelled.entry).slug  # run folders keep their names
+    assert labelled.slug == "clcc+bn"  # a short folder name (issue 30: not the overrides)
+    assert Variant(labelled.entry).slug == "clcc-n4-patch_bnfrozen-train.recalibrate_bntrue"
     assert labelled.params == {"n": 4, "patch_bn": "frozen", "train.recalibrate_bn": True}
     assert Variant("Base=supervised").label == "Base" and Variant("Base=supervised").slug == (
-        "supervised")
+        "base")
 
 
 def test_table_csv_quotes_entries_and_carries_labels(tmp_path: Path):

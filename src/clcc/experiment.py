@@ -314,11 +314,11 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
               selections: list[int], output: Path, order: str) -> list:
     """(variant, selection, config, overrides) of every run, in the order they should run;
     every entry's method parameters are checked first (before any run starts)."""
-    from clcc.data.prepare import is_prepared
     from clcc.engine.trainer import with_resolved_parameters  # (torch: when a grid runs)
     from clcc.methods import build_method, check_parameters
 
-    repeated = sorted({v.entry for v in variants if [w.entry for w in variants].count(v.entry) > 1})
+    repeated = sorted({v.entry for v in variants if [w.entry for w in variants].count(v.entry) > 1}
+                      | {v.spec for v in variants if [w.slug for w in variants].count(v.slug) > 1})
     if repeated or len(set(selections)) < len(selections):
         raise ClccError(f"--methods/--selections name {', '.join(repeated) or 'a selection'} "
                         "twice; each once")
@@ -335,14 +335,22 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
         build_method(cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
                      widths=cfg.model.widths, dropout=cfg.model.dropout,
                      architecture=cfg.model.name, spatial_dims=cfg.model.spatial_dims)
+    return order_grid(grid, order)
+
+
+def check_data(grid: list) -> None:
+    """Every run's data.root is a prepared set holding its selection (before any run starts,
+    rather than as the first run's failure)."""
+    from clcc.data.prepare import is_prepared
+
+    selections = sorted({g[1] for g in grid})
     for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
         if not is_prepared(Path(root)):
             raise ClccError(f"{root}: not a prepared data set (data.root); run `clcc data "
                             "prepare` first, or set data.root")
         if not (Path(root) / "splits" / f"labelled-{selection}.txt").is_file():
             raise ClccError(f"{root}: selection {selection} was not prepared; prepare the set "
-                            f"with --selections {','.join(map(str, sorted(set(selections))))}")
-    return order_grid(grid, order)
+                            f"with --selections {','.join(map(str, selections))}")
 
 
 def is_grid(folder: Path) -> bool:
@@ -408,6 +416,7 @@ def run_grid(
     variants = [Variant(m) for m in methods]
     reference = _reference_entry(reference, variants)
     grid = plan_grid(config, overrides, variants, selections, output, order)
+    check_data(grid)
     claim_grid(output, grid)
     _refuse_stale(grid, overwrite)
     todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
