@@ -108,6 +108,23 @@ def test_a_3d_network_trains_on_patches_and_is_scored_per_volume(la_set, tmp_pat
     assert rows[0].startswith("case,dice,iou") and len(rows) == 1 + 3  # the 3 test volumes
     _, net, _ = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
     assert net.spatial_dims == 3
+    # clcc predict: a NIfTI volume in, its label volume out on the input's grid
+    import nibabel as nib
+
+    from clcc.cli import main
+
+    affine = np.diag([0.625, 0.625, 2.5, 1.0])
+    scan = np.random.default_rng(1).normal(0, 1, (21, 24, 18)).astype(np.float32)
+    (tmp_path / "scans").mkdir()
+    nib.save(nib.Nifti1Image(scan, affine), str(tmp_path / "scans" / "new.nii.gz"))
+    assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
+                 str(tmp_path / "scans"), "--output", str(tmp_path / "labels"),
+                 "--probabilities"]) == 0
+    written = nib.load(str(tmp_path / "labels" / "new.nii.gz"))
+    assert written.shape == scan.shape and np.allclose(written.affine, affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+    assert nib.load(str(tmp_path / "labels" / "probabilities" / "new.nii.gz")).shape == (
+        scan.shape)
 
 
 def test_a_3d_network_needs_a_patch():

@@ -197,7 +197,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictor = Predictor.from_onnx(args.onnx)
     else:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
-        predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample)
+        predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample,
+                                         cfg.data.patch, cfg.data.window_overlap)
     written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,

@@ -50,12 +50,13 @@ def _fingerprint(cases: list[Case]) -> str:
     return h.hexdigest()
 
 
-def intensities(case: Case) -> np.ndarray:
-    """float32 (D, H, W): an HDF5 volume as stored, a NIfTI one z-scored."""
-    voxels = np.asarray(read_volume(case.image, "image", case.slice_axis).voxels, np.float32)
+def intensities(path: Path, slice_axis: int = 0) -> np.ndarray:
+    """float32 (D, H, W): an HDF5 volume as stored, a NIfTI one z-scored (what a 3-D network
+    trains on, and what `clcc predict` gives it)."""
+    voxels = np.asarray(read_volume(path, "image", slice_axis).voxels, np.float32)
     if not np.isfinite(voxels).all():
-        raise ClccError(f"{case.image}: the volume holds NaN or infinite values")
-    if case.image.name.lower().endswith(HDF5_SUFFIXES):
+        raise ClccError(f"{path}: the volume holds NaN or infinite values")
+    if Path(path).name.lower().endswith(HDF5_SUFFIXES):
         return voxels
     return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
 
@@ -65,7 +66,7 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace) -> Non
     meta = {"fingerprint": _fingerprint(cases), "names": [], "shapes": [], "spacing": []}
     with staged_into(target, last="meta.json") as tmp:
         for case in cases:
-            image = intensities(case)
+            image = intensities(case.image, case.slice_axis)
             if case.mask is not None:
                 truth = read_volume(case.mask, "label", case.slice_axis).voxels
                 if truth.shape != image.shape:

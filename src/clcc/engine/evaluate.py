@@ -138,9 +138,9 @@ def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
 
 
 @torch.no_grad()
-def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
-                   overlap: tuple[float, ...] | None, runtime: Runtime) -> np.ndarray:
-    """The label map (D, H, W) uint8 of a whole volume (D, H, W) float32, predicted by
+def volume_probabilities(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
+                         overlap: tuple[float, ...] | None, runtime: Runtime) -> torch.Tensor:
+    """Probabilities (heads, D, H, W) on the CPU of a whole volume (D, H, W) float32, by
     MONAI's sliding window of the training patch (`overlap` per axis, 0.5 by default),
     windows weighted alike (UA-MT averages its overlapping windows); a volume smaller than
     the window is padded with zeros."""
@@ -154,10 +154,16 @@ def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...]
             logits = sliding_window_inference(
                 x, list(window), 1, lambda patch: model(patch).logits,
                 overlap=list(overlap) if overlap else 0.5, mode="constant")
-        probs = model.labels.probabilities(logits.float())
-        return model.labels.hard(probs)[0, 0].cpu().numpy().astype(np.uint8)
+        return model.labels.probabilities(logits.float())[0].cpu()
     finally:
         model.train(was_training)
+
+
+def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
+                   overlap: tuple[float, ...] | None, runtime: Runtime) -> np.ndarray:
+    """The label map (D, H, W) uint8 of a whole volume (`volume_probabilities`)."""
+    probs = volume_probabilities(model, volume, window, overlap, runtime)
+    return model.labels.hard(probs[None])[0, 0].numpy().astype(np.uint8)
 
 
 def evaluate_volumes(model: nn.Module, data: VolumeData, names: list[str], runtime: Runtime,

@@ -20,6 +20,7 @@ from clcc.config import Config, config_from_dict
 from clcc.data.decode import load_case, read_case, resize_image, with_channels
 from clcc.data.images import IMAGE_SUFFIXES, read_image
 from clcc.data.sources import Case
+from clcc.data.volume_data import intensities
 from clcc.data.volumes import (
     NIFTI_SUFFIXES,
     is_nifti,
@@ -29,7 +30,7 @@ from clcc.data.volumes import (
     volume_stem,
 )
 from clcc.engine.checkpoint import load_checkpoint
-from clcc.engine.evaluate import evaluate, predict_probabilities
+from clcc.engine.evaluate import evaluate, predict_probabilities, volume_probabilities
 from clcc.engine.runtime import Runtime, make_runtime
 from clcc.errors import ClccError
 from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
@@ -84,16 +85,31 @@ class Predictor:
     they mean."""
 
     def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
-                 labels: LabelSpace, channels: int = 3, resample: str = "bilinear") -> None:
+                 labels: LabelSpace, channels: int = 3, resample: str = "bilinear",
+                 volume_backend: Callable[[np.ndarray], torch.Tensor] | None = None) -> None:
         self.backend, self.size, self.labels = backend, size, labels
         self.channels, self.resample = channels, resample
+        self.volume_backend = volume_backend  # a 3-D network: whole volume → (heads, D, H, W)
 
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime,
-                   resample: str = "bilinear") -> Predictor:
-        """`resample`: how the model's training images were resized (`data.resample`)."""
+                   resample: str = "bilinear", window: tuple[int, ...] | None = None,
+                   overlap: tuple[float, ...] | None = None) -> Predictor:
+        """`resample`: how the model's training images were resized (`data.resample`);
+        `window`: a 3-D network's training patch, whole volumes predicted by sliding window."""
+        volume_backend = None
+        if model.spatial_dims == 3:
+            def volume_backend(voxels: np.ndarray) -> torch.Tensor:
+                return volume_probabilities(model, voxels, window, overlap, runtime)
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels, model.in_channels, resample)
+                   model.labels, model.in_channels, resample, volume_backend)
+
+    def volume(self, path: Path) -> np.ndarray:
+        """Probabilities (D, heads, H, W) of a NIfTI volume: its grey slices one by one for a
+        2-D network, the whole z-scored volume by sliding window for a 3-D one."""
+        if self.volume_backend is not None:
+            return self.volume_backend(intensities(path)).numpy().transpose(1, 0, 2, 3)
+        return np.stack([self.probabilities(plane[..., None]) for plane in _read_input(path)])
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
@@ -188,8 +204,7 @@ def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str,
                     probabilities: bool) -> None:
     """`name` in `out`: the label volume of NIfTI `path`, slice by slice, in its own layout,
     affine and header; with `probabilities`, one float32 volume per class beside it."""
-    grey = _read_input(path)
-    prob = np.stack([predictor.probabilities(plane[..., None]) for plane in grey])
+    prob = predictor.volume(path)
     labels = predictor.labels.hard(torch.from_numpy(prob))[:, 0].numpy().astype(np.uint8)
     compressed = name.lower().endswith(".gz")
     _write_bytes(volume_bytes(labels, path, compressed), out / name)
