@@ -278,3 +278,11 @@ def test_a_run_counted_in_iterations_validates_at_exactly_every_nth_step(tiny_co
     assert [r.get("val_step") for r in rows] == [3, 6]
     best = load_checkpoint(cfg.run_dir() / "best.pt")["epoch"]
     assert best in (1, 2)
+
+
+def test_uamt_step_schedule_by_hand():
+    """UA-MT's LA scripts: lr 0.01 for steps 1 … 2 500, then ×0.1 every 2 500 (their update
+    after iteration 2 500 reaches step 2 501 on)."""
+    f = lr_lambda(warmup=0, total=6000, schedule="step", step_every=2500)
+    assert [f(s) for s in (0, 2499, 2500, 4999, 5000, 5999)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])

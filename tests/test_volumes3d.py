@@ -132,3 +132,21 @@ def test_a_3d_network_needs_a_patch():
         load_config(None, ["model.name=vnet", "model.spatial_dims=3"])
     with pytest.raises(ClccError, match="vnet is a 3-D network"):
         load_config(None, ["model.name=vnet"])
+
+
+UAMT_DATA = Path(__file__).resolve().parents[2] / "authors" / "UA-MT" / "data"
+
+
+def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
+    """UA-MT's own data/ (a checkout beside the project; skipped without one): 80 + 20
+    volumes, the first 8 of train.list labelled, its last 10 held out for validation."""
+    source = Path(__import__("os").environ.get("UAMT_DATA", UAMT_DATA))
+    if not (source / "train.list").is_file():
+        pytest.skip(f"UA-MT's LA data not found at {source}")
+    from clcc.cli import main
+
+    assert main(["data", "prepare", "la", "--source", str(source), "--output",
+                 str(tmp_path / "la"), "--labelled", "8", "--size", "0"]) == 0
+    assert "train 70 / val 10 / test 20; labelled 8, unlabelled 62" in capsys.readouterr().out
+    first = (source / "train.list").read_text().split()[:8]
+    assert (tmp_path / "la" / "splits" / "labelled-0.txt").read_text().split() == sorted(first)

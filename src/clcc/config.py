@@ -60,7 +60,9 @@ class OptimConfig:
     lr: float = 1e-3  # AdamW defaults, as in the paper
     weight_decay: float = 0.01
     momentum: float = 0.9  # of SGD
-    schedule: Literal["cosine", "constant", "poly"] = "cosine"  # poly: lr·(1 − s/S)^0.9
+    schedule: Literal["cosine", "constant", "poly", "step"] = "cosine"  # poly: lr·(1 − s/S)^0.9;
+    # step: lr·0.1^(s // step_every), UA-MT's LA schedule
+    step_every: int = 2500
     warmup_steps: int = 0  # warm-up, in optimiser steps ...
     warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
     warmup_shape: Literal["linear", "authors"] = "linear"  # or the authors' cosine × T/W
@@ -215,7 +217,8 @@ MAX_SIZE = 2048  # training resolution: a cache of 1000 RGB images at 2048² is 
 # counts and sizes that must be at least this, checked before any folder is made
 MINIMUM = {"data.size": 1, "train.epochs": 1, "train.iterations": 0, "train.labelled_batch": 1,
            "train.unlabelled_batch": 0, "train.eval_every": 1, "train.checkpoint_every": 1,
-           "train.threads": 0, "optim.warmup_steps": 0, "optim.warmup_epochs": 0}
+           "train.threads": 0, "optim.warmup_steps": 0, "optim.warmup_epochs": 0,
+           "optim.step_every": 1}
 
 
 def _check_ranges(cfg: Config) -> Config:

@@ -58,25 +58,30 @@ step index is shadowed by an inner loop, so the schedule sees epoch · iters + 7
 
 
 POLY_POWER = 0.9  # SSL4MIS, UniMatch, BCP: lr·(1 − s/S)^0.9
+STEP_GAMMA = 0.1  # UA-MT: lr·0.1^(s // 2500)
 
 
-def lr_lambda(warmup: int, total: int, schedule: str, per: int = 1, shape: str = "linear"):
+def lr_lambda(warmup: int, total: int, schedule: str, per: int = 1, shape: str = "linear",
+              step_every: int = 2500):
     """Multiplier of the base learning rate at optimiser step `s`: warm-up over `warmup` units,
     then cosine (or poly) to 0 at `total` units, where a unit is `per` steps (1: every step;
-    the steps of an epoch: once per epoch, as in the authors' code).
+    the steps of an epoch: once per epoch, as in the authors' code); or `step`: ×0.1 after
+    every `step_every` units (UA-MT's LA scripts: 0.01, then 0.001 from step 2 501).
 
     Warm-up `shape` linear: (u + 1) / W. authors: the authors' `lr_scheduler.py`, the whole
     schedule evaluated at T = u + 7/per (their shadowed step index; T = u for per = 1), the
     cosine ½(1 + cos(π(T − W)/(N − W))) times T / W while T < W, which is 0.0012 / 0.17 /
     0.43 / 0.72 at epochs 0 / 25 / 50 / 75 of 100 warm-up epochs in 300 with 30 steps per epoch.
     """
-    if schedule not in ("cosine", "constant", "poly"):
-        raise ClccError(f"unknown schedule {schedule!r}; choose cosine, constant or poly")
+    if schedule not in ("cosine", "constant", "poly", "step"):
+        raise ClccError(f"unknown schedule {schedule!r}; choose cosine, constant, poly or step")
 
     def decay(t: float) -> float:
         done = min(1.0, t / max(1, total - warmup))
         if schedule == "constant":
             return 1.0
+        if schedule == "step":
+            return STEP_GAMMA ** (int(t) // step_every)
         if schedule == "poly":
             return (1 - done) ** POLY_POWER
         return 0.5 * (1 + math.cos(math.pi * done))
@@ -105,6 +110,7 @@ def schedule_for(optim: OptimConfig, epochs: int, steps_per_epoch: int, iteratio
                          shape=optim.warmup_shape)
     warmup = optim.warmup_steps + optim.warmup_epochs * steps_per_epoch
     return lr_lambda(warmup, iterations or epochs * steps_per_epoch, optim.schedule,
+                     step_every=optim.step_every,
                      shape=optim.warmup_shape)
 
 
