@@ -4,6 +4,7 @@ U-Net and the V-Net trained on them and scored per volume by sliding window."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -140,7 +141,7 @@ UAMT_DATA = Path(__file__).resolve().parents[2] / "authors" / "UA-MT" / "data"
 def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
     """UA-MT's own data/ (a checkout beside the project; skipped without one): 80 + 20
     volumes, the first 8 of train.list labelled, its last 10 held out for validation."""
-    source = Path(__import__("os").environ.get("UAMT_DATA", UAMT_DATA))
+    source = Path(os.environ.get("UAMT_DATA", UAMT_DATA))
     if not (source / "train.list").is_file():
         pytest.skip(f"UA-MT's LA data not found at {source}")
     from clcc.cli import main
