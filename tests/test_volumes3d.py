@@ -151,3 +151,22 @@ def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
     assert "train 70 / val 10 / test 20; labelled 8, unlabelled 62" in capsys.readouterr().out
     first = (source / "train.list").read_text().split()[:8]
     assert (tmp_path / "la" / "splits" / "labelled-0.txt").read_text().split() == sorted(first)
+
+
+def test_methods_say_whether_they_train_in_3d():
+    """Supervised, Mean Teacher, UAMT and URPC take volumes as they take images (one step on a
+    5-D batch); the methods whose perturbations are 2-D refuse in one line."""
+    from clcc.methods import METHODS, build_method
+
+    batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
+             "mask": (torch.rand(2, 1, 16, 16, 16) > 0.5).float()}
+    for name in sorted(METHODS):
+        widths = (4, 8, 16, 32, 64) if name == "urpc" else (4, 8, 16)
+        args = {"widths": widths, "in_channels": 1, "spatial_dims": 3}
+        if name in ("bcp", "clcc", "fixmatch", "unimatch"):
+            with pytest.raises(ClccError, match="trains on 2-D images only so far"):
+                build_method(name, 16, **args)
+            continue
+        torch.manual_seed(0)
+        loss, _ = build_method(name, 16, **args).training_step(batch, 0.5)
+        assert torch.isfinite(loss)

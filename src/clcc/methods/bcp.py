@@ -90,6 +90,7 @@ def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Te
 
 @register("bcp")
 class BCP(Method):
+    spatial_dims = (2,)  # its copy-paste boxes and components are 2-D (3-D: a later step)
     default_dropout = SSL4MIS_DROPOUT
 
     def __init__(

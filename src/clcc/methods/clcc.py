@@ -42,6 +42,7 @@ VARIANTS = {  # negatives, norm, detach patch vectors
 
 @register("clcc")
 class CLCC(Method):
+    spatial_dims = (2,)  # its n×n patches are 2-D (3-D: a later step)
     has_unused_parameters = True  # the projection head rests in stage 2
     def __init__(
         self,

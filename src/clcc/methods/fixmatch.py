@@ -59,6 +59,7 @@ def cutmix_view(view: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
 
 @register("fixmatch")
 class FixMatch(Method):
+    spatial_dims = (2,)  # its colour jitter, blur and CutMix boxes are 2-D (3-D: later)
     default_dropout = SSL4MIS_DROPOUT
     strong_views: ClassVar[int] = 1
     weights: ClassVar[dict[str, float]] = {"loss_u_s1": 1.0}  # loss = (loss_x + Σ w·term) / 2
