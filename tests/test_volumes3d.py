@@ -170,3 +170,24 @@ def test_methods_say_whether_they_train_in_3d():
         torch.manual_seed(0)
         loss, _ = build_method(name, 16, **args).training_step(batch, 0.5)
         assert torch.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_an_nnunet_raw_set_trains_as_volumes_with_its_spacing(tmp_path):
+    """nnU-Net's raw layout, prepared once, trains a 3-D network on whole NIfTI volumes
+    (z-scored each), scored per volume in voxels and in mm from the header's spacing."""
+    from clcc.engine.trainer import train
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=6)
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    data = VolumeData.open_volumes(tmp_path / "p")
+    volume = np.asarray(data.images[0])
+    assert abs(volume.mean()) < 1e-4 and abs(volume.std() - 1) < 1e-3  # z-scored
+    assert data.spacing(data.names[0]) is not None
+    cfg = load_config(None, [*TINY, "model.name=ssl4mis", "model.widths=[4,8,16]",
+                             "model.spatial_dims=3", "data.patch=[8,16,16]",
+                             f"data.root={tmp_path / 'p'}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2"])
+    results = train(cfg)
+    assert {"dice_a", "dice_b", "hd95_mm"} <= set(results["test"])
