@@ -177,6 +177,7 @@ def test_an_nnunet_raw_set_trains_as_volumes_with_its_spacing(tmp_path):
     """nnU-Net's raw layout, prepared once, trains a 3-D network on whole NIfTI volumes
     (z-scored each), scored per volume in voxels and in mm from the header's spacing."""
     from clcc.engine.trainer import train
+
     from helpers import write_nnunet
 
     write_nnunet(tmp_path / "raw", cases=6)
