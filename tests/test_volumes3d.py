@@ -126,6 +126,15 @@ def test_a_3d_network_trains_on_patches_and_is_scored_per_volume(la_set, tmp_pat
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
     assert nib.load(str(tmp_path / "labels" / "probabilities" / "new.nii.gz")).shape == (
         scan.shape)
+    # ONNX: a 3-D model exports, runs in onnxruntime and predicts the same label volume
+    pytest.importorskip("onnxruntime")
+    assert main(["export", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--output",
+                 str(tmp_path / "m.onnx")]) == 0
+    assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), "--input",
+                 str(tmp_path / "scans"), "--output", str(tmp_path / "labels-onnx")]) == 0
+    by_onnx = np.asarray(nib.load(str(tmp_path / "labels-onnx" / "new.nii.gz")).dataobj)
+    by_torch = np.asarray(written.dataobj)
+    assert by_onnx.shape == scan.shape and (by_onnx == by_torch).mean() > 0.999
 
 
 def test_a_3d_network_needs_a_patch():

@@ -234,9 +234,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
     export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint,
-                resample=cfg.data.resample)
+                resample=cfg.data.resample, patch=cfg.data.patch)
     heads = model.labels.heads
     what = "foreground probability" if heads == 1 else f"probabilities of {heads} classes"
+    if model.spatial_dims == 3:
+        print(f"wrote {args.output} (input: z-scored intensities N×1×D×H×W with D, H, W "
+              f"divisible by {model.divisor}; output: {what} N×{heads}×D×H×W; trained on "
+              f"patches of {'×'.join(map(str, cfg.data.patch))})")
+        return
     print(f"wrote {args.output} (input: float RGB in [0, 1], N×3×H×W with H, W divisible by "
           f"{model.divisor}; output: {what} N×{heads}×H×W; trained at {cfg.data.size})")
 

@@ -5,7 +5,9 @@ and returns the foreground probability (N,1,H,W) of a binary model, or the C cla
 probabilities (N,C,H,W) of a multi-class one: normalisation and sigmoid/softmax are inside, so
 a user only scales pixels by 1/255. The class names are in the metadata (`clcc.labels`).
 Batch, height and width are dynamic. The training size is
-stored in the model's metadata (`clcc.size`). Needs the `onnx` extra (onnx, onnxscript,
+stored in the model's metadata (`clcc.size`). A 3-D model takes (N,1,D,H,W) z-scored
+intensities, all three sides dynamic, and keeps its training patch (`clcc.patch`), which
+`clcc predict --onnx` slides over a whole volume. Needs the `onnx` extra (onnx, onnxscript,
 onnxruntime).
 """
 
@@ -27,6 +29,7 @@ from clcc.models.unet import UNet
 
 SIZE_KEY = "clcc.size"
 RESAMPLE_KEY = "clcc.resample"  # how images were resized for training (`data.resample`)
+PATCH_KEY = "clcc.patch"  # a 3-D model's training patch (D, H, W), JSON
 LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: binary)
 
 
@@ -64,7 +67,7 @@ def is_exported(path: Path) -> bool:
 
 
 def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None,
-                resample: str = "bilinear") -> Path:
+                resample: str = "bilinear", patch: list[int] | None = None) -> Path:
     """Write the ONNX graph to `output`: a new file, or one `clcc export` wrote; never the
     `checkpoint` it comes from."""
     _require("onnx")
@@ -76,16 +79,25 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
     # a copy in the default layout: the exporter rejects channels-last weights
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     wrapper = ProbabilityModel(plain).eval()
-    example = torch.rand(1, model.in_channels, size, size)
-    batch, height, width = (torch.export.Dim(n, min=1) for n in ("batch", "height", "width"))
-    dims = {"rgb": {0: batch, 2: height * model.divisor, 3: width * model.divisor}}
+    if model.spatial_dims == 3:  # no side of 1 at the bottleneck, nor a batch of 1: both
+        # would be traced as constants
+        sides, count = [max(p, 2 * model.divisor) for p in patch], 2
+    else:
+        sides, count = [size, size], 1
+    example = torch.rand(count, model.in_channels, *sides)
+    batch = torch.export.Dim("batch", min=1)
+    names = ("depth", "height", "width")[-len(sides):]
+    dims = {"rgb": {0: batch, **{2 + i: torch.export.Dim(n, min=1) * model.divisor
+                                 for i, n in enumerate(names)}}}
     program = torch.onnx.export(
         wrapper, (example,), input_names=["rgb"], output_names=["probability"],
         dynamic_shapes=dims, dynamo=True, verbose=False,
     )
     proto = program.model_proto
-    onnx.helper.set_model_props(proto, {SIZE_KEY: str(size), RESAMPLE_KEY: resample,
-                                        LABELS_KEY: json.dumps(list(model.labels.names))})
+    onnx.helper.set_model_props(proto, {
+        SIZE_KEY: str(size), RESAMPLE_KEY: resample,
+        LABELS_KEY: json.dumps(list(model.labels.names)),
+        **({PATCH_KEY: json.dumps(list(patch))} if model.spatial_dims == 3 else {})})
     with atomic_path(Path(output)) as tmp:
         onnx.save(proto, tmp)
     return Path(output)
@@ -116,6 +128,21 @@ class OnnxModel:
         self.resample = meta.get(RESAMPLE_KEY, "bilinear")
         self.channels = int(self.session.get_inputs()[0].shape[1])
         self.labels = LabelSpace.from_names(json.loads(meta.get(LABELS_KEY, "null")))
+        self.patch = json.loads(meta.get(PATCH_KEY, "null"))  # None: a 2-D model
+
+    def volume_probabilities(self, voxels: np.ndarray,
+                             overlap: tuple[float, ...] | None = None) -> torch.Tensor:
+        """A whole volume (D, H, W) float32 → probabilities (heads, D, H, W), by a sliding
+        window of the training patch (as `clcc.engine.evaluate.volume_probabilities`)."""
+        from monai.inferers import sliding_window_inference
+
+        def run(patch: torch.Tensor) -> torch.Tensor:
+            (prob,) = self.session.run(["probability"], {"rgb": patch.numpy()})
+            return torch.from_numpy(prob)
+
+        x = torch.from_numpy(np.array(voxels, np.float32))[None, None]
+        return sliding_window_inference(x, self.patch, 1, run,
+                                        overlap=list(overlap) if overlap else 0.5)[0]
 
     def probabilities(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N,H,W,C) → probabilities (N,heads,H,W)."""

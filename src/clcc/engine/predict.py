@@ -116,7 +116,9 @@ class Predictor:
         from clcc.engine.export import OnnxModel
 
         onnx = OnnxModel(path)
-        return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels, onnx.resample)
+        volume_backend = onnx.volume_probabilities if onnx.patch else None
+        return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels, onnx.resample,
+                   volume_backend)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:
