@@ -17,7 +17,13 @@ from clcc.data.volume_data import VolumeData
 from clcc.engine.runtime import Runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
-from clcc.metrics import METRICS, class_metrics, summarise, volume_metrics
+from clcc.metrics import (
+    METRICS,
+    class_metrics,
+    keep_largest_components,
+    summarise,
+    volume_metrics,
+)
 from clcc.models.norm import bn_momentum
 
 
@@ -169,14 +175,20 @@ def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...]
 def evaluate_volumes(model: nn.Module, data: VolumeData, names: list[str], runtime: Runtime,
                      with_hd95: bool = True) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Per-volume metrics of a 3-D network: each whole volume by sliding window, scored in
-    3-D (Dice, Jaccard, HD95 and ASD per class, in voxels and, with a spacing, mm)."""
+    3-D (Dice, Jaccard, HD95 and ASD per class, in voxels and, with a spacing, mm), and in
+    columns of their own (`dice_lcc`, `hd95_lcc`) the same after keeping each class's largest
+    26-connected component, the post-processing BCP and AD-MT apply by default."""
     rows = []
     for name in names:
         i = data.names.index(name)
         predicted = predict_volume(model, data.images[i], data.window, data.overlap, runtime)
+        truth = data.native(name)
         measure = functools.partial(volume_metrics, spacing=data.spacing(name))
-        rows.append({"case": name, **class_metrics(predicted, data.native(name), model.labels,
-                                                   with_hd95, measure)})
+        row = class_metrics(predicted, truth, model.labels, with_hd95, measure)
+        kept = class_metrics(keep_largest_components(predicted), truth, model.labels,
+                             with_hd95, measure)
+        rows.append({"case": name, **row, "dice_lcc": kept["dice"],
+                     **({"hd95_lcc": kept["hd95"]} if "hd95" in kept else {})})
     return rows, summarise(rows)
 
 

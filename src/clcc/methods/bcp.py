@@ -37,11 +37,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, ema_update, register
+from clcc.metrics import keep_largest_components
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
@@ -60,14 +60,8 @@ def largest_component(labels: torch.Tensor) -> torch.Tensor:
     `get_ACDC_2DLargestCC` with skimage's 2-D `label`); everything else becomes background.
     (B,1,H,W) float label maps in and out."""
     maps = labels[:, 0].cpu().numpy().astype(np.int64)
-    out = np.zeros(labels.shape, np.float32)
-    for i, image in enumerate(maps):
-        for value in np.unique(image[image > 0]):
-            components, count = ndimage.label(image == value, structure=np.ones((3, 3)))
-            if count:
-                sizes = np.bincount(components.ravel())[1:]
-                out[i, 0][components == 1 + int(np.argmax(sizes))] = value
-    return torch.from_numpy(out).to(labels.device)
+    out = np.stack([keep_largest_components(image) for image in maps])[:, None]
+    return torch.from_numpy(out.astype(np.float32)).to(labels.device)
 
 
 def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Tensor,
