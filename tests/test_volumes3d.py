@@ -212,3 +212,17 @@ def test_largest_components_by_hand_26_connected_in_3d():
     volume[2, 0, 3] = volume[2, 1, 3] = 2
     kept = keep_largest_components(volume)
     assert kept[0, 3, 3] == 0 and kept[1, 1, 1] == 1 and (kept == 2).sum() == 2
+
+
+def test_foreground_oversampling_centres_the_last_patches_on_foreground():
+    """nnU-Net's oversampling (`data.foreground`): a patch asked to hold foreground does,
+    even where the foreground is a single voxel in a corner; a uniform crop mostly misses it."""
+    rng = np.random.default_rng(0)
+    label = np.zeros((40, 40, 40), np.uint8)
+    label[37, 2, 35] = 1
+    image = np.zeros_like(label, np.float32)
+    hits = [random_crop([image, label], (8, 8, 8), rng, around_foreground=True)[1].sum()
+            for _ in range(20)]
+    assert all(h == 1 for h in hits)
+    uniform = [random_crop([image, label], (8, 8, 8), rng)[1].sum() for _ in range(20)]
+    assert sum(uniform) < 20

@@ -29,6 +29,8 @@ class DataConfig:
     # kept whole and scored by a sliding window of this size (clcc.data.volume_data)
     window_overlap: list[float] | None = None  # per axis (D, H, W); None: 0.5. UA-MT's LA
     # strides 4/18/18 on a 80×112×112 window are [0.95, 0.839, 0.839]
+    foreground: float = 0.0  # share of each labelled patch batch centred on foreground:
+    # 0 as UA-MT (uniform crops), 0.33 as nnU-Net oversamples
 
 
 @dataclass
@@ -255,6 +257,9 @@ def _check_ranges(cfg: Config) -> Config:
                 or not all(0 <= o < 1 for o in cfg.data.window_overlap)):
             raise ClccError(f"config data.window_overlap must give 3 overlaps in [0, 1), got "
                             f"{cfg.data.window_overlap}")
+    if not 0 <= cfg.data.foreground <= 1:
+        raise ClccError(f"config data.foreground must be a share in [0, 1], got "
+                        f"{cfg.data.foreground}")
     if cfg.data.size % divisor or cfg.data.size > MAX_SIZE:
         raise ClccError(f"config data.size {cfg.data.size} must be a multiple of {divisor} (the "
                         f"{len(cfg.model.widths)}-level U-Net halves it {len(cfg.model.widths) - 1}"

@@ -138,9 +138,11 @@ def rot_flip(volumes: list[np.ndarray], rng: np.random.Generator) -> list[np.nda
 
 
 def random_crop(volumes: list[np.ndarray], patch: tuple[int, int, int],
-                rng: np.random.Generator) -> list[np.ndarray]:
+                rng: np.random.Generator, around_foreground: bool = False) -> list[np.ndarray]:
     """One random `patch` of every array of a case; where the volume is smaller it is first
-    zero-padded to the patch plus 3 voxels a side (UA-MT's `RandomCrop`)."""
+    zero-padded to the patch plus 3 voxels a side (UA-MT's `RandomCrop`). With
+    `around_foreground` (and a label as the last array holding any), the patch is centred on
+    a random foreground voxel, as far as the volume allows (nnU-Net's oversampling)."""
     shape = volumes[0].shape
     pads = [max((p - s) // 2 + 3, 0) if s <= p else 0 for s, p in zip(shape, patch,
                                                                       strict=True)]
@@ -149,6 +151,11 @@ def random_crop(volumes: list[np.ndarray], patch: tuple[int, int, int],
         shape = volumes[0].shape
     starts = [int(rng.integers(0, s - p)) if s > p else 0 for s, p in zip(shape, patch,
                                                                           strict=True)]
+    foreground = np.argwhere(volumes[-1] > 0) if around_foreground and len(volumes) > 1 else []
+    if len(foreground):
+        centre = foreground[int(rng.integers(0, len(foreground)))]
+        starts = [int(np.clip(c - p // 2, 0, s - p)) for c, s, p in zip(centre, shape, patch,
+                                                                        strict=True)]
     window = tuple(slice(a, a + p) for a, p in zip(starts, patch, strict=True))
     return [np.ascontiguousarray(v[window]) for v in volumes]
 
@@ -156,11 +163,14 @@ def random_crop(volumes: list[np.ndarray], patch: tuple[int, int, int],
 class PatchBatches:
     """Yields {"image": float32 (B, D, H, W), "mask": uint8 (B, D, H, W), "image_u": float32
     (B', D, H, W)} of random patches, augmented on the host; `len` steps an epoch (one pass over
-    the labelled volumes; the unlabelled stream cycles)."""
+    the labelled volumes; the unlabelled stream cycles). `foreground`: the fraction of each
+    labelled batch (its last patches) centred on foreground, nnU-Net's 1/3 (0: UA-MT's
+    uniform crops)."""
 
     def __init__(self, data: VolumeData, labelled: np.ndarray, unlabelled: np.ndarray,
                  patch: tuple[int, int, int], labelled_batch: int, unlabelled_batch: int,
-                 seed: int, augment: bool = True, drop_last: bool = False) -> None:
+                 seed: int, augment: bool = True, drop_last: bool = False,
+                 foreground: float = 0.0) -> None:
         if len(labelled) == 0:
             raise ValueError("the labelled subset is empty")
         self.data, self.patch = data, tuple(patch)
@@ -168,19 +178,21 @@ class PatchBatches:
         self.labelled_batch = labelled_batch
         self.unlabelled_batch = unlabelled_batch if len(self.unlabelled) else 0
         self.seed, self.augment, self.drop_last = seed, augment, drop_last
+        self.foreground = foreground
 
     def __len__(self) -> int:
         if self.drop_last:
             return max(1, len(self.labelled) // self.labelled_batch)
         return math.ceil(len(self.labelled) / self.labelled_batch)
 
-    def _patch(self, case: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _patch(self, case: int, rng: np.random.Generator, around_foreground: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
         image = np.asarray(self.data.images[case])
         mask = self.data.masks[case]
         arrays = [image] + ([np.asarray(mask)] if mask is not None else [])
         if self.augment:
             arrays = rot_flip(arrays, rng)
-        arrays = random_crop(arrays, self.patch, rng)
+        arrays = random_crop(arrays, self.patch, rng, around_foreground)
         return arrays[0], arrays[1] if len(arrays) > 1 else np.zeros_like(arrays[0], np.uint8)
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -192,7 +204,8 @@ class PatchBatches:
                   if bu else np.empty(0, np.int64))
         for step in range(len(self)):
             chosen = order[step * self.labelled_batch:(step + 1) * self.labelled_batch]
-            pairs = [self._patch(int(i), rng) for i in chosen]
+            uniform = len(chosen) - round(self.foreground * len(chosen))
+            pairs = [self._patch(int(i), rng, j >= uniform) for j, i in enumerate(chosen)]
             batch = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])),
                      "mask": torch.from_numpy(np.stack([p[1] for p in pairs]))}
             if bu:

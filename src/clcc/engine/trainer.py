@@ -202,7 +202,7 @@ class Trainer:
         if volumes:  # patches of whole volumes, augmented on the host
             self.batches = PatchBatches(self.data, labelled, unlabelled, tuple(cfg.data.patch),
                                         t.labelled_batch, unlabelled_batch, t.seed, t.augment,
-                                        t.drop_last)
+                                        t.drop_last, cfg.data.foreground)
             self.to_device = lambda host, gen: to_volume_device(host, self.runtime.device)
         else:  # slices or images, augmented on the device
             self.batches = TrainBatches(
