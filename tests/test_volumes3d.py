@@ -163,8 +163,9 @@ def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
 
 
 def test_methods_say_whether_they_train_in_3d():
-    """Supervised, Mean Teacher, UAMT and URPC take volumes as they take images (one step on a
-    5-D batch); the methods whose perturbations are 2-D refuse in one line."""
+    """Supervised, Mean Teacher, UAMT, URPC, FixMatch and UniMatch take volumes as they take
+    images (one step on a 5-D batch); BCP and CLCC, whose boxes and patches are 2-D so far,
+    refuse in one line."""
     from clcc.methods import METHODS, build_method
 
     batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
@@ -172,7 +173,7 @@ def test_methods_say_whether_they_train_in_3d():
     for name in sorted(METHODS):
         widths = (4, 8, 16, 32, 64) if name == "urpc" else (4, 8, 16)
         args = {"widths": widths, "in_channels": 1, "spatial_dims": 3}
-        if name in ("bcp", "clcc", "fixmatch", "unimatch"):
+        if name in ("bcp", "clcc"):
             with pytest.raises(ClccError, match="trains on 2-D images only so far"):
                 build_method(name, 16, **args)
             continue

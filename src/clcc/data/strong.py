@@ -10,6 +10,9 @@ trainer checkpoints that generator). The jitter's four factors are applied in a 
 (torchvision draws one), and hue turns in YIQ space (a linear stand-in for HSV).
 
 Images come and go normalised, as the network takes them (`clcc.data.loaders.to_input`).
+Everything takes volumes (B, C, D, H, W) as it takes images: a grey volume gets the jitter's
+brightness and contrast, a blur along its three axes, and a CutMix cube (an adaptation: no
+author defines 3-D strong views; the cube holds the drawn share of the patch's voxels).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ def _uniform(n: int, low: float, high: float) -> torch.Tensor:
 
 
 def _per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return values.to(x.device, x.dtype).view(-1, 1, 1, 1)
+    return values.to(x.device, x.dtype).view(-1, *[1] * (x.dim() - 1))
+
+
+def _grey_weights(x: torch.Tensor) -> torch.Tensor:
+    return GREY.to(x).view(1, 3, *[1] * (x.dim() - 2))
 
 
 def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
@@ -41,7 +48,7 @@ def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
     A grey image gets brightness and contrast only: saturation and hue leave grey unchanged
     (as torchvision's jitter leaves UniMatch's grey ACDC slices)."""
     if x.shape[1] == 1:
-        return colour_jitter(x.expand(-1, 3, -1, -1), p, strength, hue)[:, :1]
+        return colour_jitter(x.expand(-1, 3, *x.shape[2:]), p, strength, hue)[:, :1]
     b = x.shape[0]
     on = _per_image((torch.rand(b) < p).float(), x)
     brightness = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
@@ -49,9 +56,10 @@ def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
     saturation = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
     angle = _uniform(b, -hue, hue) * 2 * math.pi
     y = (x * brightness).clamp(0, 1)
-    mean_grey = (y * GREY.to(x)).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    spatial = tuple(range(2, x.dim()))
+    mean_grey = (y * _grey_weights(x)).sum(1, keepdim=True).mean(spatial, keepdim=True)
     y = ((y - mean_grey) * contrast + mean_grey).clamp(0, 1)
-    grey = (y * GREY.to(x)).sum(1, keepdim=True)
+    grey = (y * _grey_weights(x)).sum(1, keepdim=True)
     y = ((y - grey) * saturation + grey).clamp(0, 1)
     y = _turn_hue(y, angle)
     return on * y + (1 - on) * x
@@ -64,13 +72,14 @@ def _turn_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     turn[:, 0, 0] = 1
     turn[:, 1, 1], turn[:, 1, 2], turn[:, 2, 1], turn[:, 2, 2] = cos, -sin, sin, cos
     matrix = (YIQ_TO_RGB @ turn @ RGB_TO_YIQ).to(x)  # (B,3,3) RGB → RGB, made on the host
-    return torch.einsum("bij,bjhw->bihw", matrix, x).clamp(0, 1)
+    return torch.einsum("bij,bj...->bi...", matrix, x).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = (0.1, 2.0)
                   ) -> torch.Tensor:
     """Each image blurred with probability `p`, σ ~ U(sigma) pixels: one separable depthwise
-    convolution for the whole batch (an image left sharp gets the identity kernel)."""
+    convolution for the whole batch, along each spatial axis in turn (an image left sharp gets
+    the identity kernel)."""
     b, c = x.shape[:2]
     chosen = (torch.rand(b) < p).float().view(-1, 1)
     sigmas = _uniform(b, *sigma).view(-1, 1)
@@ -81,15 +90,24 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = 
     identity = (taps == 0).float().expand(b, -1)
     kernels = (chosen * kernels + (1 - chosen) * identity).to(x)  # (B, K)
     kernels = kernels.repeat_interleave(c, dim=0)  # one per (image, channel)
-    planes = F.pad(x.reshape(1, b * c, *x.shape[2:]), (radius,) * 4, mode="reflect")
-    planes = F.conv2d(planes, kernels.view(b * c, 1, 1, -1), groups=b * c)  # along rows
-    planes = F.conv2d(planes, kernels.view(b * c, 1, -1, 1), groups=b * c)  # along columns
+    dims = x.dim() - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    planes = F.pad(x.reshape(1, b * c, *x.shape[2:]), (radius,) * 2 * dims, mode="reflect")
+    for axis in reversed(range(dims)):  # along rows, then columns (then slices)
+        shape = [1] * dims
+        shape[axis] = -1
+        planes = conv(planes, kernels.view(b * c, 1, *shape), groups=b * c)
     return planes.reshape(x.shape).contiguous(memory_format=_memory_format(x))
 
 
-def cutmix_boxes(b: int, size: int, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4),
+def cutmix_boxes(b: int, shape: tuple[int, ...], p: float = 0.5,
+                 area: tuple[float, float] = (0.02, 0.4),
                  ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
-    """(B, size, size) 0/1 masks: with probability `p` one box per image, else none."""
+    """(B, *shape) 0/1 masks: with probability `p` one box per image, else none. A square
+    image's box as UniMatch draws it; a volume's, a cube holding the drawn share of voxels."""
+    if len(shape) == 3:
+        return _cutmix_cubes(b, shape, p, area)
+    size = shape[-1]
     boxes = torch.zeros(b, size, size)
     for i in range(b):
         if float(torch.rand(())) > p:
@@ -105,11 +123,25 @@ def cutmix_boxes(b: int, size: int, p: float = 0.5, area: tuple[float, float] = 
     return boxes
 
 
+def _cutmix_cubes(b: int, shape: tuple[int, ...], p: float, area: tuple[float, float]
+                  ) -> torch.Tensor:
+    boxes = torch.zeros(b, *shape)
+    for i in range(b):
+        if float(torch.rand(())) > p:
+            continue
+        side = float(_uniform(1, *area)) ** (1 / 3)  # of each axis: the cube's share
+        sides = [max(1, int(side * s)) for s in shape]
+        starts = [int(torch.randint(0, s - k + 1, ())) for s, k in zip(shape, sides,
+                                                                      strict=True)]
+        boxes[(i, *(slice(a, a + k) for a, k in zip(starts, sides, strict=True)))] = 1
+    return boxes
+
+
 def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """`base` with `source` inside each image's box; (B,H,W) boxes broadcast over channels, so
     images (B,C,H,W), probability maps and labels mix alike."""
     inside = boxes.to(base.device, base.dtype)
-    inside = inside.unsqueeze(1) if base.dim() == 4 else inside
+    inside = inside.unsqueeze(1) if base.dim() == inside.dim() + 1 else inside
     return base * (1 - inside) + source * inside
 
 

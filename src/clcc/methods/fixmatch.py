@@ -50,7 +50,7 @@ def cutmix_view(view: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
     """Paste a box of each image's partner (by default the next image of the batch) into it,
     and the partner's pseudo-label and keep mask into its targets: a pasted pixel carries the
     label and confidence of the image it came from."""
-    boxes = cutmix_boxes(view.shape[0], view.shape[-1])
+    boxes = cutmix_boxes(view.shape[0], tuple(view.shape[2:]))
     if partner is None:
         partner = tuple(t.roll(1, dims=0) for t in (view, target, keep))
     return (paste(view, partner[0], boxes), paste(target, partner[1], boxes),
@@ -59,7 +59,6 @@ def cutmix_view(view: torch.Tensor, target: torch.Tensor, keep: torch.Tensor,
 
 @register("fixmatch")
 class FixMatch(Method):
-    spatial_dims = (2,)  # its colour jitter, blur and CutMix boxes are 2-D (3-D: later)
     default_dropout = SSL4MIS_DROPOUT
     strong_views: ClassVar[int] = 1
     weights: ClassVar[dict[str, float]] = {"loss_u_s1": 1.0}  # loss = (loss_x + Σ w·term) / 2

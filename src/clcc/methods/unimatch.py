@@ -13,10 +13,10 @@ are FixMatch's (its docstring).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from clcc.methods.base import register
 from clcc.methods.fixmatch import FixMatch, Mixed
+from clcc.models.layers import channel_dropout
 
 
 @register("unimatch")
@@ -28,7 +28,7 @@ class UniMatch(FixMatch):
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One decoder pass over the clean and the channel-dropped encoder features."""
         features = self.model.encode(torch.cat([img_x, img_u_w]))
-        both = [torch.cat([f, F.dropout2d(f, 0.5, training=True)]) for f in features]
+        both = [torch.cat([f, channel_dropout(f, 0.5)]) for f in features]
         logits = self.model.head(self.model.decode(both)[-1])
         clean, perturbed = logits.chunk(2)
         n = len(img_x)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -33,3 +35,9 @@ def layers(spatial_dims: int) -> Layers:
     if spatial_dims not in LAYERS:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return LAYERS[spatial_dims]
+
+
+def channel_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Whole channels zeroed with probability `p` (training mode), of an image batch
+    (B, C, H, W) or a volume batch (B, C, D, H, W)."""
+    return (F.dropout2d if x.dim() == 4 else F.dropout3d)(x, p, training=True)
