@@ -163,9 +163,8 @@ def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
 
 
 def test_methods_say_whether_they_train_in_3d():
-    """Supervised, Mean Teacher, UAMT, URPC, FixMatch and UniMatch take volumes as they take
-    images (one step on a 5-D batch); BCP and CLCC, whose boxes and patches are 2-D so far,
-    refuse in one line."""
+    """Every method but BCP takes volumes as it takes images (one step on a 5-D batch); BCP,
+    whose copy-paste boxes are 2-D so far, refuses in one line."""
     from clcc.methods import METHODS, build_method
 
     batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
@@ -173,12 +172,13 @@ def test_methods_say_whether_they_train_in_3d():
     for name in sorted(METHODS):
         widths = (4, 8, 16, 32, 64) if name == "urpc" else (4, 8, 16)
         args = {"widths": widths, "in_channels": 1, "spatial_dims": 3}
-        if name in ("bcp", "clcc"):
+        if name == "bcp":
             with pytest.raises(ClccError, match="trains on 2-D images only so far"):
                 build_method(name, 16, **args)
             continue
         torch.manual_seed(0)
-        loss, _ = build_method(name, 16, **args).training_step(batch, 0.5)
+        params = {"n": 2} if name == "clcc" else None
+        loss, _ = build_method(name, (16, 16, 16), params, **args).training_step(batch, 0.5)
         assert torch.isfinite(loss)
 
 
@@ -227,3 +227,44 @@ def test_foreground_oversampling_centres_the_last_patches_on_foreground():
     assert all(h == 1 for h in hits)
     uniform = [random_crop([image, label], (8, 8, 8), rng)[1].sum() for _ in range(20)]
     assert sum(uniform) < 20
+
+
+def test_clcc_3d_cuts_volumes_into_sub_volumes_and_puts_them_back():
+    """n×n×n sub-volumes by hand: sub-volume k of image b is the block at (k // n², k // n % n,
+    k % n), row-major as the 2-D patches; `from_patches` reassembles the volume exactly."""
+    from clcc.losses import from_patches, to_patches
+
+    x = torch.arange(2 * 1 * 4 * 6 * 8, dtype=torch.float32).reshape(2, 1, 4, 6, 8)
+    parts = to_patches(x, 2)
+    assert parts.shape == (16, 1, 2, 3, 4)
+    for b in range(2):
+        for k in range(8):
+            i, j, m = k // 4, k // 2 % 2, k % 2
+            block = x[b, :, 2 * i:2 * i + 2, 3 * j:3 * j + 3, 4 * m:4 * m + 4]
+            assert torch.equal(parts[8 * b + k], block)
+    assert torch.equal(from_patches(parts, 2), x)
+
+
+def test_clcc_3d_pairs_each_sub_volume_vector_with_its_block_of_the_whole():
+    """The projection head in 3-D: the full volume's vector at position k sees exactly the
+    block that sub-volume k is (eq. 1's positive pair), so changing one block moves one
+    vector; one training step of CLCC on volumes runs in either stage."""
+    from clcc.methods import build_method
+    from clcc.models.heads import ProjectionHead
+
+    head = ProjectionHead(4, (4, 8, 8), dim=16, spatial_dims=3).eval()
+    features = torch.randn(1, 4, 8, 16, 16)
+    base = head(features)
+    assert base.shape == (1, 16, 2, 2, 2)
+    changed = features.clone()
+    changed[:, :, 4:, :8, 8:] += 1.0  # block (1, 0, 1): position 5
+    moved = (head(changed) - base).abs().sum(1)[0].flatten()
+    assert moved[5] > 0 and torch.all(moved[torch.arange(8) != 5] == 0)
+    torch.manual_seed(0)
+    method = build_method("clcc", (16, 16, 16), {"n": 2}, widths=(4, 8, 16), in_channels=1,
+                          spatial_dims=3, architecture="ssl4mis")
+    batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
+             "mask": (torch.rand(2, 1, 16, 16, 16) > 0.5).float()}
+    for progress in (0.1, 0.9):  # contrast (eq. 1), then consistency (eq. 2)
+        loss, logs = method.training_step(batch, progress)
+        assert torch.isfinite(loss) and ("contrast" in logs) == (progress < method.stage1)

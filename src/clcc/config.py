@@ -111,6 +111,10 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def input_size(self) -> int | tuple[int, ...]:
+        """What a method is built for: the square image side, or a 3-D network's patch."""
+        return tuple(self.data.patch) if self.model.spatial_dims == 3 else self.data.size
+
     def run_dir(self) -> Path:
         name = self.train.name or (
             f"{self.method.name}-sel{self.data.selection}-seed{self.train.seed}"

@@ -332,7 +332,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
             grid.append((variant, selection, with_resolved_parameters(cfg), sets))
         # the whole method once, as its first run will build it: parameters that do not fit
         # the image size or the network end the call here, before any run starts
-        build_method(cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
+        build_method(cfg.method.name, cfg.input_size(), cfg.method.params, cfg.loss.supervised,
                      widths=cfg.model.widths, dropout=cfg.model.dropout,
                      architecture=cfg.model.name, spatial_dims=cfg.model.spatial_dims)
     return order_grid(grid, order)

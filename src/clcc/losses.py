@@ -44,21 +44,26 @@ SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_los
 
 
 def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B,C,H,W) → (B·n²,C,H/n,W/n): n×n non-overlapping patches, row-major per image."""
-    b, c, h, w = x.shape
-    if h % n or w % n:
-        raise ValueError(f"image {h}x{w} cannot be cut into {n}x{n} equal patches")
-    ph, pw = h // n, w // n
-    return (
-        x.reshape(b, c, n, ph, n, pw).permute(0, 2, 4, 1, 3, 5).reshape(b * n * n, c, ph, pw)
-    )
+    """(B,C,H,W) → (B·n²,C,H/n,W/n): n×n non-overlapping patches, row-major per image; a
+    volume (B,C,D,H,W) → (B·n³,C,D/n,H/n,W/n), n×n×n sub-volumes in the same order."""
+    b, c, *sides = x.shape
+    if any(s % n for s in sides):
+        raise ValueError(f"image {'x'.join(map(str, sides))} cannot be cut into "
+                         f"{'x'.join([str(n)] * len(sides))} equal patches")
+    d, parts = len(sides), [s // n for s in sides]
+    split = [v for p in parts for v in (n, p)]  # n, P1, n, P2, …
+    order = [0, *range(2, 2 + 2 * d, 2), 1, *range(3, 3 + 2 * d, 2)]
+    return x.reshape(b, c, *split).permute(order).reshape(b * n**d, c, *parts)
 
 
 def from_patches(p: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of `to_patches`."""
-    bnn, c, ph, pw = p.shape
-    b = bnn // (n * n)
-    return p.reshape(b, n, n, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, n * ph, n * pw)
+    bn, c, *parts = p.shape
+    d = len(parts)
+    b = bn // n**d
+    order = [0, d + 1, *(v for k in range(d) for v in (1 + k, d + 2 + k))]
+    return p.reshape(b, *[n] * d, c, *parts).permute(order).reshape(
+        b, c, *(n * q for q in parts))
 
 
 def cross_level_contrastive_loss(
@@ -105,8 +110,10 @@ def cross_level_consistency_loss(
     "sum" adds the n² positions as eq. (2) does, "mean" averages them.
     """
     target = to_patches(image_probs.detach(), n)
+    positions = n ** (patch_probs.dim() - 2)  # n² patches of an image, n³ of a volume
     per_position = (patch_probs - target).pow(2)
-    per_position = per_position.reshape(-1, n * n, *per_position.shape[1:]).mean(dim=(0, 2, 3, 4))
+    per_position = per_position.reshape(-1, positions, *per_position.shape[1:])
+    per_position = per_position.mean(dim=[0, *range(2, per_position.dim())])
     if reduce == "sum":
         return per_position.sum()
     if reduce == "mean":

@@ -178,7 +178,7 @@ class Trainer:
                                                  cfg.data.resample)
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
-            cfg.method.name, cfg.data.size, cfg.method.params, cfg.loss.supervised,
+            cfg.method.name, cfg.input_size(), cfg.method.params, cfg.loss.supervised,
             widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
             labels=self.data.labels, in_channels=self.data.channels,
             spatial_dims=cfg.model.spatial_dims,

@@ -35,7 +35,7 @@ class Method(nn.Module):
     # config sets none: the SSL4MIS baselines train their U-Net with dropout
     spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)  # images, volumes: what its terms take
 
-    def __init__(self, model: UNet, image_size: int) -> None:
+    def __init__(self, model: UNet, image_size: int | tuple[int, ...]) -> None:
         super().__init__()
         self.model = model
         self.image_size = image_size
@@ -101,7 +101,7 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def build_method(
-    name: str, image_size: int, params: dict[str, Any] | None = None,
+    name: str, image_size: int | tuple[int, ...], params: dict[str, Any] | None = None,
     supervised_loss: str = "paper", **model_args: Any
 ) -> Method:
     """The registered method `name` with a fresh network of its `model_class` (built from

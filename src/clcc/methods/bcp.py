@@ -90,7 +90,7 @@ class BCP(Method):
     def __init__(
         self,
         model: UNet,
-        image_size: int,
+        image_size: int | tuple[int, ...],
         pretrain: float = 0.25,
         u_weight: float = 0.5,
         ema_decay: float = 0.99,

@@ -42,12 +42,11 @@ VARIANTS = {  # negatives, norm, detach patch vectors
 
 @register("clcc")
 class CLCC(Method):
-    spatial_dims = (2,)  # its n×n patches are 2-D (3-D: a later step)
     has_unused_parameters = True  # the projection head rests in stage 2
     def __init__(
         self,
         model: UNet,
-        image_size: int,
+        image_size: int | tuple[int, ...],
         n: int = 5,
         dim: int = 128,
         tau: float = 0.07,
@@ -67,18 +66,23 @@ class CLCC(Method):
         self.alpha, self.beta = alpha, beta
         self.negatives, self.norm, self.detach_patches = VARIANTS[variant]
         self.patch_bn, self.reduction = patch_bn, reduction
-        self.head = ProjectionHead(model.widths[0], self.patch_size(image_size), dim)
+        self.head = ProjectionHead(model.widths[0], self.patch_size(image_size), dim,
+                                   spatial_dims=model.spatial_dims)
 
-    def patch_size(self, image_size: int) -> int:
-        """Side of one patch; the image must split into n×n patches the U-Net can take."""
+    def patch_size(self, image_size: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        """Side of one patch (its sides in 3-D); the image or volume patch must split into
+        n×n (n×n×n) parts the network can take."""
         divisor = self.model.divisor
-        if image_size % self.n or (image_size // self.n) % divisor:
-            raise ValueError(
-                f"CLCC: image size {image_size} must split into {self.n}x{self.n} patches whose "
-                f"side is divisible by {divisor} (the U-Net's downsampling); e.g. "
-                f"{self.n * divisor * max(1, round(image_size / (self.n * divisor)))}"
-            )
-        return image_size // self.n
+        sides = (image_size,) if isinstance(image_size, int) else tuple(image_size)
+        for side in sides:
+            if side % self.n or (side // self.n) % divisor:
+                raise ValueError(
+                    f"CLCC: image size {side} must split into {self.n}x{self.n} patches whose "
+                    f"side is divisible by {divisor} (the U-Net's downsampling); e.g. "
+                    f"{self.n * divisor * max(1, round(side / (self.n * divisor)))}"
+                )
+        parts = tuple(side // self.n for side in sides)
+        return parts[0] if isinstance(image_size, int) else parts
 
     def weights(self, progress: float) -> tuple[float, float]:
         """(α, β) at this point of training: stage 1 contrast, stage 2 consistency."""
@@ -94,8 +98,10 @@ class CLCC(Method):
     def training_step(self, batch: Batch, progress: float) -> tuple[torch.Tensor, Logs]:
         n_labelled = batch["image"].shape[0]
         x = all_images(batch)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            raise ValueError(f"CLCC was built for {self.image_size}px images, got {x.shape}")
+        expected = ((self.image_size,) * 2 if isinstance(self.image_size, int)
+                    else tuple(self.image_size))
+        if tuple(x.shape[2:]) != expected:
+            raise ValueError(f"CLCC was built for inputs of {expected}, got {tuple(x.shape)}")
         out = self.model(x)
         loss = self.supervised_loss(out.logits[:n_labelled], batch["mask"])
         logs: Logs = {"sup": loss.detach()}
@@ -105,9 +111,9 @@ class CLCC(Method):
                 to_patches(x, self.n), need_grad=bool(beta) or not self.detach_patches
             )
         if alpha:
-            b, n2 = x.shape[0], self.n * self.n
+            b, positions = x.shape[0], self.n ** (x.dim() - 2)  # n² parts, or n³
             image_vectors = self.head(out.features).flatten(2).transpose(1, 2)  # (B, n², D)
-            patch_vectors = self.head(patch_out.features).reshape(b, n2, -1)
+            patch_vectors = self.head(patch_out.features).reshape(b, positions, -1)
             if self.detach_patches:
                 patch_vectors = patch_vectors.detach()
             contrast = cross_level_contrastive_loss(

@@ -63,7 +63,7 @@ class FixMatch(Method):
     strong_views: ClassVar[int] = 1
     weights: ClassVar[dict[str, float]] = {"loss_u_s1": 1.0}  # loss = (loss_x + Σ w·term) / 2
 
-    def __init__(self, model: UNet, image_size: int, threshold: float = 0.95,
+    def __init__(self, model: UNet, image_size: int | tuple[int, ...], threshold: float = 0.95,
                  mix: Literal["second_batch", "same_batch"] = "second_batch") -> None:
         super().__init__(model, image_size)
         if not 0.5 <= threshold <= 1:

@@ -36,7 +36,7 @@ class MeanTeacher(Method):
     def __init__(
         self,
         model: UNet,
-        image_size: int,
+        image_size: int | tuple[int, ...],
         ema_decay: float = 0.99,
         consistency: float = 0.1,
         rampup: float = 1.0,

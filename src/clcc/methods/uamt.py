@@ -29,7 +29,8 @@ def uncertainty_mask(passes: torch.Tensor, threshold: float, labels: LabelSpace)
 
 @register("uamt")
 class UAMT(MeanTeacher):
-    def __init__(self, model: UNet, image_size: int, passes: int = 8, **mean_teacher) -> None:
+    def __init__(self, model: UNet, image_size: int | tuple[int, ...], passes: int = 8,
+                 **mean_teacher) -> None:
         super().__init__(model, image_size, **mean_teacher)
         self.passes = passes
 

@@ -43,7 +43,7 @@ class URPC(Method):
     default_dropout = SSL4MIS_DROPOUT
 
     def __init__(
-        self, model: PyramidUNet, image_size: int, consistency: float = 0.1,
+        self, model: PyramidUNet, image_size: int | tuple[int, ...], consistency: float = 0.1,
         rampup: float = 1.0, consistency_on: Literal["unlabelled", "all"] = "unlabelled",
     ) -> None:
         super().__init__(model, image_size)

@@ -3,14 +3,17 @@
 `ProjectionHead` (CLCC, Sec. 2.1): convolutions whose kernel equals their stride, so each
 output vector sees exactly one P×P block of the feature map and receptive fields never overlap
 across blocks. A full image of n·P pixels gives an n×n×D map; a P×P patch gives one 1×1×D
-vector. As in the authors' implementation, each convolution is followed by BatchNorm and ReLU
-(so the vectors are non-negative), channels C → 64 → 64 → D.
+vector; in 3-D the same with P1×P2×P3 blocks of a volume (strides per axis). As in the
+authors' implementation, each convolution is followed by BatchNorm and ReLU (so the vectors
+are non-negative), channels C → 64 → 64 → D.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from clcc.models.layers import layers
 
 
 def derive_strides(patch: int, layers: int = 3) -> list[int]:
@@ -31,16 +34,21 @@ def derive_strides(patch: int, layers: int = 3) -> list[int]:
 
 
 class ProjectionHead(nn.Sequential):
-    def __init__(self, in_channels: int, patch: int, dim: int = 128, hidden: int = 64) -> None:
-        strides = derive_strides(patch)
+    def __init__(self, in_channels: int, patch: int | tuple[int, ...], dim: int = 128,
+                 hidden: int = 64, spatial_dims: int = 2) -> None:
+        """`patch`: a square patch's side, or a block's sides (one per spatial axis)."""
+        sides = (patch,) * spatial_dims if isinstance(patch, int) else tuple(patch)
+        per_axis = [derive_strides(side) for side in sides]
+        strides = [s[0] if len(set(s)) == 1 else s for s in zip(*per_axis, strict=True)]
+        ops = layers(spatial_dims)
         channels = [in_channels, hidden, hidden, dim]
-        layers: list[nn.Module] = []
+        blocks: list[nn.Module] = []
         for c_in, c_out, s in zip(channels[:-1], channels[1:], strides, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, s, stride=s, bias=False), nn.BatchNorm2d(c_out),
+            blocks += [ops.conv(c_in, c_out, s, stride=s, bias=False), ops.norm(c_out),
                        nn.ReLU(inplace=True)]
-        super().__init__(*layers)
+        super().__init__(*blocks)
         self.patch = patch
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B,C,h·P,w·P) → (B,D,h,w)."""
+        """(B,C,h·P,w·P) → (B,D,h,w); (B,C,d·P1,h·P2,w·P3) → (B,D,d,h,w)."""
         return super().forward(features)
