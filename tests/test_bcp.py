@@ -12,7 +12,7 @@ from test_methods import SIZE, WIDTHS, _batch
 
 def test_box_is_two_thirds_of_the_side():
     torch.manual_seed(0)
-    mask = bcp.box_mask(48)
+    mask = bcp.box_mask((48, 48))
     assert mask.shape == (48, 48) and (mask == 0).sum() == 32 * 32
     rows, cols = torch.nonzero(mask == 0, as_tuple=True)
     assert rows.max() - rows.min() == 31 and cols.max() - cols.min() == 31  # one square
@@ -96,7 +96,7 @@ def test_joint_pre_training_mixes_each_pair_both_ways():
     batch = _batch()
     img_a, img_b = batch["image"][:1], batch["image"][1:]
     torch.manual_seed(1)
-    outside = bcp.box_mask(SIZE)  # the box the step draws first
+    outside = bcp.box_mask((SIZE, SIZE))  # the box the step draws first
     (mixed,), _ = _inputs_and_loss("joint", 0.1)
     assert len(mixed) == 2  # 2 labelled images → 2 mixed ones, not 1
     assert torch.equal(mixed[0], img_a[0] * outside + img_b[0] * (1 - outside))

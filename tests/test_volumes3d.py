@@ -162,9 +162,9 @@ def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
     assert (tmp_path / "la" / "splits" / "labelled-0.txt").read_text().split() == sorted(first)
 
 
-def test_methods_say_whether_they_train_in_3d():
-    """Every method but BCP takes volumes as it takes images (one step on a 5-D batch); BCP,
-    whose copy-paste boxes are 2-D so far, refuses in one line."""
+def test_every_method_trains_on_3d_patches():
+    """Every registered method takes volumes as it takes images: one step on a 5-D batch, a
+    finite loss, gradients that reach the first convolution."""
     from clcc.methods import METHODS, build_method
 
     batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
@@ -172,14 +172,13 @@ def test_methods_say_whether_they_train_in_3d():
     for name in sorted(METHODS):
         widths = (4, 8, 16, 32, 64) if name == "urpc" else (4, 8, 16)
         args = {"widths": widths, "in_channels": 1, "spatial_dims": 3}
-        if name == "bcp":
-            with pytest.raises(ClccError, match="trains on 2-D images only so far"):
-                build_method(name, 16, **args)
-            continue
         torch.manual_seed(0)
         params = {"n": 2} if name == "clcc" else None
-        loss, _ = build_method(name, (16, 16, 16), params, **args).training_step(batch, 0.5)
-        assert torch.isfinite(loss)
+        method = build_method(name, (16, 16, 16), params, **args)
+        loss, _ = method.training_step(batch, 0.5)
+        loss.backward()
+        first = next(m for m in method.model.modules() if isinstance(m, torch.nn.Conv3d))
+        assert torch.isfinite(loss) and first.weight.grad.abs().sum() > 0, name
 
 
 @pytest.mark.slow
@@ -268,3 +267,14 @@ def test_clcc_3d_pairs_each_sub_volume_vector_with_its_block_of_the_whole():
     for progress in (0.1, 0.9):  # contrast (eq. 1), then consistency (eq. 2)
         loss, logs = method.training_step(batch, progress)
         assert torch.isfinite(loss) and ("contrast" in logs) == (progress < method.stage1)
+
+
+def test_bcp_pastes_a_cube_in_3d():
+    from clcc.methods.bcp import box_mask
+
+    torch.manual_seed(0)
+    mask = box_mask((12, 24, 24))
+    inside = (mask == 0).nonzero()
+    assert int((mask == 0).sum()) == 8 * 16 * 16  # 2/3 of each side
+    span = inside.max(0).values - inside.min(0).values + 1
+    assert span.tolist() == [8, 16, 16]

@@ -33,7 +33,6 @@ class Method(nn.Module):
     has_unused_parameters: ClassVar[bool] = False  # some steps leave parameters unused (DDP)
     default_dropout: ClassVar[tuple[float, ...] | None] = None  # per encoder level, when the
     # config sets none: the SSL4MIS baselines train their U-Net with dropout
-    spatial_dims: ClassVar[tuple[int, ...]] = (2, 3)  # images, volumes: what its terms take
 
     def __init__(self, model: UNet, image_size: int | tuple[int, ...]) -> None:
         super().__init__()
@@ -111,11 +110,6 @@ def build_method(
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
     check_parameters(name, params or {})
-    if model_args.get("spatial_dims", 2) not in cls.spatial_dims:
-        raise ClccError(f"method {name!r} trains on 2-D images only so far (its strong views, "
-                        "patches or copy-paste boxes are 2-D); in 3-D: supervised, "
-                        + ", ".join(sorted(n for n, c in METHODS.items()
-                                           if 3 in c.spatial_dims and n != "supervised")))
     if model_args.get("dropout") is None and cls.default_dropout is not None:
         levels = len(model_args.get("widths") or UNet().widths)
         padded = [*cls.default_dropout, *[cls.default_dropout[-1]] * levels]

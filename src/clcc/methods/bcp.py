@@ -1,7 +1,8 @@
 """BCP, Bidirectional Copy-Paste (Bai et al., CVPR 2023), as its 2-D script trains it
 (DeepMed-Lab-ECNU/BCP, `code/ACDC_BCP_train.py`).
 
-One box per step, 2/3 of the image side at a random place, shared by the batch; `m` is 1
+One box per step, 2/3 of the image side at a random place (a cube of 2/3 of each side of a
+volume patch, as `LA_BCP_train.py`'s `context_mask`), shared by the batch; `m` is 1
 outside it and 0 inside. The labelled half-batches are img_a, img_b, the unlabelled ones
 uimg_a, uimg_b (2 + 2 and 2 + 2 images at 4 + 4).
 - Stage 1, pre-training (the first `pretrain` of training, 10 000 of 40 000 iterations in the
@@ -46,8 +47,16 @@ from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
 
 
-def box_mask(size: int, side: float = 2 / 3) -> torch.Tensor:
-    """(size, size): 0 inside one random box of `side` × size, 1 elsewhere (BCP's img_mask)."""
+def box_mask(shape: tuple[int, ...], side: float = 2 / 3) -> torch.Tensor:
+    """`shape` (H, W) or (D, H, W): 0 inside one random box of `side` × each side, 1
+    elsewhere (BCP's `img_mask` in 2-D, its LA script's `context_mask` cube in 3-D)."""
+    if len(shape) == 3:
+        sides = [int(s * side) for s in shape]
+        starts = [int(torch.randint(0, s - k, ())) for s, k in zip(shape, sides, strict=True)]
+        mask = torch.ones(shape)
+        mask[tuple(slice(a, a + k) for a, k in zip(starts, sides, strict=True))] = 0
+        return mask
+    size = shape[-1]
     patch = int(size * side)
     top, left = (int(v) for v in torch.randint(0, size - patch, (2,)))
     mask = torch.ones(size, size)
@@ -56,9 +65,10 @@ def box_mask(size: int, side: float = 2 / 3) -> torch.Tensor:
 
 
 def largest_component(labels: torch.Tensor) -> torch.Tensor:
-    """Per image and foreground class, its largest 8-connected component (as BCP's
-    `get_ACDC_2DLargestCC` with skimage's 2-D `label`); everything else becomes background.
-    (B,1,H,W) float label maps in and out."""
+    """Per image and foreground class, its largest connected component, 8-connected in 2-D (as
+    BCP's `get_ACDC_2DLargestCC` with skimage's 2-D `label`), 26-connected in 3-D (its LA
+    script's `LargestCC`); everything else becomes background. (B,1,…) float label maps in and
+    out."""
     maps = labels[:, 0].cpu().numpy().astype(np.int64)
     out = np.stack([keep_largest_components(image) for image in maps])[:, None]
     return torch.from_numpy(out.astype(np.float32)).to(labels.device)
@@ -84,7 +94,6 @@ def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Te
 
 @register("bcp")
 class BCP(Method):
-    spatial_dims = (2,)  # its copy-paste boxes and components are 2-D (3-D: a later step)
     default_dropout = SSL4MIS_DROPOUT
 
     def __init__(
@@ -120,7 +129,7 @@ class BCP(Method):
         img, lab, uimg = batch["image"], batch["mask"], batch["image_u"]
         half = len(img) // 2
         img_a, img_b, lab_a, lab_b = img[:half], img[half:], lab[:half], lab[half:]
-        outside = box_mask(img.shape[-1], self.box).to(img.device)
+        outside = box_mask(tuple(img.shape[2:]), self.box).to(img.device)
         self.self_training = progress >= self.pretrain
         if not self.self_training:
             if self.passes == "joint":  # each pair mixed both ways: 4 images, not 2
