@@ -278,3 +278,20 @@ def test_bcp_pastes_a_cube_in_3d():
     assert int((mask == 0).sum()) == 8 * 16 * 16  # 2/3 of each side
     span = inside.max(0).values - inside.min(0).values + 1
     assert span.tolist() == [8, 16, 16]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["method.name=fixmatch", "method.name=uamt",
+                                    "method.name=clcc"])
+def test_semi_supervised_methods_train_on_volumes_through_the_engine(la_set, tmp_path, method):
+    """The engine's 3-D path with unlabelled patches: FixMatch's second batch, UAMT's teacher,
+    CLCC's sub-volumes built for the patch shape (n = 2)."""
+    from clcc.engine.trainer import train
+
+    sets = [*TINY, method, "model.name=ssl4mis", "model.widths=[4,8,16]",
+            "model.spatial_dims=3", "data.patch=[16,16,16]", f"data.root={la_set}",
+            f"train.output={tmp_path}", "train.iterations=2", "train.eval_every=2"]
+    if method.endswith("clcc"):
+        sets.append("method.params={n: 2}")
+    results = train(load_config(None, sets))
+    assert results["steps"] == 2 and 0 <= results["test"]["dice"]["mean"] <= 1
