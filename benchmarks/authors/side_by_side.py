@@ -36,6 +36,13 @@ sys.path.insert(0, str(HERE))
 from recipes import RECIPES, Protocol, Recipe, unimatch_epochs  # noqa: E402
 
 SHIM = HERE / "shim"
+NOTES: list[str] = []
+"""What the harness changed for a run, in order: printed, and written at the head of its log."""
+
+
+def note(line: str) -> None:
+    NOTES.append(f"[harness] {line}")
+    print(NOTES[-1], file=sys.stderr)
 EVIDENCE_FILES = ("run.json", "train.log", "per_volume.csv", "summary.json", "validation.csv",
                   "script.diff", "config.yaml")
 
@@ -100,7 +107,7 @@ def unimatch_files(checkout: Path, recipe: Recipe, work: Path, source_root: Path
     changes = {"data_root": str(source_root), "crop_size": protocol.size,
                "batch_size": protocol.labelled_batch, "epochs": unimatch_epochs(protocol)}
     for key, value in changes.items():
-        print(f"[harness] config {key}: {config.get(key)!r} -> {value!r}", file=sys.stderr)
+        note(f"config {key}: {config.get(key)!r} -> {value!r}")
     config.update(changes)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     splits = work / "splits" / "acdc"
@@ -111,7 +118,7 @@ def unimatch_files(checkout: Path, recipe: Recipe, work: Path, source_root: Path
         "".join(f"data/slices/{s}.h5\n" for s in slices if s not in set(labelled)))
     val = (source_root / "val.list").read_text().split()
     (splits / "valtest.txt").write_text("".join(f"data/{v}.h5\n" for v in val))
-    print("[harness] splits/acdc/valtest.txt: the 20 validation volumes only", file=sys.stderr)
+    note("splits/acdc/valtest.txt: the 20 validation volumes only")
     return ["--config", str(work / "config.yaml"), "--labeled-id-path", str(work / "labeled.txt"),
             "--unlabeled-id-path", str(work / "unlabeled.txt"), "--save-path",
             str(work / "snapshot"), "--port", "0"]
@@ -131,7 +138,9 @@ def patched_script(script: Path, recipe: Recipe, work: Path) -> Path:
     copy.write_text(text)
     diff = subprocess.run(["diff", "-u", str(script), str(copy)], capture_output=True, text=True)
     (work / "script.diff").write_text(diff.stdout)
-    print(f"[harness] reduced copy of {script.name}:\n{diff.stdout}", file=sys.stderr)
+    note(f"reduced copy of {script.name} (script.diff): "
+         + " | ".join(line for line in diff.stdout.splitlines()
+                      if line[:1] in "+-" and line[:3] not in ("+++", "---")))
     assert original != text
     return copy
 
@@ -168,10 +177,10 @@ def run_authors(args: argparse.Namespace) -> None:
     env["SHIM_ARGS"] = json.dumps(shim_args)
     runnable = patched_script(script, recipe, work)
     command = [str(args.python), str(runnable), *script_args]
-    print("[harness] " + " ".join(command), file=sys.stderr)
+    note(" ".join(command))
     start = time.time()
     with open(out / "train.log", "w") as log:
-        log.write("[harness] " + " ".join(command) + "\n")
+        log.write("".join(f"{line}\n" for line in NOTES))
         log.flush()
         result = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.time() - start
