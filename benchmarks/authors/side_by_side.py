@@ -296,6 +296,7 @@ def score(args: argparse.Namespace) -> None:
     if run["side"] == "clcc":
         cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
         resample = cfg.data.resample
+        write_validation(args.run, clcc_validation(args.run))  # from the run's own log
     else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0
         resample, runtime = "nearest", make_runtime("cpu", "fp32")
     data = PreparedData.open(args.prepared, Protocol().size, resample)
