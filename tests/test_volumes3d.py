@@ -109,10 +109,15 @@ def test_a_3d_network_trains_on_patches_and_is_scored_per_volume(la_set, tmp_pat
     assert rows[0].startswith("case,dice,iou") and len(rows) == 1 + 3  # the 3 test volumes
     _, net, _ = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
     assert net.spatial_dims == 3
+    # clcc evaluate scores the same volumes by sliding window
+    from clcc.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--output",
+                 str(tmp_path / "ev")]) == 0
+    scored = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert scored["dice"]["mean"] == pytest.approx(results["test"]["dice"]["mean"])
     # clcc predict: a NIfTI volume in, its label volume out on the input's grid
     import nibabel as nib
-
-    from clcc.cli import main
 
     affine = np.diag([0.625, 0.625, 2.5, 1.0])
     scan = np.random.default_rng(1).normal(0, 1, (21, 24, 18)).astype(np.float32)

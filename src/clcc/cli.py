@@ -134,8 +134,8 @@ def _results_line(results: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from clcc.data.prepare import PreparedData
     from clcc.data.sources import labelled_pairs
+    from clcc.data.volume_data import open_prepared
     from clcc.engine.evaluate import (
         check_fits,
         evaluate_prepared,
@@ -157,8 +157,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             hint = (" (the checkpoint's data.root is relative to the folder it was trained "
                     "from); pass --data") if not root.is_absolute() and not args.data else ""
             raise ClccError(f"{root}: prepared data set not found{hint}")
-        data = PreparedData.open(root, cfg.data.size, cfg.data.resample)
+        data = open_prepared(root, cfg.model.spatial_dims, cfg.data.size, cfg.data.resample,
+                             tuple(cfg.data.patch or ()), cfg.data.window_overlap)
         check_fits(model, data, args.checkpoint, root)
+    if cfg.model.spatial_dims == 3 and (args.images is not None or args.recalibrate_bn):
+        raise ClccError(f"{args.checkpoint}: a 3-D model is evaluated on a prepared set's "
+                        "volumes (--data), without --images or --recalibrate-bn")
     if args.recalibrate_bn:
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()

@@ -223,3 +223,13 @@ def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, 
     if "image_u" in host:
         batch["image_u"] = host["image_u"][:, None].to(device, non_blocking=True)
     return batch
+
+
+def open_prepared(root: Path, spatial_dims: int, size: int, resample: str = "bilinear",
+                  patch: tuple[int, ...] = (), overlap: tuple[float, ...] | None = None
+                  ) -> PreparedData:
+    """A prepared set as a network of `spatial_dims` takes it: 2-D slices or images at `size`,
+    or (3) whole volumes scored by a sliding window of `patch`."""
+    if spatial_dims == 3:
+        return VolumeData.open_volumes(Path(root), tuple(patch), overlap)
+    return PreparedData.open(Path(root), size, resample)

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
-from clcc.data.prepare import PreparedData, data_fingerprint
-from clcc.data.volume_data import PatchBatches, VolumeData
+from clcc.data.prepare import data_fingerprint
+from clcc.data.volume_data import PatchBatches, open_prepared
 from clcc.data.volume_data import to_device as to_volume_device
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clcc.engine.distributed import (
@@ -171,9 +171,9 @@ class Trainer:
         volumes = cfg.model.spatial_dims == 3
         if volumes and self.dist.enabled:
             raise ClccError("3-D networks train in one process for now (no torchrun)")
-        self.data = (VolumeData.open_volumes(Path(cfg.data.root), tuple(cfg.data.patch),
-                                             cfg.data.window_overlap) if volumes else
-                     PreparedData.open(Path(cfg.data.root), cfg.data.size, cfg.data.resample))
+        self.data = open_prepared(Path(cfg.data.root), cfg.model.spatial_dims, cfg.data.size,
+                                  cfg.data.resample, tuple(cfg.data.patch or ()),
+                                  cfg.data.window_overlap)
         self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection,
                                                  cfg.data.resample)
         torch.manual_seed(t.seed)
