@@ -300,3 +300,28 @@ def test_semi_supervised_methods_train_on_volumes_through_the_engine(la_set, tmp
         sets.append("method.params={n: 2}")
     results = train(load_config(None, sets))
     assert results["steps"] == 2 and 0 <= results["test"]["dice"]["mean"] <= 1
+
+
+def test_a_ct_set_is_normalised_as_nnunet_normalises_ct(tmp_path):
+    """dataset.json names the channel CT: every volume clipped to the 0.5–99.5th percentiles of
+    the training volumes' foreground voxels, less their mean, over their std."""
+    import nibabel as nib
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=6, channel_names={"0": "CT"})
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    data = VolumeData.open_volumes(tmp_path / "p")
+    train = (tmp_path / "p" / "splits" / "train.txt").read_text().split()
+    fg = []
+    for name in train:
+        image = nib.load(str(tmp_path / "raw" / "imagesTr" / f"{name}_0000.nii.gz")).get_fdata()
+        label = nib.load(str(tmp_path / "raw" / "labelsTr" / f"{name}.nii.gz")).get_fdata()
+        fg.append(image[label > 0].astype(np.float32))
+    values = np.concatenate(fg)
+    low, high = np.percentile(values, (0.5, 99.5))
+    name = data.names[0]
+    raw = nib.load(str(tmp_path / "raw" / "imagesTr" / f"{name}_0000.nii.gz")).get_fdata()
+    expected = (np.clip(np.moveaxis(raw, 2, 0).astype(np.float32), low, high) - values.mean()
+                ) / values.std()
+    assert np.allclose(data.images[0], expected, atol=1e-4)

@@ -75,4 +75,5 @@ def nnunet(root: Path) -> Layout:
         raise ClccError(f"{image_dir}: no *{CHANNEL}{ending} images")
     if not any(c.mask for c in cases):
         raise ClccError(f"{label_dir}: no labels; nothing to train on")
-    return Layout(cases, classes=classes(root), grey=True)
+    modality = str(next(iter(read_dataset_json(root)["channel_names"].values())))
+    return Layout(cases, classes=classes(root), grey=True, modality=modality)

@@ -254,6 +254,7 @@ def prepare(
                 **({"labels": labels} if labels else {}),
                 **({"channels": 1} if layout.channels == 1 else {}),
                 **({"volumetric": True} if layout.volumetric else {}),
+                **({"modality": layout.modality} if layout.modality else {}),
                 "lists": digests,
                 "cases": [_case_entry(c) for c in cases],
             },

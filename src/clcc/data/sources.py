@@ -55,6 +55,7 @@ class Layout:
     order: list[str] | None = None
     classes: tuple[str, ...] | None = None  # the foreground classes the data set declares
     grey: bool = False  # one input channel (2-D images are read as RGB unless grey)
+    modality: str | None = None  # dataset.json's channel name ("CT" normalises as nnU-Net)
 
     @property
     def volumetric(self) -> bool:

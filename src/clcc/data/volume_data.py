@@ -5,8 +5,10 @@ slices gives a 3-D one its volumes: `VolumeData.open` keeps each volume whole, a
 intensities and uint8 labels on disk (`cache/volumes/`, one `.npy` pair a case, memory-mapped,
 so a patch is read without reading its volume). Intensities: an HDF5 volume's as stored (UA-MT's
 LA files are normalised already and UA-MT trains on them as they are), a NIfTI volume z-scored
-on its own (as UA-MT normalises LA MRI). Splits and selections are those of `PreparedData`, one
-row per case.
+on its own (as UA-MT normalises LA MRI), or, for a set whose dataset.json names its channel
+"CT", as nnU-Net's `CTNormalization`: clipped to the 0.5th and 99.5th percentiles of the
+foreground voxels of the training volumes, less their mean, over their standard deviation.
+Splits and selections are those of `PreparedData`, one row per case.
 
 `PatchBatches` is UA-MT's LA loader (`dataloaders/la_heart.py`): per volume a rotation by k·90°
 in the axial (H, W) plane and a flip along H or W (`RandomRotFlip`), then a random crop of the
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from clcc.data.loaders import epoch_generator
-from clcc.data.prepare import PreparedData, _cases, _manifest, check_splits
+from clcc.data.prepare import PreparedData, _cases, _manifest, _read_list, check_splits
 from clcc.data.sources import Case
 from clcc.data.volumes import HDF5_SUFFIXES, read_volume, to_label_map
 from clcc.errors import ClccError
@@ -37,8 +39,8 @@ from clcc.labels import LabelSpace
 CACHE = "volumes"
 
 
-def _fingerprint(cases: list[Case]) -> str:
-    h = hashlib.sha256(b"volumes-v1")
+def _fingerprint(cases: list[Case], modality: str | None = None) -> str:
+    h = hashlib.sha256(b"volumes-v1" + (f"|{modality}".encode() if modality == "CT" else b""))
     for case in cases:
         for path in (case.image, case.mask):
             if path is None:
@@ -61,12 +63,42 @@ def intensities(path: Path, slice_axis: int = 0) -> np.ndarray:
     return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
 
 
-def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace) -> None:
+FOREGROUND_SAMPLE = 10_000_000
+"""Foreground voxels CT statistics are computed from at most (an even stride beyond)."""
+
+
+def ct_statistics(cases: list[Case]) -> tuple[float, float, float, float]:
+    """(0.5th percentile, 99.5th percentile, mean, std) of the foreground voxels of `cases`
+    (nnU-Net's dataset fingerprint for `CTNormalization`), raw intensities."""
+    voxels = []
+    for case in cases:
+        image = read_volume(case.image, "image", case.slice_axis).voxels
+        truth = read_volume(case.mask, "label", case.slice_axis).voxels
+        voxels.append(np.asarray(image, np.float32)[np.asarray(truth) > 0])
+    values = np.concatenate(voxels) if voxels else np.zeros(1, np.float32)
+    values = values[:: max(1, len(values) // FOREGROUND_SAMPLE)]
+    low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+    return low, high, float(values.mean()), max(float(values.std()), 1e-8)
+
+
+def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
+                       modality: str | None = None, train: list[str] = ()) -> None:
     target = root / "cache" / CACHE
-    meta = {"fingerprint": _fingerprint(cases), "names": [], "shapes": [], "spacing": []}
+    meta = {"fingerprint": _fingerprint(cases, modality), "names": [], "shapes": [],
+            "spacing": []}
+    ct = None
+    if modality == "CT":
+        ct = ct_statistics([c for c in cases if c.name in set(train) and c.mask is not None])
+        meta["ct"] = list(ct)
     with staged_into(target, last="meta.json") as tmp:
         for case in cases:
-            image = intensities(case.image, case.slice_axis)
+            if ct is None:
+                image = intensities(case.image, case.slice_axis)
+            else:
+                low, high, mean, std = ct
+                raw = np.asarray(read_volume(case.image, "image", case.slice_axis).voxels,
+                                 np.float32)
+                image = (np.clip(raw, low, high) - mean) / std
             if case.mask is not None:
                 truth = read_volume(case.mask, "label", case.slice_axis).voxels
                 if truth.shape != image.shape:
@@ -99,9 +131,11 @@ class VolumeData(PreparedData):
         cases = _cases(manifest)
         labels = LabelSpace.from_dict(manifest.get("labels"))
         meta_path = root / "cache" / CACHE / "meta.json"
+        modality = manifest.get("modality")
         if not meta_path.exists() or json.loads(meta_path.read_text())["fingerprint"] != (
-                _fingerprint(cases)):
-            build_volume_cache(root, cases, labels)
+                _fingerprint(cases, modality)):
+            build_volume_cache(root, cases, labels, modality, _read_list(root / "splits" /
+                                                                         "train.txt"))
         check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
         folder = root / "cache" / CACHE
