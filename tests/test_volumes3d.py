@@ -325,3 +325,40 @@ def test_a_ct_set_is_normalised_as_nnunet_normalises_ct(tmp_path):
     expected = (np.clip(np.moveaxis(raw, 2, 0).astype(np.float32), low, high) - values.mean()
                 ) / values.std()
     assert np.allclose(data.images[0], expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_ct_model_predicts_new_volumes_normalised_as_it_trained(tmp_path):
+    """The CT statistics travel in the checkpoint (and the ONNX metadata): predict normalises a
+    new scan with the training set's, not its own."""
+    from clcc.cli import main
+    from clcc.engine.checkpoint import load_checkpoint
+    from clcc.engine.trainer import train
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=6, channel_names={"0": "CT"})
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    cfg = load_config(None, [*TINY, "model.name=ssl4mis", "model.widths=[4,8,16]",
+                             "model.spatial_dims=3", "data.patch=[8,16,16]",
+                             f"data.root={tmp_path / 'p'}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2"])
+    train(cfg)
+    ct = load_checkpoint(cfg.run_dir() / "best.pt")["ct"]
+    assert ct == pytest.approx(list(VolumeData.open_volumes(tmp_path / "p").ct))
+    from clcc.engine.predict import Predictor, load_trained_model
+
+    _, model, runtime = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
+    seen = []
+    predictor = Predictor.from_model(model, 16, runtime, window=(8, 16, 16), ct=tuple(ct))
+    predictor.volume_backend = lambda voxels: seen.append(voxels) or torch.zeros(
+        1, *voxels.shape)
+    scan = tmp_path / "raw" / "imagesTr" / "case00_0000.nii.gz"
+    predictor.volume(scan)
+    import nibabel as nib
+
+    raw = np.moveaxis(nib.load(str(scan)).get_fdata(), 2, 0).astype(np.float32)
+    low, high, mean, std = ct
+    assert np.allclose(seen[0], (np.clip(raw, low, high) - mean) / std, atol=1e-4)
+    assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
+                 str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out")]) == 0

@@ -39,8 +39,11 @@ from clcc.labels import LabelSpace
 CACHE = "volumes"
 
 
-def _fingerprint(cases: list[Case], modality: str | None = None) -> str:
-    h = hashlib.sha256(b"volumes-v1" + (f"|{modality}".encode() if modality == "CT" else b""))
+def _fingerprint(cases: list[Case], modality: str | None = None, train: list[str] = ()
+                 ) -> str:
+    """Changes with any source file, and for CT with the training volumes (its statistics)."""
+    ct = f"|CT|{','.join(train)}" if modality == "CT" else ""
+    h = hashlib.sha256(b"volumes-v1" + ct.encode())
     for case in cases:
         for path in (case.image, case.mask):
             if path is None:
@@ -52,15 +55,26 @@ def _fingerprint(cases: list[Case], modality: str | None = None) -> str:
     return h.hexdigest()
 
 
-def intensities(path: Path, slice_axis: int = 0) -> np.ndarray:
-    """float32 (D, H, W): an HDF5 volume as stored, a NIfTI one z-scored (what a 3-D network
-    trains on, and what `clcc predict` gives it)."""
-    voxels = np.asarray(read_volume(path, "image", slice_axis).voxels, np.float32)
+def normalised(voxels: np.ndarray, path: Path,
+               ct: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """float32 (D, H, W): an HDF5 volume as stored, a NIfTI one z-scored, or with `ct` (0.5th
+    and 99.5th percentiles, mean, std of the training foreground) clipped and scaled."""
+    voxels = np.asarray(voxels, np.float32)
     if not np.isfinite(voxels).all():
         raise ClccError(f"{path}: the volume holds NaN or infinite values")
+    if ct is not None:
+        low, high, mean, std = ct
+        return (np.clip(voxels, low, high) - mean) / std
     if Path(path).name.lower().endswith(HDF5_SUFFIXES):
         return voxels
     return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
+
+
+def intensities(path: Path, slice_axis: int = 0,
+                ct: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """What a 3-D network takes of a new volume (what `clcc predict` gives it): normalised as
+    its training volumes were (`ct`: the training set's CT statistics, kept in checkpoints)."""
+    return normalised(read_volume(path, "image", slice_axis).voxels, path, ct)
 
 
 FOREGROUND_SAMPLE = 10_000_000
@@ -84,7 +98,7 @@ def ct_statistics(cases: list[Case]) -> tuple[float, float, float, float]:
 def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
                        modality: str | None = None, train: list[str] = ()) -> None:
     target = root / "cache" / CACHE
-    meta = {"fingerprint": _fingerprint(cases, modality), "names": [], "shapes": [],
+    meta = {"fingerprint": _fingerprint(cases, modality, train), "names": [], "shapes": [],
             "spacing": []}
     ct = None
     if modality == "CT":
@@ -92,13 +106,8 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
         meta["ct"] = list(ct)
     with staged_into(target, last="meta.json") as tmp:
         for case in cases:
-            if ct is None:
-                image = intensities(case.image, case.slice_axis)
-            else:
-                low, high, mean, std = ct
-                raw = np.asarray(read_volume(case.image, "image", case.slice_axis).voxels,
-                                 np.float32)
-                image = (np.clip(raw, low, high) - mean) / std
+            volume = read_volume(case.image, "image", case.slice_axis)
+            image = normalised(volume.voxels, case.image, ct)
             if case.mask is not None:
                 truth = read_volume(case.mask, "label", case.slice_axis).voxels
                 if truth.shape != image.shape:
@@ -109,7 +118,7 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
             np.save(tmp / f"{case.name}.image.npy", image)
             meta["names"].append(case.name)
             meta["shapes"].append(list(image.shape))
-            meta["spacing"].append(read_volume(case.image, "image", case.slice_axis).spacing)
+            meta["spacing"].append(volume.spacing)
         write_json(tmp / "meta.json", meta)
 
 
@@ -122,6 +131,7 @@ class VolumeData(PreparedData):
 
     window: tuple[int, ...] = ()
     overlap: tuple[float, ...] | None = None
+    ct: tuple[float, float, float, float] | None = None  # a CT set's intensity statistics
 
     @classmethod
     def open_volumes(cls, root: Path, window: tuple[int, ...] = (),
@@ -132,10 +142,10 @@ class VolumeData(PreparedData):
         labels = LabelSpace.from_dict(manifest.get("labels"))
         meta_path = root / "cache" / CACHE / "meta.json"
         modality = manifest.get("modality")
+        train = _read_list(root / "splits" / "train.txt")
         if not meta_path.exists() or json.loads(meta_path.read_text())["fingerprint"] != (
-                _fingerprint(cases, modality)):
-            build_volume_cache(root, cases, labels, modality, _read_list(root / "splits" /
-                                                                         "train.txt"))
+                _fingerprint(cases, modality, train)):
+            build_volume_cache(root, cases, labels, modality, train)
         check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
         folder = root / "cache" / CACHE
@@ -147,7 +157,8 @@ class VolumeData(PreparedData):
                    masks=masks, labels=labels, rows=[range(i, i + 1)
                                                      for i in range(len(meta["names"]))],
                    native_shapes=meta["shapes"], spacings=meta["spacing"],
-                   window=tuple(window), overlap=tuple(overlap) if overlap else None)
+                   window=tuple(window), overlap=tuple(overlap) if overlap else None,
+                   ct=tuple(meta["ct"]) if meta.get("ct") else None)
 
     @property
     def channels(self) -> int:

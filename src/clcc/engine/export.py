@@ -30,6 +30,7 @@ from clcc.models.unet import UNet
 SIZE_KEY = "clcc.size"
 RESAMPLE_KEY = "clcc.resample"  # how images were resized for training (`data.resample`)
 PATCH_KEY = "clcc.patch"  # a 3-D model's training patch (D, H, W), JSON
+CT_KEY = "clcc.ct"  # a CT volume set's intensity statistics (clcc.data.volume_data), JSON
 LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: binary)
 
 
@@ -67,7 +68,8 @@ def is_exported(path: Path) -> bool:
 
 
 def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None,
-                resample: str = "bilinear", patch: list[int] | None = None) -> Path:
+                resample: str = "bilinear", patch: list[int] | None = None,
+                ct: list[float] | None = None) -> Path:
     """Write the ONNX graph to `output`: a new file, or one `clcc export` wrote; never the
     `checkpoint` it comes from."""
     _require("onnx")
@@ -97,7 +99,8 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
     onnx.helper.set_model_props(proto, {
         SIZE_KEY: str(size), RESAMPLE_KEY: resample,
         LABELS_KEY: json.dumps(list(model.labels.names)),
-        **({PATCH_KEY: json.dumps(list(patch))} if model.spatial_dims == 3 else {})})
+        **({PATCH_KEY: json.dumps(list(patch))} if model.spatial_dims == 3 else {}),
+        **({CT_KEY: json.dumps(list(ct))} if ct else {})})
     with atomic_path(Path(output)) as tmp:
         onnx.save(proto, tmp)
     return Path(output)
@@ -129,6 +132,8 @@ class OnnxModel:
         self.channels = int(self.session.get_inputs()[0].shape[1])
         self.labels = LabelSpace.from_names(json.loads(meta.get(LABELS_KEY, "null")))
         self.patch = json.loads(meta.get(PATCH_KEY, "null"))  # None: a 2-D model
+        ct = json.loads(meta.get(CT_KEY, "null"))
+        self.ct = tuple(ct) if ct else None
 
     def volume_probabilities(self, voxels: np.ndarray,
                              overlap: tuple[float, ...] | None = None) -> torch.Tensor:

@@ -86,15 +86,18 @@ class Predictor:
 
     def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
                  labels: LabelSpace, channels: int = 3, resample: str = "bilinear",
-                 volume_backend: Callable[[np.ndarray], torch.Tensor] | None = None) -> None:
+                 volume_backend: Callable[[np.ndarray], torch.Tensor] | None = None,
+                 ct: tuple[float, float, float, float] | None = None) -> None:
         self.backend, self.size, self.labels = backend, size, labels
         self.channels, self.resample = channels, resample
         self.volume_backend = volume_backend  # a 3-D network: whole volume → (heads, D, H, W)
+        self.ct = ct  # a 3-D network trained on CT: its training set's intensity statistics
 
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime,
                    resample: str = "bilinear", window: tuple[int, ...] | None = None,
-                   overlap: tuple[float, ...] | None = None) -> Predictor:
+                   overlap: tuple[float, ...] | None = None,
+                   ct: tuple[float, float, float, float] | None = None) -> Predictor:
         """`resample`: how the model's training images were resized (`data.resample`);
         `window`: a 3-D network's training patch, whole volumes predicted by sliding window."""
         volume_backend = None
@@ -102,13 +105,14 @@ class Predictor:
             def volume_backend(voxels: np.ndarray) -> torch.Tensor:
                 return volume_probabilities(model, voxels, window, overlap, runtime)
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels, model.in_channels, resample, volume_backend)
+                   model.labels, model.in_channels, resample, volume_backend, ct)
 
     def volume(self, path: Path) -> np.ndarray:
         """Probabilities (D, heads, H, W) of a NIfTI volume: its grey slices one by one for a
         2-D network, the whole z-scored volume by sliding window for a 3-D one."""
         if self.volume_backend is not None:
-            return self.volume_backend(intensities(path)).numpy().transpose(1, 0, 2, 3)
+            return self.volume_backend(intensities(path, ct=self.ct)).numpy().transpose(
+                1, 0, 2, 3)
         return np.stack([self.probabilities(plane[..., None]) for plane in _read_input(path)])
 
     @classmethod
@@ -118,7 +122,7 @@ class Predictor:
         onnx = OnnxModel(path)
         volume_backend = onnx.volume_probabilities if onnx.patch else None
         return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels, onnx.resample,
-                   volume_backend)
+                   volume_backend, onnx.ct)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:
