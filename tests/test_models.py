@@ -104,17 +104,21 @@ def test_ssl4mis_unet_holds_exactly_the_tensors_of_ssl4mis_own(cls, theirs, para
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
 
 
-def _ssl4mis_module():
-    """SSL4MIS's `networks/unet.py` from a checkout beside the project, if there is one."""
-    checkout = Path(os.environ.get("SSL4MIS_CHECKOUT", Path(__file__).parents[2] / "authors"
-                                   / "SSL4MIS"))
-    source = checkout / "code" / "networks" / "unet.py"
+def authors_module(repo: str, variable: str, relative: str):
+    """A file of an authors' checkout beside the project (`../authors/<repo>`, or where the
+    environment variable says), imported on its own; the test skips without one."""
+    checkout = Path(os.environ.get(variable, Path(__file__).parents[2] / "authors" / repo))
+    source = checkout / relative
     if not source.is_file():
-        pytest.skip(f"no SSL4MIS checkout at {checkout} (set SSL4MIS_CHECKOUT)")
-    spec = importlib.util.spec_from_file_location("ssl4mis_unet", source)
+        pytest.skip(f"no {repo} checkout at {checkout} (set {variable})")
+    spec = importlib.util.spec_from_file_location(f"{repo}_{source.stem}", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _ssl4mis_module():
+    return authors_module("SSL4MIS", "SSL4MIS_CHECKOUT", "code/networks/unet.py")
 
 
 @pytest.mark.parametrize("cls,theirs", [(UNet, "UNet"), (PyramidUNet, "UNet_URPC")])
@@ -248,16 +252,9 @@ def test_the_vnet_has_uamt_parameter_count_and_names():
 
 
 def test_a_state_dict_of_uamt_vnet_predicts_the_same_in_clcc():
-    checkout = Path(os.environ.get("UAMT_CHECKOUT", Path(__file__).parents[2] / "authors"
-                                   / "UA-MT"))
-    source = checkout / "code" / "networks" / "vnet.py"
-    if not source.is_file():
-        pytest.skip(f"no UA-MT checkout at {checkout} (set UAMT_CHECKOUT)")
     from clcc.models.vnet import VNet
 
-    spec = importlib.util.spec_from_file_location("uamt_vnet", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = authors_module("UA-MT", "UAMT_CHECKOUT", "code/networks/vnet.py")
     torch.manual_seed(0)
     theirs = module.VNet(n_channels=1, n_classes=2, normalization="batchnorm",
                          has_dropout=True).eval()
