@@ -253,7 +253,10 @@ def run_clcc(args: argparse.Namespace) -> None:
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.time() - start
-    out.mkdir(parents=True, exist_ok=True)
+    if result.returncode:  # e.g. the run is another process's: leave its folder alone
+        print(f"[harness] exit {result.returncode} after {wall:.0f} s\n"
+              f"{result.stderr[-2000:]}", file=sys.stderr)
+        raise SystemExit(result.returncode)
     (out / "train.log").write_text(result.stdout + result.stderr)
     curve = clcc_validation(out)
     write_validation(out, curve)
@@ -262,10 +265,7 @@ def run_clcc(args: argparse.Namespace) -> None:
               "commit": commit_of(HERE), "returncode": result.returncode,
               "wall_s": round(wall, 1), "checkpoint": str(out / "best.pt"), "cpu": cpu_model()}
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"[harness] exit {result.returncode} after {wall:.0f} s")
-    if result.returncode:
-        print(result.stderr[-2000:], file=sys.stderr)
-        raise SystemExit(result.returncode)
+    print(f"[harness] exit 0 after {wall:.0f} s")
 
 
 def clcc_validation(out: Path) -> list[tuple[int, float]]:
