@@ -350,7 +350,8 @@ def test_a_ct_model_predicts_new_volumes_normalised_as_it_trained(tmp_path):
 
     _, model, runtime = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
     seen = []
-    predictor = Predictor.from_model(model, 16, runtime, window=(8, 16, 16), ct=tuple(ct))
+    assert model.ct == pytest.approx(tuple(ct))  # carried from the checkpoint
+    predictor = Predictor.from_model(model, 16, runtime, window=(8, 16, 16))
     predictor.volume_backend = lambda voxels: seen.append(voxels) or torch.zeros(
         1, *voxels.shape)
     scan = tmp_path / "raw" / "imagesTr" / "case00_0000.nii.gz"

@@ -193,7 +193,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from clcc.engine.checkpoint import load_checkpoint
     from clcc.engine.predict import Predictor, load_trained_model, predict_folder
 
     if (args.checkpoint is None) == (args.onnx is None):
@@ -202,10 +201,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictor = Predictor.from_onnx(args.onnx)
     else:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
-        ct = load_checkpoint(args.checkpoint).get("ct")  # a CT volume set's statistics
         predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample,
-                                         cfg.data.patch, cfg.data.window_overlap,
-                                         tuple(ct) if ct else None)
+                                         cfg.data.patch, cfg.data.window_overlap)
     written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
@@ -236,14 +233,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from clcc.engine.checkpoint import load_checkpoint
     from clcc.engine.export import export_onnx
     from clcc.engine.predict import load_trained_model
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
     export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint,
-                resample=cfg.data.resample, patch=cfg.data.patch,
-                ct=load_checkpoint(args.checkpoint).get("ct"))
+                resample=cfg.data.resample, patch=cfg.data.patch, ct=model.ct)
     heads = model.labels.heads
     what = "foreground probability" if heads == 1 else f"probabilities of {heads} classes"
     if model.spatial_dims == 3:

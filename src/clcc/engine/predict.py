@@ -70,6 +70,7 @@ def load_trained_model(
                     spatial_dims=cfg.model.spatial_dims)
     try:
         model.load_state_dict(state["model"])
+        model.ct = tuple(state["ct"]) if state.get("ct") else None
     except RuntimeError as err:
         first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
         raise ClccError(f"{checkpoint}: its weights do not fit the network its config describes "
@@ -96,8 +97,7 @@ class Predictor:
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime,
                    resample: str = "bilinear", window: tuple[int, ...] | None = None,
-                   overlap: tuple[float, ...] | None = None,
-                   ct: tuple[float, float, float, float] | None = None) -> Predictor:
+                   overlap: tuple[float, ...] | None = None) -> Predictor:
         """`resample`: how the model's training images were resized (`data.resample`);
         `window`: a 3-D network's training patch, whole volumes predicted by sliding window."""
         volume_backend = None
@@ -105,7 +105,7 @@ class Predictor:
             def volume_backend(voxels: np.ndarray) -> torch.Tensor:
                 return volume_probabilities(model, voxels, window, overlap, runtime)
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels, model.in_channels, resample, volume_backend, ct)
+                   model.labels, model.in_channels, resample, volume_backend, model.ct)
 
     def volume(self, path: Path) -> np.ndarray:
         """Probabilities (D, heads, H, W) of a NIfTI volume: its grey slices one by one for a

@@ -144,6 +144,8 @@ class UNet(nn.Module):
     """
 
     extra_prefixes: tuple[str, ...] = ()  # weights a plain U-Net does not have
+    ct: tuple[float, ...] | None = None  # the CT statistics its training volumes were
+    # normalised with (set by `load_trained_model`), for new scans
 
     def __init__(
         self,

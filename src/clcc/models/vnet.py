@@ -63,6 +63,8 @@ class VNet(nn.Module):
     its Dropout3d probability."""
 
     extra_prefixes: tuple[str, ...] = ()
+    ct: tuple[float, ...] | None = None  # the CT statistics its training volumes were
+    # normalised with (set by `load_trained_model`), for new scans
 
     def __init__(self, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128, 256),
                  dropout: Sequence[float] | None = None, architecture: str = "vnet",
