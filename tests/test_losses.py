@@ -110,6 +110,23 @@ def test_the_authors_supervised_loss_by_hand():
     assert authors_supervised_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_vnet_supervised_loss_by_hand():
+    """UA-MT's ½(CE + 1 − (2Σpt + s)/(Σp² + Σt² + s)) over the batch, on volumes; the paper's
+    Dice (Σp in the denominator) differs on the same input."""
+    from clcc.losses import supervised_loss, vnet_supervised_loss
+
+    logits = torch.tensor([0.0, 0.0, 2.0, -2.0]).view(1, 1, 1, 2, 2)  # a (1, 1, 1, 2, 2) volume
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0]).view(1, 1, 1, 2, 2)
+    s2 = 1 / (1 + math.exp(-2))
+    bce = (2 * math.log(2) - math.log(s2) - math.log(1 - s2)) / 4
+    squares = 2 * 0.25 + s2**2 + (1 - s2) ** 2
+    dice = (2 * (0.5 + s2 + 1 - s2) + 1e-5) / (squares + 3 + 1e-5)
+    assert vnet_supervised_loss(logits, target).item() == pytest.approx(
+        0.5 * (bce + 1 - dice), rel=1e-6)
+    assert supervised_loss(logits, target).item() == pytest.approx(
+        0.5 * (bce + 1 - (2 * 1.5 + 1e-5) / (2 + 3 + 1e-5)), rel=1e-6)
+
+
 def test_loss_supervised_picks_the_methods_loss():
     from clcc.losses import SUPERVISED_LOSSES
     from clcc.methods import build_method

@@ -251,16 +251,66 @@ def test_the_vnet_has_uamt_parameter_count_and_names():
     assert net(torch.randn(1, 1, 16, 32, 16)).logits.shape == (1, 1, 16, 32, 16)
 
 
-def test_a_state_dict_of_uamt_vnet_predicts_the_same_in_clcc():
-    from clcc.models.vnet import VNet
+def _uamt_probabilities_in_clcc_order(theirs: torch.nn.Module, x_xyz: torch.Tensor
+                                      ) -> torch.Tensor:
+    """Foreground probability of a two-channel (x, y, z) network, moved to clcc's (z, x, y)."""
+    return torch.softmax(theirs(x_xyz), 1)[:, 1:].permute(0, 1, 4, 2, 3)
 
+
+def test_a_state_dict_of_uamt_vnet_predicts_the_same_in_clcc(tmp_path):
+    """UA-MT's own class saved, loaded by `load_authors_model`: on the same volume, turned to
+    clcc's (z, x, y), clcc's one logit gives UA-MT's softmax foreground probability."""
     module = authors_module("UA-MT", "UAMT_CHECKOUT", "code/networks/vnet.py")
     torch.manual_seed(0)
     theirs = module.VNet(n_channels=1, n_classes=2, normalization="batchnorm",
                          has_dropout=True).eval()
     assert sum(p.numel() for p in theirs.parameters()) == UAMT_VNET_PARAMETERS
-    ours = VNet(in_channels=1, labels=LabelSpace(("left atrium",)))
-    ours.out_conv = torch.nn.Conv3d(16, 2, 1)  # UA-MT's two-channel softmax head
-    ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(1, 1, 16, 16, 32)
-    assert torch.allclose(ours.eval()(x).logits, theirs(x), atol=1e-5)
+    torch.save(theirs.state_dict(), tmp_path / "iter_600.pth")
+    ours = load_authors_model(tmp_path / "iter_600.pth", LabelSpace(("left atrium",)))
+    x = torch.randn(1, 1, 32, 48, 16)  # (x, y, z), three different sides
+    expected = _uamt_probabilities_in_clcc_order(theirs, x)
+    assert torch.allclose(torch.sigmoid(ours(x.permute(0, 1, 4, 2, 3)).logits), expected,
+                          atol=1e-5)
+
+
+def test_a_two_channel_xyz_vnet_loads_turned_and_with_one_logit(tmp_path):
+    """Without a checkout: a V-Net with UA-MT's names, a two-channel head and weights made for
+    (x, y, z) volumes (clcc's class with random kernels, saved under `net` as BCP saves) gives
+    the same probabilities once loaded; without the turn of the kernels it would not."""
+    from clcc.models.authors_weights import from_uamt_vnet
+    from clcc.models.vnet import VNet
+
+    la, widths = LabelSpace(("left atrium",)), [4, 8, 16, 32, 64]
+    torch.manual_seed(0)
+    theirs = VNet(in_channels=1, labels=la, widths=widths)
+    theirs.out_conv = torch.nn.Conv3d(4, 2, 1)
+    theirs.eval()
+    mapped = from_uamt_vnet(theirs.state_dict(), la)
+    kernel = theirs.state_dict()["block_one.conv.0.weight"]
+    assert torch.equal(mapped["block_one.conv.0.weight"][:, :, 2, 0, 1], kernel[:, :, 0, 1, 2])
+    ours = VNet(in_channels=1, labels=la, widths=widths)
+    ours.load_state_dict(mapped)
+    x = torch.randn(1, 1, 32, 48, 16)  # (x, y, z)
+    expected = torch.softmax(theirs(x).logits, 1)[:, 1:].permute(0, 1, 4, 2, 3)
+    assert torch.allclose(torch.sigmoid(ours.eval()(x.permute(0, 1, 4, 2, 3)).logits),
+                          expected, atol=1e-5)
+    unturned = {k: v for k, v in mapped.items() if v.dim() != 5 or "out_conv" in k} | {
+        k: v for k, v in theirs.state_dict().items() if v.dim() == 5 and "out_conv" not in k}
+    ours.load_state_dict(unturned)
+    assert not torch.allclose(torch.sigmoid(ours(x.permute(0, 1, 4, 2, 3)).logits),
+                              expected, atol=1e-3)
+
+
+def test_load_authors_model_reads_a_vnet_saved_under_net(tmp_path):
+    """BCP saves `{'net': state_dict, 'opt': ...}`; UA-MT a bare state dict: both give a V-Net."""
+    from clcc.models.vnet import VNet
+
+    torch.manual_seed(0)
+    theirs = VNet(in_channels=1, labels=LabelSpace(("left atrium",)))
+    theirs.out_conv = torch.nn.Conv3d(16, 2, 1)
+    torch.save({"net": theirs.state_dict(), "opt": {}}, tmp_path / "VNet_best_model.pth")
+    torch.save(theirs.state_dict(), tmp_path / "iter_600.pth")
+    for name in ("VNet_best_model.pth", "iter_600.pth"):
+        ours = load_authors_model(tmp_path / name, LabelSpace(("left atrium",)))
+        assert isinstance(ours, VNet) and not ours.training
+        assert ours.out_conv.weight.shape == (1, 16, 1, 1, 1)

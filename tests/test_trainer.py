@@ -286,3 +286,31 @@ def test_uamt_step_schedule_by_hand():
     f = lr_lambda(warmup=0, total=6000, schedule="step", step_every=2500)
     assert [f(s) for s in (0, 2499, 2500, 4999, 5000, 5999)] == pytest.approx(
         [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+@pytest.mark.parametrize("dice,last_is_best", [([0.9, 0.1, 0.2], False), ([0.1, 0.2, 0.9], True)])
+def test_the_last_weights_are_tested_beside_the_best(tiny_config, monkeypatch, dice,
+                                                     last_is_best):
+    """`test_last`: the test metrics of last.pt (what code that picks no checkpoint reports),
+    computed apart when the best validation came earlier, the best's own when it was last."""
+    from clcc.engine import trainer as trainer_module
+    from clcc.engine.evaluate import evaluate_prepared
+
+    scores = iter(dice)
+    monkeypatch.setattr(trainer_module.Trainer, "_validate",
+                        lambda self, val: {"dice": next(scores), "iou": 0.0})
+    cfg = tiny_config("train.epochs=3")
+    results = train(cfg)
+    run = cfg.run_dir()
+    assert results["last_is_best"] is last_is_best
+    assert json.loads((run / "results.json").read_text())["last_is_best"] is last_is_best
+    assert load_checkpoint(run / "best.pt")["epoch"] == (3 if last_is_best else 1)
+    assert (run / "test_last_per_image.csv").exists() is not last_is_best
+    from clcc.engine.predict import load_trained_model
+
+    _, last, runtime = load_trained_model(run / "last.pt", "cpu")
+    data = trainer_module.open_prepared(cfg.data.root, 2, cfg.data.size)
+    _, expected = evaluate_prepared(last, data, data.subset("test"), runtime)
+    assert results["test_last"]["dice"] == pytest.approx(expected["dice"])
+    if last_is_best:
+        assert results["test_last"] == results["test"]

@@ -3,8 +3,10 @@
 A recipe says which file of which repository trains, with which of its own command-line
 arguments (or, where a script reads a YAML config, which keys of a copy of it) the protocol is
 set, where the checkpoint it chose ends up, and the clcc method and overrides that make the same
-run on clcc's side. Only the ACDC quick protocol is written down here (`configs/acdc-quick.yaml`:
-128², 6 + 6 slices a batch, SSL4MIS's split and its first 68 slices as the labelled ones).
+run on clcc's side. Two protocols are written down here: ACDC quick (`configs/acdc-quick.yaml`:
+128², 6 + 6 slices a batch, SSL4MIS's split and its first 68 slices as the labelled ones) and
+LA quick (`configs/la-quick.yaml`: V-Net patches of 64×64×32, 2 + 2 volumes a batch, 600
+iterations, the first 8 volumes of UA-MT's `train.list` labelled).
 """
 
 from __future__ import annotations
@@ -24,6 +26,30 @@ class Protocol:
 
 
 @dataclass(frozen=True)
+class VolumeProtocol:
+    """LA quick in UA-MT's terms. Its volumes are (x, y, z): clcc's patch (D, H, W) =
+    (32, 64, 64) is UA-MT's (64, 64, 32). The script trains on the first 70 volumes of
+    `train.list` (clcc holds the last 10 out for validation), its first 8 labelled. UA-MT's
+    consistency ramp (40 steps of 150 iterations: full weight at its 6 000th) and lr step
+    (×0.1 every 2 500) are scaled to the run as clcc's ramps and `optim.step_every` are."""
+
+    patch: tuple[int, int, int] = (64, 64, 32)
+    labelled_batch: int = 2
+    unlabelled_batch: int = 2
+    iterations: int = 600
+    step_every: int = 250
+    labelled: int = 8
+    training_volumes: int = 70
+
+    @property
+    def consistency_rampup(self) -> float:
+        return self.iterations / 150
+
+
+LA_QUICK = VolumeProtocol()
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One authors' script and the clcc run that mirrors it.
 
@@ -39,15 +65,22 @@ class Recipe:
     repo: str
     script: str
     clcc_method: str
-    checkpoint: str  # glob, relative to the run's snapshot folder
-    kind: str  # "ssl4mis" (argparse protocol) or "unimatch" (YAML config + lists)
+    checkpoint: str  # glob, relative to the run's snapshot folder ({iterations}: the run's)
+    kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists) or "uamt-la" (volumes)
     eval_every: int = 200
     clcc_overrides: tuple[str, ...] = ()
     supervised_only: bool = False
     patch: tuple[tuple[str, str], ...] = ()
     extra_args: tuple[str, ...] = field(default=())
+    config: str = "acdc-quick.yaml"  # clcc's side, in configs/
+
+    @property
+    def volumetric(self) -> bool:
+        return self.kind == "uamt-la"
 
     def iterations(self, protocol: Protocol) -> int:
+        if self.volumetric:
+            return LA_QUICK.iterations
         if self.kind == "unimatch":  # whole epochs of the unlabelled loader
             return unimatch_epochs(protocol) * unimatch_epoch_length(protocol)
         return protocol.iterations
@@ -79,7 +112,31 @@ UNIMATCH_FIXMATCH = (
 view trains; the second view and the feature-perturbed branch are still computed (their
 BatchNorm statistics still move), as in the probe that found the gap."""
 
+def uamt_la_reduction(script: str, p: VolumeProtocol) -> tuple[tuple[str, str], ...]:
+    """UA-MT's LA scripts at LA quick: their patch (hard-coded, and in the uncertainty passes'
+    buffer), labelled / unlabelled indices and lr step are constants in the file, so a copy
+    carries the protocol's (`script.diff` beside the run)."""
+    x, y, z = p.patch
+    step = (("if iter_num % 2500 == 0:", f"if iter_num % {p.step_every} == 0:"),
+            ("lr_ = base_lr * 0.1 ** (iter_num // 2500)",
+             f"lr_ = base_lr * 0.1 ** (iter_num // {p.step_every})"),
+            ("patch_size = (112, 112, 80)", f"patch_size = ({x}, {y}, {z})"))
+    if script.endswith("train_LA.py"):
+        return (*step, ("num=16,", f"num={p.labelled},"))
+    return (*step,
+            ("preds = torch.zeros([stride * T, 2, 112, 112, 80]).cuda()",
+             f"preds = torch.zeros([stride * T, 2, {x}, {y}, {z}]).cuda()"),
+            ("preds = preds.reshape(T, stride, 2, 112, 112, 80)",
+             f"preds = preds.reshape(T, stride, 2, {x}, {y}, {z})"),
+            ("labeled_idxs = list(range(16))", f"labeled_idxs = list(range({p.labelled}))"),
+            ("unlabeled_idxs = list(range(16, 80))",
+             f"unlabeled_idxs = list(range({p.labelled}, {p.training_volumes}))"))
+
+
 SSL4MIS = "HiLab-git/SSL4MIS"
+UAMT = "yulequan/UA-MT"
+UAMT_LA_SUPERVISED = "code/train_LA.py"
+UAMT_LA = "code/train_LA_meanteacher_certainty_unlabel.py"
 UNIMATCH = "LiheYoung/UniMatch"
 
 RECIPES: dict[str, Recipe] = {
@@ -98,4 +155,10 @@ RECIPES: dict[str, Recipe] = {
                        "unimatch"),
     "unimatch-fixmatch": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py", "fixmatch",
                                 "best.pth", "unimatch", patch=UNIMATCH_FIXMATCH),
+    "uamt-la-supervised": Recipe(UAMT, UAMT_LA_SUPERVISED, "supervised",
+                                 "iter_{iterations}.pth", "uamt-la", supervised_only=True,
+                                 config="la-quick.yaml",
+                                 patch=uamt_la_reduction(UAMT_LA_SUPERVISED, LA_QUICK)),
+    "uamt-la": Recipe(UAMT, UAMT_LA, "uamt", "iter_{iterations}.pth", "uamt-la",
+                      config="la-quick.yaml", patch=uamt_la_reduction(UAMT_LA, LA_QUICK)),
 }

@@ -21,6 +21,7 @@ wall time, validation curve) beside the log; `score` adds `per_volume.csv` and `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -33,7 +34,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from recipes import RECIPES, Protocol, Recipe, unimatch_epochs  # noqa: E402
+from recipes import (  # noqa: E402
+    LA_QUICK,
+    RECIPES,
+    Protocol,
+    Recipe,
+    VolumeProtocol,
+    unimatch_epochs,
+)
 
 SHIM = HERE / "shim"
 NOTES: list[str] = []
@@ -82,6 +90,50 @@ def labelled_slices(source: Path, protocol: Protocol) -> list[str]:
 
     slices = [s for s in (source / "train_slices.list").read_text().split() if s]
     return slices[: ACDC_LABELLED_SLICES[protocol.labelled_patients]]
+
+
+def la_root(source: Path, folder: Path, protocol: VolumeProtocol) -> Path:
+    """UA-MT's layout (`2018LA_Seg_Training Set/<case>/mri_norm2.h5` beside `train.list` and
+    `test.list`) as links to `source`, `train.list` cut to its first volumes: the 10 after them
+    are clcc's validation volumes, which the script must not train on."""
+    root = folder / "LA"
+    cases = root / "2018LA_Seg_Training Set"
+    cases.mkdir(parents=True)
+    train = [s for s in (source / "train.list").read_text().split() if s]
+    test = [s for s in (source / "test.list").read_text().split() if s]
+    for name in train + test:
+        (cases / name).symlink_to((source / "2018LA_Seg_Training Set" / name).resolve())
+    (root / "train.list").write_text("\n".join(train[: protocol.training_volumes]) + "\n")
+    shutil.copy(source / "test.list", root / "test.list")
+    note(f"train.list: its first {protocol.training_volumes} of {len(train)} volumes "
+         f"(the first {protocol.labelled} labelled)")
+    return cases
+
+
+def uamt_la_command(recipe: Recipe, root: Path, protocol: VolumeProtocol, seed: int
+                    ) -> list[str]:
+    """UA-MT's own arguments at the protocol. Its supervised script stops after iteration
+    `max_iterations + 1`, so it is given one fewer."""
+    if recipe.supervised_only:
+        note(f"train_LA.py runs max_iterations + 1 steps: --max_iterations "
+             f"{protocol.iterations - 1}")
+        return ["--root_path", str(root), "--exp", "sbs", "--batch_size",
+                str(protocol.labelled_batch), "--max_iterations", str(protocol.iterations - 1),
+                "--seed", str(seed)]
+    note(f"--consistency_rampup {protocol.consistency_rampup:g}: UA-MT's 40 × 150 iterations "
+         f"= its 6 000, scaled to {protocol.iterations}")
+    return ["--root_path", str(root), "--exp", "sbs", "--batch_size",
+            str(protocol.labelled_batch + protocol.unlabelled_batch), "--labeled_bs",
+            str(protocol.labelled_batch), "--max_iterations", str(protocol.iterations),
+            "--seed", str(seed), "--consistency_rampup", f"{protocol.consistency_rampup:g}"]
+
+
+def links_to_code(script: Path, cwd: Path) -> None:
+    """A working folder of links to the script's code folder: SSL4MIS and UA-MT write
+    `../model/<exp>` relative to it and copy it there."""
+    cwd.mkdir()
+    for entry in script.parent.iterdir():
+        (cwd / entry.name).symlink_to(entry)
 
 
 def ssl4mis_command(recipe: Recipe, root: Path, protocol: Protocol, seed: int, exp: str
@@ -146,12 +198,12 @@ def patched_script(script: Path, recipe: Recipe, work: Path) -> Path:
 
 
 def run_authors(args: argparse.Namespace) -> None:
-    recipe, protocol = RECIPES[args.recipe], Protocol(iterations=args.iterations)
+    recipe = RECIPES[args.recipe]
+    protocol = Protocol(iterations=args.iterations or Protocol.iterations)
+    volume = dataclasses.replace(LA_QUICK, iterations=args.iterations or LA_QUICK.iterations)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=False)
     checkout, source = args.checkout.resolve(), args.source.resolve()
-    labelled = labelled_slices(source, protocol)
-    root = acdc_root(source, out / "data", labelled)
     script = checkout / recipe.script
     env = {**os.environ, "SHIM_ACTIVE": "1", "SHIM_THREADS": str(args.threads),
            "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -160,19 +212,24 @@ def run_authors(args: argparse.Namespace) -> None:
            "SHIM_PORT": str(29500 + (os.getpid() % 500))}
     work = out / "work"
     work.mkdir()
-    if recipe.kind == "ssl4mis":
+    shim_args: dict = {}
+    if recipe.volumetric:
+        root = la_root(args.source.resolve(), out / "data", volume)
+        script_args = uamt_la_command(recipe, root, volume, args.seed)
+        cwd, snapshot = work / "code", work / "model"
+        links_to_code(script, cwd)
+    elif recipe.kind == "ssl4mis":
+        labelled = labelled_slices(source, protocol)
+        root = acdc_root(source, out / "data", labelled)
         script_args, shim_args = ssl4mis_command(recipe, root, protocol, args.seed, "sbs")
-        # SSL4MIS writes ../model/<exp>_<labeled_num>/<model> relative to its working folder
-        # and copies the working folder into it: a folder of links to its code keeps both here
-        cwd = work / "code"
-        cwd.mkdir()
-        for entry in script.parent.iterdir():
-            (cwd / entry.name).symlink_to(entry)
-        snapshot = work / "model"
+        cwd, snapshot = work / "code", work / "model"
+        links_to_code(script, cwd)
         env["SHIM_VAL_SIZE"] = str(protocol.size)
     else:
+        labelled = labelled_slices(source, protocol)
+        root = acdc_root(source, out / "data", labelled)
         script_args = unimatch_files(checkout, recipe, work, root, labelled, protocol)
-        shim_args, cwd, snapshot = {}, work, work / "snapshot"
+        cwd, snapshot = work, work / "snapshot"
         env["SHIM_SEED"] = str(args.seed)  # UniMatch's script never seeds
     env["SHIM_ARGS"] = json.dumps(shim_args)
     runnable = patched_script(script, recipe, work)
@@ -185,13 +242,13 @@ def run_authors(args: argparse.Namespace) -> None:
         result = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.time() - start
     log_text = (out / "train.log").read_text(errors="replace")
-    checkpoints = sorted(snapshot.rglob(recipe.checkpoint))
+    checkpoints = sorted(snapshot.rglob(recipe.checkpoint.format(iterations=volume.iterations)))
     record = {
         "side": "authors", "recipe": args.recipe, "repo": recipe.repo, "script": recipe.script,
         "commit": commit_of(checkout), "command": command, "seed": args.seed,
-        "threads": args.threads, "protocol": vars(protocol) | {
-            "iterations": recipe.iterations(protocol),
-            "eval_every": recipe.clcc_eval_every(protocol)},
+        "threads": args.threads, "protocol": dataclasses.asdict(volume) if recipe.volumetric
+        else vars(protocol) | {"iterations": recipe.iterations(protocol),
+                               "eval_every": recipe.clcc_eval_every(protocol)},
         "shim": [line for line in log_text.splitlines()
                  if line.startswith(("[shim]", "[harness]"))],
         "returncode": result.returncode, "wall_s": round(wall, 1),
@@ -210,7 +267,10 @@ def run_authors(args: argparse.Namespace) -> None:
 
 
 def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
-    """(iteration, mean validation Dice in %) as the script logged it."""
+    """(iteration, mean validation Dice in %) as the script logged it (UA-MT's LA scripts
+    validate never)."""
+    if recipe.volumetric:
+        return []
     if recipe.kind == "ssl4mis":
         found = re.findall(r"iteration (\d+) : mean_dice : ([\d.]+)", log_text) or re.findall(
             r"iteration (\d+) : model_mean_dice : ([\d.]+)", log_text)
@@ -233,20 +293,24 @@ def cpu_model() -> str:
 
 
 def run_clcc(args: argparse.Namespace) -> None:
-    recipe, protocol = RECIPES[args.recipe], Protocol(iterations=args.iterations)
+    recipe = RECIPES[args.recipe]
+    protocol = Protocol(iterations=args.iterations or Protocol.iterations)
     out = args.out.resolve()
-    overrides = [
-        f"data.root={args.prepared.resolve()}", f"data.size={protocol.size}",
-        f"method.name={recipe.clcc_method}", f"train.seed={args.seed}",
-        f"train.iterations={recipe.iterations(protocol)}",
-        f"train.eval_every={recipe.clcc_eval_every(protocol)}",
-        f"train.labelled_batch={protocol.labelled_batch}",
-        f"train.unlabelled_batch={protocol.unlabelled_batch}", f"train.output={out.parent}",
-        f"train.name={out.name}", f"train.threads={args.threads}",
-        *recipe.clcc_overrides, *args.set,
-    ]
+    overrides = [f"data.root={args.prepared.resolve()}", f"method.name={recipe.clcc_method}",
+                 f"train.seed={args.seed}", f"train.output={out.parent}",
+                 f"train.name={out.name}", f"train.threads={args.threads}"]
+    if recipe.volumetric:  # la-quick.yaml holds the protocol: patch, batches, validation
+        overrides.append(f"train.iterations={args.iterations or LA_QUICK.iterations}")
+    else:
+        overrides += [
+            f"data.size={protocol.size}", f"train.iterations={recipe.iterations(protocol)}",
+            f"train.eval_every={recipe.clcc_eval_every(protocol)}",
+            f"train.labelled_batch={protocol.labelled_batch}",
+            f"train.unlabelled_batch={protocol.unlabelled_batch}"]
+    overrides += [*recipe.clcc_overrides, *args.set]
     clcc = Path(sys.executable).with_name("clcc")
-    command = [str(clcc), "train", "--config", str(args.config)]
+    config = args.config or HERE.parents[1] / "configs" / recipe.config
+    command = [str(clcc), "train", "--config", str(config)]
     for item in overrides:
         command += ["--set", item]
     print("[harness] " + " ".join(command), file=sys.stderr)
@@ -263,7 +327,9 @@ def run_clcc(args: argparse.Namespace) -> None:
     record = {"side": "clcc", "recipe": args.recipe, "method": recipe.clcc_method,
               "command": command, "seed": args.seed, "threads": args.threads,
               "commit": commit_of(HERE), "returncode": result.returncode,
-              "wall_s": round(wall, 1), "checkpoint": str(out / "best.pt"), "cpu": cpu_model()}
+              "wall_s": round(wall, 1), "cpu": cpu_model(),
+              # UA-MT tests its last weights; SSL4MIS and UniMatch their best on validation
+              "checkpoint": str(out / ("last.pt" if recipe.volumetric else "best.pt"))}
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"[harness] exit 0 after {wall:.0f} s")
 
@@ -285,13 +351,16 @@ def score(args: argparse.Namespace) -> None:
     """clcc's per-volume test metrics of the checkpoint the run chose."""
     import torch
 
+    from clcc.config import load_config
     from clcc.data.prepare import PreparedData
+    from clcc.data.volume_data import open_prepared
     from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
     from clcc.engine.predict import load_trained_model
     from clcc.engine.runtime import make_runtime
     from clcc.models.authors_weights import load_authors_model
 
     run = json.loads((args.run / "run.json").read_text())
+    recipe = RECIPES[run["recipe"]]
     torch.set_num_threads(args.threads)
     if run["side"] == "clcc":
         cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
@@ -299,7 +368,12 @@ def score(args: argparse.Namespace) -> None:
         write_validation(args.run, clcc_validation(args.run))  # from the run's own log
     else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0
         resample, runtime = "nearest", make_runtime("cpu", "fp32")
-    data = PreparedData.open(args.prepared, Protocol().size, resample)
+        cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
+    if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
+        data = open_prepared(args.prepared, 3, 0, patch=tuple(cfg.data.patch),
+                             overlap=cfg.data.window_overlap)
+    else:
+        data = PreparedData.open(args.prepared, Protocol().size, resample)
     if run["side"] != "clcc":
         model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
@@ -357,24 +431,22 @@ def main() -> None:
     authors.add_argument("--checkout", type=Path, required=True)
     authors.add_argument("--python", type=Path, required=True,
                          help="the authors' environment (torch + torchvision pair)")
-    authors.add_argument("--source", type=Path, required=True, help="SSL4MIS's ACDC folder")
+    authors.add_argument("--source", type=Path, required=True,
+                         help="SSL4MIS's ACDC folder, or UA-MT's `data` folder for LA")
     authors.add_argument("--seed", type=int, default=0)
     authors.add_argument("--threads", type=int, default=1)
     authors.add_argument("--out", type=Path, required=True)
-    authors.add_argument("--iterations", type=int,
-                         default=Protocol.iterations,
-                         help="shorter for a smoke test only")
+    authors.add_argument("--iterations", type=int, help="shorter for a smoke test only")
     ours = verbs.add_parser("clcc", help="train clcc's same method at the same protocol")
     ours.add_argument("recipe", choices=sorted(RECIPES))
     ours.add_argument("--prepared", type=Path, required=True)
     ours.add_argument("--config", type=Path,
-                      default=HERE.parents[1] / "configs" / "acdc-quick.yaml")
+                      help="default: the recipe's (configs/acdc-quick.yaml, la-quick.yaml)")
     ours.add_argument("--seed", type=int, default=0)
     ours.add_argument("--threads", type=int, default=1)
     ours.add_argument("--set", action="append", default=[], help="a further clcc override")
     ours.add_argument("--out", type=Path, required=True)
-    ours.add_argument("--iterations", type=int, default=Protocol.iterations,
-                      help="shorter for a smoke test only")
+    ours.add_argument("--iterations", type=int, help="shorter for a smoke test only")
     scorer = verbs.add_parser("score", help="clcc's per-volume test metrics of a run's checkpoint")
     scorer.add_argument("run", type=Path)
     scorer.add_argument("--prepared", type=Path, required=True)

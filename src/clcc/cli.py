@@ -126,10 +126,12 @@ def _results_line(results: dict) -> str:
     t = results["test"]
     tail = (f"MAE {100 * t['mae']['mean']:.2f} HD95 {t['hd95']['mean']:.1f}px" if "mae" in t
             else f"HD95 {t['hd95']['mean']:.2f} ASD {t['asd']['mean']:.2f} voxels (per volume)")
+    last = results.get("test_last", t)
     return (
         f"{results['run']}: best epoch {results['best_epoch']}; test Dice "
         f"{100 * t['dice']['mean']:.2f}±{100 * t['dice']['std']:.2f} IoU "
-        f"{100 * t['iou']['mean']:.2f} {tail}"
+        f"{100 * t['iou']['mean']:.2f} {tail}; last weights: test Dice "
+        f"{100 * last['dice']['mean']:.2f}"
     )
 
 

@@ -51,8 +51,9 @@ class MethodConfig:
 
 @dataclass
 class LossConfig:
-    supervised: Literal["paper", "authors"] = "paper"  # ½(Dice + BCE), eq. (4); or the
-    # authors' code: BCE + per-image Dice, no ½ (clcc.losses)
+    supervised: Literal["paper", "authors", "vnet"] = "paper"  # ½(Dice + BCE), eq. (4); or
+    # the CLCC authors' code: BCE + per-image Dice, no ½; or UA-MT's: ½(CE + V-Net Dice, Σp²
+    # in the denominator) (clcc.losses). Binary tasks; C classes train with CE + Dice
 
 
 @dataclass

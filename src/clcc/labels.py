@@ -158,14 +158,15 @@ class LabelSpace:
 
     def supervised_loss(self, kind: str = "paper") -> Callable[[torch.Tensor, torch.Tensor],
                                                                torch.Tensor]:
-        """L_sup: binary, eq. (4) of the CLCC paper (`paper`) or the authors' form; C classes,
-        SSL4MIS's 0.5·(CE + Dice over the classes) on the softmax."""
+        """L_sup: binary, eq. (4) of the CLCC paper (`paper`), the CLCC authors' form or
+        UA-MT's (`vnet`); C classes, SSL4MIS's 0.5·(CE + Dice over the classes) on the
+        softmax."""
         from clcc.losses import SUPERVISED_LOSSES
 
         if self.binary:
             return SUPERVISED_LOSSES[kind]
         if kind != "paper":
-            raise ValueError(f"loss.supervised={kind} is the CLCC authors' binary loss; a "
+            raise ValueError(f"loss.supervised={kind} is a binary loss; a "
                              f"{self.classes}-class task trains with CE + Dice (paper)")
         return self._multiclass_loss
 

@@ -2,7 +2,8 @@
 task's supervised loss and the class-wise losses live in `clcc.labels.LabelSpace`.
 
 - `supervised_loss`: L_sup = ½(Dice + CE), eq. (4) of the CLCC paper, CE being binary
-  cross-entropy on the logit.
+  cross-entropy on the logit; `authors_supervised_loss` (the CLCC authors' code) and
+  `vnet_supervised_loss` (UA-MT's LA scripts) the forms other code trains with.
 - `cross_level_contrastive_loss`, eq. (1), and `cross_level_consistency_loss`, eq. (2), with the
   patch geometry (`to_patches`, `from_patches`) they share.
 """
@@ -40,7 +41,19 @@ def authors_supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch
     return bce + (1 - dice).mean()
 
 
-SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_loss}
+def vnet_supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """½(CE + 1 − Dice) with the V-Net's Dice (Milletari et al. 2016), whose denominator sums
+    *squared* probabilities, Σp² + Σt², pooled over the batch: UA-MT's `losses.dice_loss` on the
+    foreground softmax channel, which its LA scripts (and the field's LA tables) train with."""
+    prob = torch.sigmoid(logits.float())
+    t = target.float()
+    dice = (2 * (prob * t).sum() + SMOOTH) / ((prob * prob).sum() + (t * t).sum() + SMOOTH)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), t)
+    return 0.5 * (bce + 1 - dice)
+
+
+SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_loss,
+                     "vnet": vnet_supervised_loss}
 
 
 def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -230,6 +230,7 @@ class Trainer:
             self.runtime.device.type, enabled=self.runtime.needs_scaler
         )
         self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
+        self.best_step = -1  # the step best.pt was taken at
         if resume and last.exists():
             self._restore(load_checkpoint(last), last)  # mapped to CPU: RNG states stay there
         self.log: MetricsLog | None = None
@@ -250,6 +251,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
+        self.best_step = state.get("best_step", -1)  # unknown in older checkpoints
         set_rng_state(state["rng"])
 
     def _model_state(self) -> dict[str, Any]:
@@ -278,7 +280,7 @@ class Trainer:
         Dice is the best so far. `epoch`: the (1-based) epoch the step belongs to."""
         scores = self._validate(val)
         if scores["dice"] > self.best_dice:
-            self.best_dice, self.best_epoch = scores["dice"], epoch
+            self.best_dice, self.best_epoch, self.best_step = scores["dice"], epoch, self.step
             if self.dist.is_main:
                 save_checkpoint(self.run_dir / "best.pt", {**self._model_state(), "epoch": epoch})
         return {"val_step": self.step, **{f"val/{k}": v for k, v in scores.items()}}
@@ -383,11 +385,14 @@ class Trainer:
             "step": self.step,
             "best_dice": self.best_dice,
             "best_epoch": self.best_epoch,
+            "best_step": self.best_step,
             "rng": rng_state(),
         }
 
     def final_evaluation(self, ranks_in_sync: bool = True) -> dict[str, Any]:
-        """Validation and test metrics (with HD95) of the best checkpoint, written to the run."""
+        """Validation and test metrics (with HD95) of the best checkpoint, and test metrics of
+        the last weights (`test_last`: what UA-MT and other code that picks no checkpoint
+        reports), written to the run."""
         _, model, runtime = load_trained_model(self.run_dir / "best.pt", str(self.runtime.device))
         results: dict[str, Any] = {
             "run": str(self.run_dir), "method": self.cfg.method.name,
@@ -403,6 +408,14 @@ class Trainer:
             rows, summary = evaluate_prepared(model, self.data, self.data.subset(split), runtime)
             write_per_image_csv(self.run_dir / f"{split}_per_image.csv", rows)
             results[split] = summary
+        results["last_is_best"] = self.best_step == self.step
+        if results["last_is_best"]:
+            results["test_last"] = results["test"]
+        else:
+            _, last, _ = load_trained_model(self.run_dir / "last.pt", str(self.runtime.device))
+            rows, results["test_last"] = evaluate_prepared(last, self.data,
+                                                           self.data.subset("test"), runtime)
+            write_per_image_csv(self.run_dir / "test_last_per_image.csv", rows)
         write_json(self.run_dir / "results.json", results)
         return results
 

@@ -7,6 +7,11 @@ is the same file) name their layers `encoder.in_conv.conv_conv.i`, `encoder.down
 inside a block, under `encoder.K.i`, `decoder.K.up.0`, `decoder.K.conv.i`, `head` and
 `aux_heads.K`. The mapping lets clcc score a checkpoint the authors' script chose with its own
 evaluation (`benchmarks/authors/`), and a test load a state dict of SSL4MIS's class.
+
+UA-MT's and BCP's `VNet` (`code/networks/vnet.py`) share clcc's V-Net names; two things differ:
+their volumes are (x, y, z) where clcc's are (D, H, W) = (z, x, y) (the slice axis first), so
+every 3-D kernel turns with them, and their head has two softmax channels where a binary clcc
+model has one logit, which is their difference: softmax([a, b])₁ = sigmoid(b − a).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from clcc.labels import LabelSpace
 from clcc.models.unet import PyramidUNet, UNet
+from clcc.models.vnet import VNet
 
 _RULES = (
     (r"^encoder\.in_conv\.conv_conv\.(\d+)\.", r"encoder.0.\1."),
@@ -55,14 +61,33 @@ def from_ssl4mis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNet:
+def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
+                   ) -> dict[str, torch.Tensor]:
+    """A UA-MT / BCP V-Net state dict as clcc's V-Net on (z, x, y) volumes: each 5-D kernel's
+    axes (x, y, z) → (z, x, y); for a binary task the two-channel head → one logit."""
+    mapped = {}
+    for key, value in state.items():
+        turned = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else value
+        mapped[key.removeprefix("module.")] = turned
+    if labels.binary and mapped["out_conv.weight"].shape[0] == 2:
+        for name in ("out_conv.weight", "out_conv.bias"):
+            mapped[name] = (mapped[name][1] - mapped[name][0])[None]
+    return mapped
+
+
+def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNet | VNet:
     """clcc's `ssl4mis` U-Net (its pyramid variant for URPC's weights) holding the weights of
-    an SSL4MIS or UniMatch checkpoint: a bare state dict, or one under `state_dict` (SSL4MIS's
-    `util.save_checkpoint`) or `model` (UniMatch)."""
+    an SSL4MIS or UniMatch checkpoint, or clcc's V-Net holding UA-MT's or BCP's: a bare state
+    dict, or one under `state_dict` (SSL4MIS's `util.save_checkpoint`), `model` (UniMatch) or
+    `net` (BCP)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
+    for key in ("state_dict", "model", "net"):
         if isinstance(saved, dict) and isinstance(saved.get(key), dict):
             saved = saved[key]
+    if any(k.removeprefix("module.").startswith("block_one.") for k in saved):
+        vnet = VNet(in_channels=channels, labels=labels)
+        vnet.load_state_dict(from_uamt_vnet(saved, labels))
+        return vnet.eval()
     weights = from_ssl4mis(saved)
     cls = PyramidUNet if any(k.startswith("aux_heads.") for k in weights) else UNet
     model = cls(in_channels=channels, architecture="ssl4mis", labels=labels)
