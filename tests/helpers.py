@@ -82,7 +82,9 @@ def write_volume_case(image: Path, label: Path | None, seed: int = 0) -> np.ndar
 
 
 def write_nnunet(root: Path, cases: int = 6, ending: str = ".nii.gz", **extra) -> None:
-    """A raw nnU-Net data set of `cases` small volumes with classes a (1) and b (2)."""
+    """A raw nnU-Net data set of `cases` small volumes with classes a (1) and b (2), one image
+    file per channel of `channel_names` (the second and later darker where the first is
+    brighter, on another scale)."""
     import json
 
     spec = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2},
@@ -90,8 +92,11 @@ def write_nnunet(root: Path, cases: int = 6, ending: str = ".nii.gz", **extra) -
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps(spec))
     for i in range(cases):
-        write_volume_case(root / "imagesTr" / f"case{i:02d}_0000{ending}",
-                          root / "labelsTr" / f"case{i:02d}{ending}", seed=i)
+        labels = write_volume_case(root / "imagesTr" / f"case{i:02d}_0000{ending}",
+                                   root / "labelsTr" / f"case{i:02d}{ending}", seed=i)
+        for c in range(1, len(spec["channel_names"])):
+            write_nifti(root / "imagesTr" / f"case{i:02d}_{c:04d}{ending}",
+                        (2000.0 * c - 40 * labels).astype(np.float32))
 
 
 def write_ssl4mis_acdc(root: Path) -> dict[str, np.ndarray]:

@@ -109,7 +109,8 @@ def test_nnunet_png_layout_is_grey_and_two_dimensional(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"channel_names": {"0": "T2", "1": "ADC"}}, "2 input channels; clcc trains on one"),
+    ({"channel_names": {"0": "CT", "1": "MRI"}}, "a CT channel among 2 input channels"),
+    ({"channel_names": {"0": "T2", "2": "ADC"}}, "should map \"0\", \"1\""),
     ({"labels": {"background": 0, "whole": [1, 2]}}, "region-based"),
     ({"labels": {"background": 0, "a": 1, "ignore": 2}}, "label 'ignore' (value 2) is nnU-Net"),
 ])

@@ -86,7 +86,7 @@ def test_patch_batches_mix_labelled_and_unlabelled_volumes(la_set):
     data = VolumeData.open_volumes(la_set)
     batches = PatchBatches(data, data.labelled(0), data.unlabelled(0), (16, 16, 16), 2, 2, 0)
     (batch,) = list(batches.epoch(0))
-    assert batch["image"].shape == batch["image_u"].shape == (2, 16, 16, 16)
+    assert batch["image"].shape == batch["image_u"].shape == (2, 1, 16, 16, 16)
     assert batch["mask"].shape == (2, 16, 16, 16) and batch["mask"].dtype == torch.uint8
     again = next(iter(batches.epoch(0)))
     assert torch.equal(again["image"], batch["image"])  # an epoch replays exactly
@@ -353,13 +353,92 @@ def test_a_ct_model_predicts_new_volumes_normalised_as_it_trained(tmp_path):
     assert model.ct == pytest.approx(tuple(ct))  # carried from the checkpoint
     predictor = Predictor.from_model(model, 16, runtime, window=(8, 16, 16))
     predictor.volume_backend = lambda voxels: seen.append(voxels) or torch.zeros(
-        1, *voxels.shape)
+        1, *voxels.shape[1:])
     scan = tmp_path / "raw" / "imagesTr" / "case00_0000.nii.gz"
-    predictor.volume(scan)
+    predictor.volume((scan,))
     import nibabel as nib
 
     raw = np.moveaxis(nib.load(str(scan)).get_fdata(), 2, 0).astype(np.float32)
     low, high, mean, std = ct
-    assert np.allclose(seen[0], (np.clip(raw, low, high) - mean) / std, atol=1e-4)
+    assert np.allclose(seen[0][0], (np.clip(raw, low, high) - mean) / std, atol=1e-4)
     assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
                  str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out")]) == 0
+
+
+def _zscore(volume: np.ndarray) -> np.ndarray:
+    return (volume - volume.mean()) / volume.std()
+
+
+def test_several_input_channels_are_read_as_channels_each_normalised(tmp_path):
+    """nnU-Net's `_0000`, `_0001` of a case: one (C, D, H, W) volume, each channel z-scored on
+    its own, in channel order; the patches keep the channels."""
+    import nibabel as nib
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=4, channel_names={"0": "T2", "1": "ADC"})
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    data = VolumeData.open_volumes(tmp_path / "p")
+    assert data.channels == 2 and data.image(0).shape[0] == 2
+    for c in (0, 1):
+        raw = nib.load(str(tmp_path / "raw" / "imagesTr" / f"case00_{c:04d}.nii.gz")).get_fdata()
+        expected = _zscore(np.moveaxis(raw, 2, 0).astype(np.float32))
+        assert np.allclose(data.image(0)[c], expected, atol=1e-4)
+    assert data.native_shapes[0] == list(data.image(0).shape[1:])
+    batches = PatchBatches(data, data.labelled(0), data.unlabelled(0), (8, 8, 8), 2, 1, 0)
+    batch = next(iter(batches.epoch(0)))
+    assert batch["image"].shape == (2, 2, 8, 8, 8) and batch["mask"].shape == (2, 8, 8, 8)
+    # the channels move together: the second is a fixed function of the first's labels
+    assert not torch.equal(batch["image"][:, 0], batch["image"][:, 1])
+
+
+def test_a_missing_channel_or_a_2d_cache_of_several_channels_is_refused(tmp_path, capsys):
+    from clcc.cli import main
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=4, channel_names={"0": "T2", "1": "ADC"})
+    code = main(["data", "prepare", "nnunet", "--source", str(tmp_path / "raw"),
+                 "--output", str(tmp_path / "p2d"), "--size", "16", "--labelled", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "case00_0000.nii.gz: 2 input channels; a 2-D network" in err
+    assert "--size 0" in err and not (tmp_path / "p2d").exists()
+    (tmp_path / "raw" / "imagesTr" / "case02_0001.nii.gz").unlink()
+    code = main(["data", "prepare", "nnunet", "--source", str(tmp_path / "raw"),
+                 "--output", str(tmp_path / "p"), "--size", "0", "--labelled", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "case02_0001.nii.gz: not found; every case needs its 2 input" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_model_of_two_channels_trains_and_predicts_cases_of_two_files(tmp_path):
+    """Trained on two-channel volumes; `clcc predict` on a folder of `CASE_0000`/`CASE_0001`
+    files writes one `CASE.nii.gz` per case, on the input's grid, from both channels."""
+    import nibabel as nib
+
+    from clcc.cli import main
+    from clcc.engine.trainer import train
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=5, channel_names={"0": "T2", "1": "ADC"})
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    cfg = load_config(None, [*TINY, "model.name=ssl4mis", "model.widths=[4,8,16]",
+                             "model.spatial_dims=3", "data.patch=[8,16,16]",
+                             f"data.root={tmp_path / 'p'}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2",
+                             "method.name=mean-teacher"])
+    results = train(cfg)
+    assert results["steps"] == 2 and 0 <= results["test"]["dice"]["mean"] <= 1
+    assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
+                 str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz"))
+    assert written == [f"case{i:02d}.nii.gz" for i in range(5)]
+    first = nib.load(str(tmp_path / "raw" / "imagesTr" / "case00_0000.nii.gz"))
+    out = nib.load(str(tmp_path / "out" / "case00.nii.gz"))
+    assert out.shape == first.shape and np.allclose(out.affine, first.affine)
+    (tmp_path / "raw" / "imagesTr" / "case01_0001.nii.gz").unlink()
+    assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
+                 str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out2")]) == 2
+    assert not (tmp_path / "out2").exists()

@@ -63,6 +63,10 @@ def read_volume_case(case: Case, labels: dict[str, int] | None = None
     """A volume case at its own size: uint8 grey (D, H, W), its label volume (or None) and
     its spacing. HDF5 files hold images and their labels side by side: SSL4MIS's in [0, 1]
     (kept as they are), UA-MT's LA volumes z-scored (clipped and scaled like NIfTI)."""
+    if case.extra_channels:
+        raise ClccError(f"{case.image}: {len(case.channel_files)} input channels; a 2-D "
+                        "network takes one channel of a volume: prepare the set with --size 0 "
+                        "and train a 3-D network (model.spatial_dims: 3)")
     files = case.slices or (case.image,)
     volumes = [read_volume(f, "image", case.slice_axis) for f in files]
     voxels = _stack([v.voxels for v in volumes], case, "images")

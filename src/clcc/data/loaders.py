@@ -21,12 +21,14 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def pixel_statistics(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std), each (1,C,1,1), of the input normalisation: ImageNet's for RGB photos (as
-    the CLCC authors normalise); grey slices go in as [0, 1], as SSL4MIS feeds them."""
+def pixel_statistics(channels: int, spatial_dims: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std), each (1, C, 1, 1) (a volume's: (1, C, 1, 1, 1)), of the input
+    normalisation: ImageNet's for RGB photos (as the CLCC authors normalise); grey slices go in
+    as [0, 1], as SSL4MIS feeds them, and volumes as their intensities were normalised."""
+    shape = (1, channels, *[1] * spatial_dims)
     if channels == 3:
-        return MEAN, STD
-    return torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+        return MEAN.view(shape), STD.view(shape)
+    return torch.zeros(shape), torch.ones(shape)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:

@@ -252,7 +252,7 @@ def prepare(
                 "selections": list(selections),
                 **({"split": "published"} if layout.splits is not None else {}),
                 **({"labels": labels} if labels else {}),
-                **({"channels": 1} if layout.channels == 1 else {}),
+                **({"channels": layout.channels} if layout.channels != 3 else {}),
                 **({"volumetric": True} if layout.volumetric else {}),
                 **({"modality": layout.modality} if layout.modality else {}),
                 "lists": digests,
@@ -329,6 +329,8 @@ def _case_entry(case: Case) -> dict:
         entry["slices"] = [str(p.resolve()) for p in case.slices]
     if case.slice_axis:
         entry["slice_axis"] = case.slice_axis
+    if case.extra_channels:
+        entry["channels"] = [str(p.resolve()) for p in case.extra_channels]
     return entry
 
 
@@ -348,7 +350,7 @@ def _cases(manifest: dict) -> list[Case]:
     return [
         Case(c["name"], Path(c["image"]), Path(c["mask"]) if c["mask"] else None,
              c.get("group"), tuple(Path(p) for p in c.get("slices", ())),
-             c.get("slice_axis", 0))
+             c.get("slice_axis", 0), tuple(Path(p) for p in c.get("channels", ())))
         for c in manifest["cases"]
     ]
 

@@ -28,7 +28,8 @@ class Case:
     case is its own group. `slices`: a volume stored one file per slice (SSL4MIS's training
     slices, image and label in each file), in slice order; `image` is then the first.
     `slice_axis`: the axis of an HDF5 array that runs across slices (0 in SSL4MIS's files, 2
-    in UA-MT's (x, y, z) LA volumes); NIfTI volumes are sliced along their third axis."""
+    in UA-MT's (x, y, z) LA volumes); NIfTI volumes are sliced along their third axis.
+    `extra_channels`: the files of a volume's second, third, … input channel (same grid)."""
 
     name: str
     image: Path
@@ -36,6 +37,12 @@ class Case:
     group: str | None = None
     slices: tuple[Path, ...] = ()
     slice_axis: int = 0
+    extra_channels: tuple[Path, ...] = ()  # a volume's further inputs (nnU-Net's `_0001`, …)
+
+    @property
+    def channel_files(self) -> tuple[Path, ...]:
+        """The image file of each input channel, in channel order."""
+        return (self.image, *self.extra_channels)
 
     @property
     def unit(self) -> str:
@@ -63,7 +70,10 @@ class Layout:
 
     @property
     def channels(self) -> int:
-        return 1 if self.grey or self.volumetric else 3
+        """Input channels: a volume's files per case, a 2-D image's grey or RGB."""
+        if self.volumetric:
+            return len(self.cases[0].channel_files)
+        return 1 if self.grey else 3
 
 
 def _images_in(folder: Path) -> list[Path]:

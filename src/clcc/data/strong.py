@@ -148,7 +148,7 @@ def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torc
 def strong_view(x: torch.Tensor) -> torch.Tensor:
     """Colour jitter and blur of a normalised batch (the CutMix box is drawn apart, since its
     labels must follow it)."""
-    mean, std = (t.to(x) for t in pixel_statistics(x.shape[1]))
+    mean, std = (t.to(x) for t in pixel_statistics(x.shape[1], x.dim() - 2))
     pixels = (x * std + mean).clamp(0, 1)
     pixels = gaussian_blur(colour_jitter(pixels))
     return ((pixels - mean) / std).contiguous(memory_format=_memory_format(x))

@@ -3,11 +3,13 @@
 The same prepared set (manifest, splits, labelled selections) that gives a 2-D network its
 slices gives a 3-D one its volumes: `VolumeData.open` keeps each volume whole, as float32
 intensities and uint8 labels on disk (`cache/volumes/`, one `.npy` pair a case, memory-mapped,
-so a patch is read without reading its volume). Intensities: an HDF5 volume's as stored (UA-MT's
-LA files are normalised already and UA-MT trains on them as they are), a NIfTI volume z-scored
-on its own (as UA-MT normalises LA MRI), or, for a set whose dataset.json names its channel
-"CT", as nnU-Net's `CTNormalization`: clipped to the 0.5th and 99.5th percentiles of the
-foreground voxels of the training volumes, less their mean, over their standard deviation.
+so a patch is read without reading its volume; a volume of several input channels as one
+(C, D, H, W) array). Intensities: an HDF5 volume's as stored (UA-MT's LA files are normalised
+already and UA-MT trains on them as they are), a NIfTI volume z-scored on its own, channel by
+channel (as UA-MT normalises LA MRI, as nnU-Net's ZScoreNormalization), or, for a set whose
+dataset.json names its one channel "CT", as nnU-Net's `CTNormalization`: clipped to the 0.5th
+and 99.5th percentiles of the foreground voxels of the training volumes, less their mean, over
+their standard deviation.
 Splits and selections are those of `PreparedData`, one row per case.
 
 `PatchBatches` is UA-MT's LA loader (`dataloaders/la_heart.py`): per volume a rotation by k·90°
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def _fingerprint(cases: list[Case], modality: str | None = None, train: list[str
     ct = f"|CT|{','.join(train)}" if modality == "CT" else ""
     h = hashlib.sha256(b"volumes-v1" + ct.encode())
     for case in cases:
-        for path in (case.image, case.mask):
+        for path in (*case.channel_files, case.mask):
             if path is None:
                 h.update(b"-")
                 continue
@@ -70,11 +72,18 @@ def normalised(voxels: np.ndarray, path: Path,
     return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
 
 
-def intensities(path: Path, slice_axis: int = 0,
+def intensities(paths: Sequence[Path], slice_axis: int = 0,
                 ct: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """What a 3-D network takes of a new volume (what `clcc predict` gives it): normalised as
-    its training volumes were (`ct`: the training set's CT statistics, kept in checkpoints)."""
-    return normalised(read_volume(path, "image", slice_axis).voxels, path, ct)
+    """What a 3-D network takes of a new volume, one file per input channel (what `clcc
+    predict` gives it): float32 (C, D, H, W), each channel normalised as its training volumes
+    were (`ct`: the training set's CT statistics, kept in checkpoints); channels that do not
+    share one grid are refused."""
+    channels = [normalised(read_volume(p, "image", slice_axis).voxels, p, ct) for p in paths]
+    for path, channel in zip(paths[1:], channels[1:], strict=True):
+        if channel.shape != channels[0].shape:
+            raise ClccError(f"{path}: volume {channel.shape} but the first input channel "
+                            f"{paths[0].name} is {channels[0].shape}")
+    return np.stack(channels)
 
 
 FOREGROUND_SAMPLE = 10_000_000
@@ -107,24 +116,26 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
     with staged_into(target, last="meta.json") as tmp:
         for case in cases:
             volume = read_volume(case.image, "image", case.slice_axis)
-            image = normalised(volume.voxels, case.image, ct)
+            image = (intensities(case.channel_files, case.slice_axis) if case.extra_channels
+                     else normalised(volume.voxels, case.image, ct))  # (C, D, H, W) or (D, H, W)
             if case.mask is not None:
                 truth = read_volume(case.mask, "label", case.slice_axis).voxels
-                if truth.shape != image.shape:
+                if truth.shape != image.shape[-3:]:
                     raise ClccError(f"{case.mask}: label volume {truth.shape} but its image is "
-                                    f"{image.shape}")
+                                    f"{image.shape[-3:]}")
                 np.save(tmp / f"{case.name}.label.npy",
                         to_label_map(truth, case.mask, labels.classes))
             np.save(tmp / f"{case.name}.image.npy", image)
             meta["names"].append(case.name)
-            meta["shapes"].append(list(image.shape))
+            meta["shapes"].append(list(image.shape[-3:]))
             meta["spacing"].append(volume.spacing)
         write_json(tmp / "meta.json", meta)
 
 
 @dataclass
 class VolumeData(PreparedData):
-    """A prepared set as whole volumes: `images[i]` float32 (D, H, W) and `masks[i]` uint8
+    """A prepared set as whole volumes: `images[i]` float32 (D, H, W), or (C, D, H, W) for
+    several input channels (`image(i)` gives both as the latter), and `masks[i]` uint8
     (D, H, W) (None without a label) of case `names[i]`, memory-mapped; `rows` one per case, so
     every split and selection of `PreparedData` names case indices. `window` and `overlap`:
     the sliding window a volume is scored with (the training patch)."""
@@ -162,7 +173,11 @@ class VolumeData(PreparedData):
 
     @property
     def channels(self) -> int:
-        return 1
+        return int(self.images[0].shape[0]) if self.images and self.images[0].ndim == 4 else 1
+
+    def image(self, i: int) -> np.ndarray:
+        """Case `i`'s intensities (C, D, H, W), memory-mapped."""
+        return self.images[i] if self.images[i].ndim == 4 else self.images[i][None]
 
     @property
     def spatial_dims(self) -> int:
@@ -176,38 +191,40 @@ class VolumeData(PreparedData):
 
 
 def rot_flip(volumes: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """The same k·90° turn in the (H, W) plane and flip along H or W for every array of a case
-    (UA-MT's `RandomRotFlip`)."""
-    k, axis = int(rng.integers(0, 4)), int(rng.integers(1, 3))
-    return [np.flip(np.rot90(v, k, axes=(1, 2)), axis=axis) for v in volumes]
+    """The same k·90° turn in the (H, W) plane and flip along H or W for every array
+    (…, D, H, W) of a case (UA-MT's `RandomRotFlip`)."""
+    k, axis = int(rng.integers(0, 4)), int(rng.integers(1, 3)) - 3  # H or W
+    return [np.flip(np.rot90(v, k, axes=(-2, -1)), axis=axis) for v in volumes]
 
 
 def random_crop(volumes: list[np.ndarray], patch: tuple[int, int, int],
                 rng: np.random.Generator, around_foreground: bool = False) -> list[np.ndarray]:
-    """One random `patch` of every array of a case; where the volume is smaller it is first
-    zero-padded to the patch plus 3 voxels a side (UA-MT's `RandomCrop`). With
-    `around_foreground` (and a label as the last array holding any), the patch is centred on
-    a random foreground voxel, as far as the volume allows (nnU-Net's oversampling)."""
-    shape = volumes[0].shape
+    """One random `patch` (D, H, W) of every array (…, D, H, W) of a case; where the volume is
+    smaller it is first zero-padded to the patch plus 3 voxels a side (UA-MT's `RandomCrop`).
+    With `around_foreground` (and a label (1, D, H, W) as the last array holding any), the
+    patch is centred on a random foreground voxel, as far as the volume allows (nnU-Net's
+    oversampling)."""
+    shape = volumes[0].shape[-3:]
     pads = [max((p - s) // 2 + 3, 0) if s <= p else 0 for s, p in zip(shape, patch,
                                                                       strict=True)]
     if any(pads):
-        volumes = [np.pad(v, [(q, q) for q in pads]) for v in volumes]
-        shape = volumes[0].shape
+        volumes = [np.pad(v, [(0, 0)] * (v.ndim - 3) + [(q, q) for q in pads]) for v in volumes]
+        shape = volumes[0].shape[-3:]
     starts = [int(rng.integers(0, s - p)) if s > p else 0 for s, p in zip(shape, patch,
                                                                           strict=True)]
-    foreground = np.argwhere(volumes[-1] > 0) if around_foreground and len(volumes) > 1 else []
+    foreground = (np.argwhere(volumes[-1].reshape(shape) > 0)
+                  if around_foreground and len(volumes) > 1 else [])
     if len(foreground):
         centre = foreground[int(rng.integers(0, len(foreground)))]
         starts = [int(np.clip(c - p // 2, 0, s - p)) for c, s, p in zip(centre, shape, patch,
                                                                         strict=True)]
-    window = tuple(slice(a, a + p) for a, p in zip(starts, patch, strict=True))
+    window = (..., *(slice(a, a + p) for a, p in zip(starts, patch, strict=True)))
     return [np.ascontiguousarray(v[window]) for v in volumes]
 
 
 class PatchBatches:
-    """Yields {"image": float32 (B, D, H, W), "mask": uint8 (B, D, H, W), "image_u": float32
-    (B', D, H, W)} of random patches, augmented on the host; `len` steps an epoch (one pass over
+    """Yields {"image": float32 (B, C, D, H, W), "mask": uint8 (B, D, H, W), "image_u": float32
+    (B', C, D, H, W)} of random patches, augmented on the host; `len` steps an epoch (one pass over
     the labelled volumes; the unlabelled stream cycles). `foreground`: the fraction of each
     labelled batch (its last patches) centred on foreground, nnU-Net's 1/3 (0: UA-MT's
     uniform crops)."""
@@ -232,13 +249,14 @@ class PatchBatches:
 
     def _patch(self, case: int, rng: np.random.Generator, around_foreground: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
-        image = np.asarray(self.data.images[case])
+        image = np.asarray(self.data.image(case))
         mask = self.data.masks[case]
-        arrays = [image] + ([np.asarray(mask)] if mask is not None else [])
+        arrays = [image] + ([np.asarray(mask)[None]] if mask is not None else [])
         if self.augment:
             arrays = rot_flip(arrays, rng)
         arrays = random_crop(arrays, self.patch, rng, around_foreground)
-        return arrays[0], arrays[1] if len(arrays) > 1 else np.zeros_like(arrays[0], np.uint8)
+        return arrays[0], (arrays[1][0] if len(arrays) > 1
+                           else np.zeros(arrays[0].shape[1:], np.uint8))
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         g = epoch_generator(self.seed, epoch)
@@ -261,12 +279,12 @@ class PatchBatches:
 
 
 def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A patch batch as a step takes it: "image"/"image_u" float (B, 1, D, H, W), "mask"
+    """A patch batch as a step takes it: "image"/"image_u" float (B, C, D, H, W), "mask"
     float (B, 1, D, H, W) (patches come augmented and normalised from the host)."""
-    batch = {"image": host["image"][:, None].to(device, non_blocking=True),
+    batch = {"image": host["image"].to(device, non_blocking=True),
              "mask": host["mask"][:, None].to(device, non_blocking=True).float()}
     if "image_u" in host:
-        batch["image_u"] = host["image_u"][:, None].to(device, non_blocking=True)
+        batch["image_u"] = host["image_u"].to(device, non_blocking=True)
     return batch
 
 

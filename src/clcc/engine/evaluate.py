@@ -146,7 +146,7 @@ def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],
 @torch.no_grad()
 def volume_probabilities(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
                          overlap: tuple[float, ...] | None, runtime: Runtime) -> torch.Tensor:
-    """Probabilities (heads, D, H, W) on the CPU of a whole volume (D, H, W) float32, by
+    """Probabilities (heads, D, H, W) on the CPU of a whole volume (C, D, H, W) float32, by
     MONAI's sliding window of the training patch (`overlap` per axis, 0.5 by default),
     windows weighted alike (UA-MT averages its overlapping windows); a volume smaller than
     the window is padded with zeros."""
@@ -155,7 +155,7 @@ def volume_probabilities(model: nn.Module, volume: np.ndarray, window: tuple[int
     was_training = model.training
     model.eval()
     try:
-        x = torch.from_numpy(np.array(volume, np.float32))[None, None].to(runtime.device)
+        x = torch.from_numpy(np.array(volume, np.float32))[None].to(runtime.device)
         with runtime.autocast():
             logits = sliding_window_inference(
                 x, list(window), 1, lambda patch: model(patch).logits,
@@ -181,7 +181,7 @@ def evaluate_volumes(model: nn.Module, data: VolumeData, names: list[str], runti
     rows = []
     for name in names:
         i = data.names.index(name)
-        predicted = predict_volume(model, data.images[i], data.window, data.overlap, runtime)
+        predicted = predict_volume(model, data.image(i), data.window, data.overlap, runtime)
         truth = data.native(name)
         measure = functools.partial(volume_metrics, spacing=data.spacing(name))
         row = class_metrics(predicted, truth, model.labels, with_hd95, measure)

@@ -137,7 +137,7 @@ class OnnxModel:
 
     def volume_probabilities(self, voxels: np.ndarray,
                              overlap: tuple[float, ...] | None = None) -> torch.Tensor:
-        """A whole volume (D, H, W) float32 → probabilities (heads, D, H, W), by a sliding
+        """A whole volume (C, D, H, W) float32 → probabilities (heads, D, H, W), by a sliding
         window of the training patch (as `clcc.engine.evaluate.volume_probabilities`)."""
         from monai.inferers import sliding_window_inference
 
@@ -145,7 +145,7 @@ class OnnxModel:
             (prob,) = self.session.run(["probability"], {"rgb": patch.numpy()})
             return torch.from_numpy(prob)
 
-        x = torch.from_numpy(np.array(voxels, np.float32))[None, None]
+        x = torch.from_numpy(np.array(voxels, np.float32))[None]
         return sliding_window_inference(x, self.patch, 1, run,
                                         overlap=list(overlap) if overlap else 0.5)[0]
 

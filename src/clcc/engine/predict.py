@@ -19,6 +19,7 @@ from torch import nn
 from clcc.config import Config, config_from_dict
 from clcc.data.decode import load_case, read_case, resize_image, with_channels
 from clcc.data.images import IMAGE_SUFFIXES, read_image
+from clcc.data.nnunet import channel_groups
 from clcc.data.sources import Case
 from clcc.data.volume_data import intensities
 from clcc.data.volumes import (
@@ -107,13 +108,15 @@ class Predictor:
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
                    model.labels, model.in_channels, resample, volume_backend, model.ct)
 
-    def volume(self, path: Path) -> np.ndarray:
-        """Probabilities (D, heads, H, W) of a NIfTI volume: its grey slices one by one for a
-        2-D network, the whole z-scored volume by sliding window for a 3-D one."""
+    def volume(self, paths: tuple[Path, ...]) -> np.ndarray:
+        """Probabilities (D, heads, H, W) of a NIfTI volume (one file per input channel): its
+        grey slices one by one for a 2-D network, the whole volume, normalised as in training,
+        by sliding window for a 3-D one."""
         if self.volume_backend is not None:
-            return self.volume_backend(intensities(path, ct=self.ct)).numpy().transpose(
+            return self.volume_backend(intensities(paths, ct=self.ct)).numpy().transpose(
                 1, 0, 2, 3)
-        return np.stack([self.probabilities(plane[..., None]) for plane in _read_input(path)])
+        return np.stack([self.probabilities(plane[..., None])
+                         for plane in _read_input(paths[0])])
 
     @classmethod
     def from_onnx(cls, path: Path) -> Predictor:
@@ -206,11 +209,12 @@ def _write_bytes(data: bytes, path: Path) -> None:
         tmp.write_bytes(data)
 
 
-def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str,
+def _predict_volume(predictor: Predictor, paths: tuple[Path, ...], out: Path, name: str,
                     probabilities: bool) -> None:
-    """`name` in `out`: the label volume of NIfTI `path`, slice by slice, in its own layout,
-    affine and header; with `probabilities`, one float32 volume per class beside it."""
-    prob = predictor.volume(path)
+    """`name` in `out`: the label volume of NIfTI `paths` (its input channels), in the first
+    one's layout, affine and header; with `probabilities`, one float32 volume per class."""
+    path = paths[0]
+    prob = predictor.volume(paths)
     labels = predictor.labels.hard(torch.from_numpy(prob))[:, 0].numpy().astype(np.uint8)
     compressed = name.lower().endswith(".gz")
     _write_bytes(volume_bytes(labels, path, compressed), out / name)
@@ -249,11 +253,14 @@ def predict_folder(
         raise ClccError(f"{input_dir}: no images found (looked for "
                         f"{', '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES)})")
     names = _output_names(files, input_dir)
+    channels = {path: (path,) for path in files}
+    if predictor.channels > 1 and predictor.volume_backend is not None:
+        channels, names = _channel_inputs(files, predictor.channels, input_dir)
     _check_readable(files)
     with staged_into(output_dir, last=OUTPUT_MARKER) as tmp:
-        for path in files:
+        for path in channels:
             if is_nifti(path):
-                _predict_volume(predictor, path, tmp, names[path], probabilities)
+                _predict_volume(predictor, channels[path], tmp, names[path], probabilities)
                 continue
             image = read_image(path)
             prob = predictor.probabilities(image)
@@ -266,7 +273,22 @@ def predict_folder(
                     _save_png(np.round(channel * 255).astype(np.uint8),
                               tmp / "probabilities" / f"{Path(names[path]).stem}{suffix}.png")
         mark(tmp, "predict", input=str(input_dir.resolve()))
-    return [output_dir / names[path] for path in files], skipped
+    return [output_dir / names[path] for path in channels], skipped
+
+
+def _channel_inputs(files: list[Path], channels: int, input_dir: Path
+                    ) -> tuple[dict[Path, tuple[Path, ...]], dict[Path, str]]:
+    """For a model of several input channels: each case's files (`CASE_0000.nii.gz`, …, as
+    nnU-Net names them), keyed by its first, and its output name `CASE.nii.gz`."""
+    volumes = [p for p in files if is_nifti(p)]
+    if len(volumes) != len(files):
+        other = next(p for p in files if not is_nifti(p))
+        raise ClccError(f"{other}: the model takes {channels} input channels of NIfTI volumes")
+    groups = channel_groups({volume_stem(p): p for p in volumes}, channels, input_dir,
+                            ".nii.gz")
+    inputs = {paths[0]: paths for paths in groups.values()}
+    suffix = {p: p.name[len(volume_stem(p)):] for p in inputs}  # .nii.gz or .nii, as given
+    return inputs, {first: f"{case}{suffix[first]}" for case, (first, *_) in groups.items()}
 
 
 def evaluate_cases(

@@ -58,7 +58,8 @@ class MeanTeacher(Method):
         """`x` (standardised) with SSL4MIS's noise, which it adds to pixels in [0, 1]: drawn in
         those units and divided by each channel's std, so its strength in pixels is theirs."""
         noise = (torch.randn_like(x) * self.noise_std).clamp(-self.noise_clip, self.noise_clip)
-        return x + noise / pixel_statistics(x.shape[1])[1].to(device=x.device, dtype=x.dtype)
+        std = pixel_statistics(x.shape[1], x.dim() - 2)[1]
+        return x + noise / std.to(device=x.device, dtype=x.dtype)
 
     @torch.no_grad()
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
