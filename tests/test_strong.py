@@ -71,6 +71,32 @@ def test_perturbations_are_identity_when_off_and_reproducible():
     assert not torch.equal(first, x)
 
 
+def test_a_volume_strong_view_keeps_its_intensities_and_each_channel():
+    """z-scored volumes of two channels on different scales: the strong view is jittered and
+    blurred within each channel's own range, so the voxels below 0 (which a [0, 1] clamp makes
+    one value) stay distinct, and with the jitter and blur off it is the volume itself."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 8, 12, 12)
+    x[:, 1] = x[:, 1] * 50 + 200
+    torch.manual_seed(3)
+    view = strong_view(x)
+    assert view.shape == x.shape
+    assert torch.unique(view[:, :1][x[:, :1] < 0]).numel() > 100
+    assert view[:, 1].mean() > 100 and view[:, 0].abs().mean() < 5
+    for volume in range(2):
+        for c in range(2):
+            assert view[volume, c].min() >= x[volume, c].min() - 1e-4
+            assert view[volume, c].max() <= x[volume, c].max() + 1e-4
+    from clcc.data import strong
+
+    original = strong.colour_jitter, strong.gaussian_blur
+    try:
+        strong.colour_jitter = strong.gaussian_blur = lambda v: v
+        assert torch.allclose(strong_view(x), x, atol=1e-5)
+    finally:
+        strong.colour_jitter, strong.gaussian_blur = original
+
+
 @pytest.mark.parametrize("name,expected", [("fixmatch", (8 + 1) / 2),
                                            ("unimatch", (8 + 0.25 * 1 + 0.25 * 2 + 0.5 * 4) / 2)])
 def test_branch_weights(name, expected, monkeypatch):

@@ -10,9 +10,10 @@ trainer checkpoints that generator). The jitter's four factors are applied in a 
 (torchvision draws one), and hue turns in YIQ space (a linear stand-in for HSV).
 
 Images come and go normalised, as the network takes them (`clcc.data.loaders.to_input`).
-Everything takes volumes (B, C, D, H, W) as it takes images: a grey volume gets the jitter's
-brightness and contrast, a blur along its three axes, and a CutMix cube (an adaptation: no
-author defines 3-D strong views; the cube holds the drawn share of the patch's voxels).
+Everything takes volumes (B, C, D, H, W) as it takes images: each channel of a volume, windowed
+to [0, 1] by its own range, gets the jitter's brightness and contrast, a blur along its three
+axes, and a CutMix cube (an adaptation: no author defines 3-D strong views; the cube holds the
+drawn share of the patch's voxels).
 """
 
 from __future__ import annotations
@@ -147,7 +148,15 @@ def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torc
 
 def strong_view(x: torch.Tensor) -> torch.Tensor:
     """Colour jitter and blur of a normalised batch (the CutMix box is drawn apart, since its
-    labels must follow it)."""
+    labels must follow it). Volumes (B, C, D, H, W) hold intensities, not pixels in [0, 1]:
+    each channel of each volume is windowed to [0, 1] by its own range, jittered as grey and
+    blurred, and put back on its scale (clamping z-scores to [0, 1] would erase most of it)."""
+    if x.dim() == 5:
+        flat = x.reshape(-1, 1, *x.shape[2:])
+        low = flat.amin(dim=(2, 3, 4), keepdim=True)
+        span = (flat.amax(dim=(2, 3, 4), keepdim=True) - low).clamp_min(1e-6)
+        pixels = gaussian_blur(colour_jitter((flat - low) / span))
+        return (pixels * span + low).reshape(x.shape)
     mean, std = (t.to(x) for t in pixel_statistics(x.shape[1], x.dim() - 2))
     pixels = (x * std + mean).clamp(0, 1)
     pixels = gaussian_blur(colour_jitter(pixels))
