@@ -442,3 +442,70 @@ def test_a_model_of_two_channels_trains_and_predicts_cases_of_two_files(tmp_path
     assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
                  str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out2")]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_resampled_shapes_and_label_round_trip_by_hand():
+    from clcc.data.volume_data import resampled_shape, to_shape
+
+    from helpers import volume_labels
+
+    assert resampled_shape((4, 24, 20), (6.0, 1.5, 1.25), (3.0, 1.5, 1.25)) == (8, 24, 20)
+    assert resampled_shape((5, 10, 3), (1.0, 1.0, 1.0), (2.0, 0.5, 4.0)) == (2, 20, 1)
+    labels = np.moveaxis(volume_labels(), 2, 0)[None]  # (1, 4, 24, 20)
+    up = to_shape(labels, (8, 48, 40), labels=True)
+    assert up.dtype == torch.uint8
+    assert torch.equal(up[0, ::2, ::2, ::2], torch.from_numpy(labels[0]))
+    assert torch.equal(to_shape(up, (4, 24, 20), labels=True), torch.from_numpy(labels))
+    flat = torch.full((2, 3, 4, 5), 0.25)
+    assert torch.allclose(to_shape(flat, (6, 8, 10)), torch.full((2, 6, 8, 10), 0.25))
+
+
+def test_volumes_resampled_to_a_target_spacing_train_and_score_on_their_own_grid(tmp_path):
+    """`data.spacing`: the cache (a folder of its own) holds volumes on the target grid, the
+    labels scores are taken on stay on each volume's; a run trains there, is scored on the
+    own grid, and `clcc predict` writes label volumes on the input's grid."""
+    import nibabel as nib
+
+    from clcc.cli import main
+    from clcc.engine.trainer import train
+
+    from helpers import write_nnunet
+
+    write_nnunet(tmp_path / "raw", cases=5)  # (D, H, W) = (4, 24, 20) at (6, 1.5, 1.25) mm
+    prepare("nnunet", tmp_path / "raw", tmp_path / "p", labelled=2, size=None)
+    data = VolumeData.open_volumes(tmp_path / "p", spacing=(3.0, 1.5, 1.25))
+    assert data.image(0).shape == (1, 8, 24, 20) and data.masks[0].shape == (8, 24, 20)
+    raw = nib.load(str(tmp_path / "raw" / "labelsTr" / "case00.nii.gz")).get_fdata()
+    assert np.array_equal(data.native("case00"), np.moveaxis(raw, 2, 0))
+    assert data.spacing("case00") == pytest.approx((6.0, 1.5, 1.25))
+    assert (tmp_path / "p" / "cache" / "volumes-3x1.5x1.25" / "meta.json").exists()
+    assert VolumeData.open_volumes(tmp_path / "p").image(0).shape == (1, 4, 24, 20)
+    cfg = load_config(None, [*TINY, "model.name=ssl4mis", "model.widths=[4,8,16]",
+                             "model.spatial_dims=3", "data.patch=[8,16,16]",
+                             "data.spacing=[3.0,1.5,1.25]", f"data.root={tmp_path / 'p'}",
+                             f"train.output={tmp_path}", "train.iterations=2",
+                             "train.eval_every=2"])
+    results = train(cfg)
+    assert 0 <= results["test"]["dice"]["mean"] <= 1
+    assert main(["predict", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--input",
+                 str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out")]) == 0
+    out = nib.load(str(tmp_path / "out" / "case00_0000.nii.gz"))  # one channel: its name
+    assert out.shape == raw.shape and np.allclose(out.affine, nib.load(
+        str(tmp_path / "raw" / "imagesTr" / "case00_0000.nii.gz")).affine)
+    pytest.importorskip("onnxruntime")  # the spacing travels in the ONNX metadata too
+    assert main(["export", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--output",
+                 str(tmp_path / "m.onnx")]) == 0
+    assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), "--input",
+                 str(tmp_path / "raw" / "imagesTr"), "--output", str(tmp_path / "out-onnx")]) == 0
+    by_onnx = nib.load(str(tmp_path / "out-onnx" / "case00_0000.nii.gz")).get_fdata()
+    assert by_onnx.shape == raw.shape and (by_onnx == out.get_fdata()).mean() > 0.999
+
+
+def test_a_target_spacing_needs_volumes_that_have_one(la_set):
+    with pytest.raises(ClccError, match=r"mri_norm2.h5: no voxel spacing in the file"):
+        VolumeData.open_volumes(la_set, spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ClccError, match="data.spacing must give 3 positive sides"):
+        load_config(None, ["data.spacing=[1.0,1.0,1.0]"])  # a 2-D network
+    with pytest.raises(ClccError, match="data.spacing must give 3 positive sides"):
+        load_config(None, ["model.spatial_dims=3", "data.patch=[16,16,16]",
+                           "data.spacing=[1.0,0.0,1.0]"])

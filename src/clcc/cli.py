@@ -160,7 +160,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                     "from); pass --data") if not root.is_absolute() and not args.data else ""
             raise ClccError(f"{root}: prepared data set not found{hint}")
         data = open_prepared(root, cfg.model.spatial_dims, cfg.data.size, cfg.data.resample,
-                             tuple(cfg.data.patch or ()), cfg.data.window_overlap)
+                             tuple(cfg.data.patch or ()), cfg.data.window_overlap,
+                             cfg.data.spacing)
         check_fits(model, data, args.checkpoint, root)
     if cfg.model.spatial_dims == 3 and (args.images is not None or args.recalibrate_bn):
         raise ClccError(f"{args.checkpoint}: a 3-D model is evaluated on a prepared set's "
@@ -204,7 +205,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     else:
         cfg, model, runtime = load_trained_model(args.checkpoint, args.device)
         predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample,
-                                         cfg.data.patch, cfg.data.window_overlap)
+                                         cfg.data.patch, cfg.data.window_overlap,
+                                         cfg.data.spacing)
     written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
@@ -240,7 +242,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     cfg, model, _ = load_trained_model(args.checkpoint, "cpu")
     export_onnx(model, cfg.data.size, args.output, checkpoint=args.checkpoint,
-                resample=cfg.data.resample, patch=cfg.data.patch, ct=model.ct)
+                resample=cfg.data.resample, patch=cfg.data.patch, ct=model.ct,
+                spacing=cfg.data.spacing)
     heads = model.labels.heads
     what = "foreground probability" if heads == 1 else f"probabilities of {heads} classes"
     if model.spatial_dims == 3:

@@ -31,6 +31,9 @@ class DataConfig:
     # strides 4/18/18 on a 80×112×112 window are [0.95, 0.839, 0.839]
     foreground: float = 0.0  # share of each labelled patch batch centred on foreground:
     # 0 as UA-MT (uniform crops), 0.33 as nnU-Net oversamples
+    spacing: list[float] | None = None  # (D, H, W) mm: a 3-D network's volumes resampled to
+    # it (nnU-Net's target spacing; images trilinear, labels nearest), then scored and
+    # predicted on each volume's own grid. None: volumes as they are
 
 
 @dataclass
@@ -262,6 +265,11 @@ def _check_ranges(cfg: Config) -> Config:
                 or not all(0 <= o < 1 for o in cfg.data.window_overlap)):
             raise ClccError(f"config data.window_overlap must give 3 overlaps in [0, 1), got "
                             f"{cfg.data.window_overlap}")
+    if cfg.data.spacing is not None and (
+            cfg.model.spatial_dims != 3 or len(cfg.data.spacing) != 3
+            or not all(math.isfinite(s) and s > 0 for s in cfg.data.spacing)):
+        raise ClccError(f"config data.spacing must give 3 positive sides in mm (D, H, W), for a "
+                        f"3-D network (model.spatial_dims: 3); got {cfg.data.spacing}")
     if not 0 <= cfg.data.foreground <= 1:
         raise ClccError(f"config data.foreground must be a share in [0, 1], got "
                         f"{cfg.data.foreground}")

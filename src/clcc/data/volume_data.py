@@ -10,7 +10,10 @@ channel (as UA-MT normalises LA MRI, as nnU-Net's ZScoreNormalization), or, for 
 dataset.json names its one channel "CT", as nnU-Net's `CTNormalization`: clipped to the 0.5th
 and 99.5th percentiles of the foreground voxels of the training volumes, less their mean, over
 their standard deviation.
-Splits and selections are those of `PreparedData`, one row per case.
+Splits and selections are those of `PreparedData`, one row per case. With a target spacing
+(`data.spacing`, nnU-Net's resampling) the volumes are cached on that grid (images trilinear,
+labels nearest) in a folder of their own, beside each label on its own grid, which scoring
+uses: a prediction goes back to its volume's grid (`to_shape`) before it is scored.
 
 `PatchBatches` is UA-MT's LA loader (`dataloaders/la_heart.py`): per volume a rotation by k·90°
 in the axial (H, W) plane and a flip along H or W (`RandomRotFlip`), then a random crop of the
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from clcc.data.loaders import epoch_generator
 from clcc.data.prepare import PreparedData, _cases, _manifest, _read_list, check_splits
@@ -72,6 +76,35 @@ def normalised(voxels: np.ndarray, path: Path,
     return (voxels - voxels.mean()) / max(float(voxels.std()), 1e-8)
 
 
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]
+                    ) -> tuple[int, ...]:
+    """The (D, H, W) a volume of `shape` at `spacing` has at `target` spacing (at least 1)."""
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target,
+                                                              strict=True))
+
+
+def to_shape(array: np.ndarray | torch.Tensor, shape: Sequence[int], labels: bool = False
+             ) -> torch.Tensor:
+    """(C, D, H, W) intensities or probabilities → (C, *shape), trilinear; `labels`: a label
+    map, nearest. An array already of that shape comes back as it is."""
+    x = torch.as_tensor(np.asarray(array) if isinstance(array, np.ndarray) else array)
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x
+    if labels:
+        return F.interpolate(x[None].float(), size=tuple(shape), mode="nearest")[0].to(x.dtype)
+    return F.interpolate(x[None].float(), size=tuple(shape), mode="trilinear",
+                         align_corners=False)[0]
+
+
+def at_spacing(image: np.ndarray, spacing: tuple[float, ...] | None, target: Sequence[float],
+               path: Path) -> np.ndarray:
+    """A (C, D, H, W) volume at `spacing` resampled to `target` (trilinear)."""
+    if spacing is None:
+        raise ClccError(f"{path}: no voxel spacing in the file; data.spacing resamples NIfTI "
+                        "volumes only")
+    return to_shape(image, resampled_shape(image.shape[1:], spacing, target)).numpy()
+
+
 def intensities(paths: Sequence[Path], slice_axis: int = 0,
                 ct: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """What a 3-D network takes of a new volume, one file per input channel (what `clcc
@@ -104,11 +137,18 @@ def ct_statistics(cases: list[Case]) -> tuple[float, float, float, float]:
     return low, high, float(values.mean()), max(float(values.std()), 1e-8)
 
 
+def cache_folder(root: Path, spacing: Sequence[float] | None = None) -> Path:
+    """`cache/volumes`, or for a target spacing `cache/volumes-1.0x0.8x0.8`."""
+    name = CACHE + ("-" + "x".join(f"{s:g}" for s in spacing) if spacing else "")
+    return Path(root) / "cache" / name
+
+
 def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
-                       modality: str | None = None, train: list[str] = ()) -> None:
-    target = root / "cache" / CACHE
+                       modality: str | None = None, train: list[str] = (),
+                       spacing: Sequence[float] | None = None) -> None:
+    target = cache_folder(root, spacing)
     meta = {"fingerprint": _fingerprint(cases, modality, train), "names": [], "shapes": [],
-            "spacing": []}
+            "spacing": [], **({"target_spacing": list(spacing)} if spacing else {})}
     ct = None
     if modality == "CT":
         ct = ct_statistics([c for c in cases if c.name in set(train) and c.mask is not None])
@@ -118,16 +158,23 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
             volume = read_volume(case.image, "image", case.slice_axis)
             image = (intensities(case.channel_files, case.slice_axis) if case.extra_channels
                      else normalised(volume.voxels, case.image, ct))  # (C, D, H, W) or (D, H, W)
+            native = image.shape[-3:]
+            if spacing:
+                image = at_spacing(image.reshape(-1, *native), volume.spacing, spacing,
+                                   case.image)
             if case.mask is not None:
                 truth = read_volume(case.mask, "label", case.slice_axis).voxels
-                if truth.shape != image.shape[-3:]:
+                if truth.shape != native:
                     raise ClccError(f"{case.mask}: label volume {truth.shape} but its image is "
-                                    f"{image.shape[-3:]}")
-                np.save(tmp / f"{case.name}.label.npy",
-                        to_label_map(truth, case.mask, labels.classes))
+                                    f"{native}")
+                label_map = to_label_map(truth, case.mask, labels.classes)
+                if spacing:
+                    np.save(tmp / f"{case.name}.native.npy", label_map)
+                    label_map = to_shape(label_map[None], image.shape[-3:], labels=True)[0]
+                np.save(tmp / f"{case.name}.label.npy", np.asarray(label_map))
             np.save(tmp / f"{case.name}.image.npy", image)
             meta["names"].append(case.name)
-            meta["shapes"].append(list(image.shape[-3:]))
+            meta["shapes"].append(list(native))
             meta["spacing"].append(volume.spacing)
         write_json(tmp / "meta.json", meta)
 
@@ -143,25 +190,32 @@ class VolumeData(PreparedData):
     window: tuple[int, ...] = ()
     overlap: tuple[float, ...] | None = None
     ct: tuple[float, float, float, float] | None = None  # a CT set's intensity statistics
+    natives: list[np.ndarray | None] | None = None  # labels on their own grid, when resampled
 
     @classmethod
     def open_volumes(cls, root: Path, window: tuple[int, ...] = (),
-                     overlap: tuple[float, ...] | None = None) -> VolumeData:
+                     overlap: tuple[float, ...] | None = None,
+                     spacing: Sequence[float] | None = None) -> VolumeData:
         root = Path(root)
         manifest = _manifest(root)
         cases = _cases(manifest)
         labels = LabelSpace.from_dict(manifest.get("labels"))
-        meta_path = root / "cache" / CACHE / "meta.json"
+        folder = cache_folder(root, spacing)
+        meta_path = folder / "meta.json"
         modality = manifest.get("modality")
         train = _read_list(root / "splits" / "train.txt")
         if not meta_path.exists() or json.loads(meta_path.read_text())["fingerprint"] != (
                 _fingerprint(cases, modality, train)):
-            build_volume_cache(root, cases, labels, modality, train)
+            build_volume_cache(root, cases, labels, modality, train, spacing)
         check_splits(root, cases)
         meta = json.loads(meta_path.read_text())
-        folder = root / "cache" / CACHE
-        masks = [np.load(folder / f"{n}.label.npy", mmap_mode="r")
-                 if (folder / f"{n}.label.npy").exists() else None for n in meta["names"]]
+
+        def labels_in(suffix: str) -> list[np.ndarray | None]:
+            return [np.load(folder / f"{n}.{suffix}.npy", mmap_mode="r")
+                    if (folder / f"{n}.{suffix}.npy").exists() else None
+                    for n in meta["names"]]
+
+        masks = labels_in("label")
         return cls(root=root, size=0, names=meta["names"],
                    images=[np.load(folder / f"{n}.image.npy", mmap_mode="r")
                            for n in meta["names"]],
@@ -169,7 +223,8 @@ class VolumeData(PreparedData):
                                                      for i in range(len(meta["names"]))],
                    native_shapes=meta["shapes"], spacings=meta["spacing"],
                    window=tuple(window), overlap=tuple(overlap) if overlap else None,
-                   ct=tuple(meta["ct"]) if meta.get("ct") else None)
+                   ct=tuple(meta["ct"]) if meta.get("ct") else None,
+                   natives=labels_in("native") if spacing else None)
 
     @property
     def channels(self) -> int:
@@ -184,7 +239,8 @@ class VolumeData(PreparedData):
         return 3
 
     def native(self, name: str) -> np.ndarray:
-        mask = self.masks[self._position(name)]
+        """The label volume (D, H, W) on the volume's own grid, which scores are taken on."""
+        mask = (self.natives or self.masks)[self._position(name)]
         if mask is None:
             raise ClccError(f"{self.root}: case {name!r} has no label volume")
         return np.asarray(mask)
@@ -289,10 +345,10 @@ def to_device(host: dict[str, torch.Tensor], device: torch.device) -> dict[str, 
 
 
 def open_prepared(root: Path, spatial_dims: int, size: int, resample: str = "bilinear",
-                  patch: tuple[int, ...] = (), overlap: tuple[float, ...] | None = None
-                  ) -> PreparedData:
+                  patch: tuple[int, ...] = (), overlap: tuple[float, ...] | None = None,
+                  spacing: Sequence[float] | None = None) -> PreparedData:
     """A prepared set as a network of `spatial_dims` takes it: 2-D slices or images at `size`,
-    or (3) whole volumes scored by a sliding window of `patch`."""
+    or (3) whole volumes (at `spacing`, when given) scored by a sliding window of `patch`."""
     if spatial_dims == 3:
-        return VolumeData.open_volumes(Path(root), tuple(patch), overlap)
+        return VolumeData.open_volumes(Path(root), tuple(patch), overlap, spacing)
     return PreparedData.open(Path(root), size, resample)

@@ -13,7 +13,7 @@ from torch import nn
 
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
-from clcc.data.volume_data import VolumeData
+from clcc.data.volume_data import VolumeData, to_shape
 from clcc.engine.runtime import Runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
@@ -166,9 +166,13 @@ def volume_probabilities(model: nn.Module, volume: np.ndarray, window: tuple[int
 
 
 def predict_volume(model: nn.Module, volume: np.ndarray, window: tuple[int, ...],
-                   overlap: tuple[float, ...] | None, runtime: Runtime) -> np.ndarray:
-    """The label map (D, H, W) uint8 of a whole volume (`volume_probabilities`)."""
+                   overlap: tuple[float, ...] | None, runtime: Runtime,
+                   shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The label map (D, H, W) uint8 of a whole volume (`volume_probabilities`), its
+    probabilities first taken to `shape` (the volume's own grid, when it was resampled)."""
     probs = volume_probabilities(model, volume, window, overlap, runtime)
+    if shape is not None:
+        probs = to_shape(probs, shape)
     return model.labels.hard(probs[None])[0, 0].numpy().astype(np.uint8)
 
 
@@ -181,8 +185,9 @@ def evaluate_volumes(model: nn.Module, data: VolumeData, names: list[str], runti
     rows = []
     for name in names:
         i = data.names.index(name)
-        predicted = predict_volume(model, data.image(i), data.window, data.overlap, runtime)
         truth = data.native(name)
+        predicted = predict_volume(model, data.image(i), data.window, data.overlap, runtime,
+                                   truth.shape)
         measure = functools.partial(volume_metrics, spacing=data.spacing(name))
         row = class_metrics(predicted, truth, model.labels, with_hd95, measure)
         kept = class_metrics(keep_largest_components(predicted), truth, model.labels,

@@ -30,6 +30,7 @@ from clcc.models.unet import UNet
 SIZE_KEY = "clcc.size"
 RESAMPLE_KEY = "clcc.resample"  # how images were resized for training (`data.resample`)
 PATCH_KEY = "clcc.patch"  # a 3-D model's training patch (D, H, W), JSON
+SPACING_KEY = "clcc.spacing"  # the spacing (D, H, W) its training volumes were resampled to
 CT_KEY = "clcc.ct"  # a CT volume set's intensity statistics (clcc.data.volume_data), JSON
 LABELS_KEY = "clcc.labels"  # the foreground class names, JSON (absent before: binary)
 
@@ -69,7 +70,7 @@ def is_exported(path: Path) -> bool:
 
 def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = None,
                 resample: str = "bilinear", patch: list[int] | None = None,
-                ct: list[float] | None = None) -> Path:
+                ct: list[float] | None = None, spacing: list[float] | None = None) -> Path:
     """Write the ONNX graph to `output`: a new file, or one `clcc export` wrote; never the
     `checkpoint` it comes from."""
     _require("onnx")
@@ -100,7 +101,8 @@ def export_onnx(model: UNet, size: int, output: Path, checkpoint: Path | None = 
         SIZE_KEY: str(size), RESAMPLE_KEY: resample,
         LABELS_KEY: json.dumps(list(model.labels.names)),
         **({PATCH_KEY: json.dumps(list(patch))} if model.spatial_dims == 3 else {}),
-        **({CT_KEY: json.dumps(list(ct))} if ct else {})})
+        **({CT_KEY: json.dumps(list(ct))} if ct else {}),
+        **({SPACING_KEY: json.dumps(list(spacing))} if spacing else {})})
     with atomic_path(Path(output)) as tmp:
         onnx.save(proto, tmp)
     return Path(output)
@@ -134,6 +136,7 @@ class OnnxModel:
         self.patch = json.loads(meta.get(PATCH_KEY, "null"))  # None: a 2-D model
         ct = json.loads(meta.get(CT_KEY, "null"))
         self.ct = tuple(ct) if ct else None
+        self.spacing = json.loads(meta.get(SPACING_KEY, "null"))
 
     def volume_probabilities(self, voxels: np.ndarray,
                              overlap: tuple[float, ...] | None = None) -> torch.Tensor:

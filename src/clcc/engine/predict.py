@@ -7,7 +7,7 @@ The same path scores a labelled folder at its own resolution (`evaluate_cases`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from clcc.data.decode import load_case, read_case, resize_image, with_channels
 from clcc.data.images import IMAGE_SUFFIXES, read_image
 from clcc.data.nnunet import channel_groups
 from clcc.data.sources import Case
-from clcc.data.volume_data import intensities
+from clcc.data.volume_data import at_spacing, intensities, to_shape
 from clcc.data.volumes import (
     NIFTI_SUFFIXES,
     is_nifti,
@@ -89,32 +89,40 @@ class Predictor:
     def __init__(self, backend: Callable[[np.ndarray], torch.Tensor], size: int,
                  labels: LabelSpace, channels: int = 3, resample: str = "bilinear",
                  volume_backend: Callable[[np.ndarray], torch.Tensor] | None = None,
-                 ct: tuple[float, float, float, float] | None = None) -> None:
+                 ct: tuple[float, float, float, float] | None = None,
+                 spacing: Sequence[float] | None = None) -> None:
         self.backend, self.size, self.labels = backend, size, labels
         self.channels, self.resample = channels, resample
         self.volume_backend = volume_backend  # a 3-D network: whole volume → (heads, D, H, W)
         self.ct = ct  # a 3-D network trained on CT: its training set's intensity statistics
+        self.spacing = spacing  # a 3-D network trained on volumes resampled to this spacing
 
     @classmethod
     def from_model(cls, model: nn.Module, size: int, runtime: Runtime,
                    resample: str = "bilinear", window: tuple[int, ...] | None = None,
-                   overlap: tuple[float, ...] | None = None) -> Predictor:
+                   overlap: tuple[float, ...] | None = None,
+                   spacing: Sequence[float] | None = None) -> Predictor:
         """`resample`: how the model's training images were resized (`data.resample`);
-        `window`: a 3-D network's training patch, whole volumes predicted by sliding window."""
+        `window`: a 3-D network's training patch, whole volumes predicted by sliding window;
+        `spacing`: the one its training volumes were resampled to (`data.spacing`)."""
         volume_backend = None
         if model.spatial_dims == 3:
             def volume_backend(voxels: np.ndarray) -> torch.Tensor:
                 return volume_probabilities(model, voxels, window, overlap, runtime)
         return cls(lambda images: predict_probabilities(model, images, runtime), size,
-                   model.labels, model.in_channels, resample, volume_backend, model.ct)
+                   model.labels, model.in_channels, resample, volume_backend, model.ct, spacing)
 
     def volume(self, paths: tuple[Path, ...]) -> np.ndarray:
         """Probabilities (D, heads, H, W) of a NIfTI volume (one file per input channel): its
         grey slices one by one for a 2-D network, the whole volume, normalised as in training,
-        by sliding window for a 3-D one."""
+        by sliding window for a 3-D one (at its training spacing, then back on the input's
+        grid)."""
         if self.volume_backend is not None:
-            return self.volume_backend(intensities(paths, ct=self.ct)).numpy().transpose(
-                1, 0, 2, 3)
+            image = intensities(paths, ct=self.ct)
+            grid = image.shape[1:]
+            if self.spacing:
+                image = at_spacing(image, read_volume(paths[0]).spacing, self.spacing, paths[0])
+            return to_shape(self.volume_backend(image), grid).numpy().transpose(1, 0, 2, 3)
         return np.stack([self.probabilities(plane[..., None])
                          for plane in _read_input(paths[0])])
 
@@ -125,7 +133,7 @@ class Predictor:
         onnx = OnnxModel(path)
         volume_backend = onnx.volume_probabilities if onnx.patch else None
         return cls(onnx.probabilities, onnx.size, onnx.labels, onnx.channels, onnx.resample,
-                   volume_backend, onnx.ct)
+                   volume_backend, onnx.ct, onnx.spacing)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Probabilities (heads, H, W) float32 for one uint8 image (H, W, C) at its own size:

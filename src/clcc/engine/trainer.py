@@ -173,7 +173,7 @@ class Trainer:
             raise ClccError("3-D networks train in one process for now (no torchrun)")
         self.data = open_prepared(Path(cfg.data.root), cfg.model.spatial_dims, cfg.data.size,
                                   cfg.data.resample, tuple(cfg.data.patch or ()),
-                                  cfg.data.window_overlap)
+                                  cfg.data.window_overlap, cfg.data.spacing)
         self.data_fingerprint = data_fingerprint(cfg.data.root, cfg.data.size, cfg.data.selection,
                                                  cfg.data.resample)
         torch.manual_seed(t.seed)
