@@ -509,3 +509,52 @@ def test_a_target_spacing_needs_volumes_that_have_one(la_set):
     with pytest.raises(ClccError, match="data.spacing must give 3 positive sides"):
         load_config(None, ["model.spatial_dims=3", "data.patch=[16,16,16]",
                            "data.spacing=[1.0,0.0,1.0]"])
+
+
+def test_ranks_share_an_epoch_of_patches_without_overlap(tmp_path):
+    """Under torchrun each rank takes every other batch of one order: the labelled volumes of
+    an epoch are seen once across ranks; one process sees them all."""
+    write_la(tmp_path / "data", train=16)
+    prepare("la", tmp_path / "data", tmp_path / "p", labelled=4, size=None)
+    data = VolumeData.open_volumes(tmp_path / "p")
+
+    def volume_of(patch: torch.Tensor) -> int:  # noisy voxels: one value, one volume
+        value = float(patch.flatten()[0])
+        (found,) = [i for i in data.labelled(0) if (np.asarray(data.images[i]) == value).any()]
+        return int(found)
+
+    def volumes_of(batches: PatchBatches, epoch: int) -> list[int]:
+        return [volume_of(p) for batch in batches.epoch(epoch) for p in batch["image"][:, 0]]
+
+    args = (data, data.labelled(0), data.unlabelled(0), (8, 8, 8), 1, 1, 0, False)
+    ranks = [PatchBatches(*args, rank=r, world=2) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [2, 2]
+    for epoch in (0, 1):
+        both = volumes_of(ranks[0], epoch) + volumes_of(ranks[1], epoch)
+        assert sorted(both) == sorted(data.labelled(0).tolist())
+        assert both == volumes_of(PatchBatches(*args), epoch)[::2][:2] + volumes_of(
+            PatchBatches(*args), epoch)[1::2][:2]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_3d_network_in_two_processes(la_set, tmp_path):
+    import subprocess
+    import sys
+
+    from clcc.config import dump_config
+
+    cfg = load_config(None, [*TINY, "model.name=vnet", "model.widths=[2,4,8,16,32]",
+                             "model.spatial_dims=3", "data.patch=[16,16,16]",
+                             f"data.root={la_set}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2", "train.name=ddp3d",
+                             "method.name=mean-teacher"])
+    path = tmp_path / "ddp.yaml"
+    path.write_text(dump_config(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--master_port=29519", "-m", "clcc", "train", "--config", str(path)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((cfg.run_dir() / "results.json").read_text())
+    assert results["world_size"] == 2 and results["ranks_in_sync"] is True
+    assert results["steps"] == 2 and "dice_lcc" in results["test"]

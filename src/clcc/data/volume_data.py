@@ -283,12 +283,14 @@ class PatchBatches:
     (B', C, D, H, W)} of random patches, augmented on the host; `len` steps an epoch (one pass over
     the labelled volumes; the unlabelled stream cycles). `foreground`: the fraction of each
     labelled batch (its last patches) centred on foreground, nnU-Net's 1/3 (0: UA-MT's
-    uniform crops)."""
+    uniform crops). With several processes (torchrun) each rank takes every `world`-th batch
+    of the epoch's one order, its patches drawn by a generator of that batch's own (one
+    process draws all from one stream)."""
 
     def __init__(self, data: VolumeData, labelled: np.ndarray, unlabelled: np.ndarray,
                  patch: tuple[int, int, int], labelled_batch: int, unlabelled_batch: int,
                  seed: int, augment: bool = True, drop_last: bool = False,
-                 foreground: float = 0.0) -> None:
+                 foreground: float = 0.0, rank: int = 0, world: int = 1) -> None:
         if len(labelled) == 0:
             raise ValueError("the labelled subset is empty")
         self.data, self.patch = data, tuple(patch)
@@ -296,12 +298,17 @@ class PatchBatches:
         self.labelled_batch = labelled_batch
         self.unlabelled_batch = unlabelled_batch if len(self.unlabelled) else 0
         self.seed, self.augment, self.drop_last = seed, augment, drop_last
-        self.foreground = foreground
+        self.foreground, self.rank, self.world = foreground, rank, world
 
-    def __len__(self) -> int:
+    @property
+    def global_steps_per_epoch(self) -> int:
         if self.drop_last:
             return max(1, len(self.labelled) // self.labelled_batch)
         return math.ceil(len(self.labelled) / self.labelled_batch)
+
+    def __len__(self) -> int:
+        """Steps per epoch on this rank (ranks get equal counts; the tail is shared out)."""
+        return math.ceil(self.global_steps_per_epoch / self.world)
 
     def _patch(self, case: int, rng: np.random.Generator, around_foreground: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -316,13 +323,18 @@ class PatchBatches:
 
     def epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         g = epoch_generator(self.seed, epoch)
-        rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=g)))
+        base = int(torch.randint(0, 2**31, (), generator=g))
+        rng = np.random.default_rng(base)
         order = self.labelled[rng.permutation(len(self.labelled))]
         bu = self.unlabelled_batch
         stream = (self.unlabelled[rng.permutation(len(self.unlabelled))]
                   if bu else np.empty(0, np.int64))
-        for step in range(len(self)):
-            chosen = order[step * self.labelled_batch:(step + 1) * self.labelled_batch]
+        steps = self.global_steps_per_epoch
+        for step in range(self.rank, len(self) * self.world, self.world):
+            if self.world > 1:  # a batch's patches do not depend on the batches of other ranks
+                rng = np.random.default_rng([base, step])
+            first = (step % steps) * self.labelled_batch  # beyond the last: wrap around
+            chosen = order[first:first + self.labelled_batch]
             uniform = len(chosen) - round(self.foreground * len(chosen))
             pairs = [self._patch(int(i), rng, j >= uniform) for j, i in enumerate(chosen)]
             batch = {"image": torch.from_numpy(np.stack([p[0] for p in pairs])),

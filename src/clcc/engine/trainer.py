@@ -169,8 +169,6 @@ class Trainer:
             device = f"cuda:{self.dist.local_rank}"
         self.runtime = make_runtime(device, t.precision, t.channels_last)
         volumes = cfg.model.spatial_dims == 3
-        if volumes and self.dist.enabled:
-            raise ClccError("3-D networks train in one process for now (no torchrun)")
         self.data = open_prepared(Path(cfg.data.root), cfg.model.spatial_dims, cfg.data.size,
                                   cfg.data.resample, tuple(cfg.data.patch or ()),
                                   cfg.data.window_overlap, cfg.data.spacing)
@@ -202,7 +200,8 @@ class Trainer:
         if volumes:  # patches of whole volumes, augmented on the host
             self.batches = PatchBatches(self.data, labelled, unlabelled, tuple(cfg.data.patch),
                                         t.labelled_batch, unlabelled_batch, t.seed, t.augment,
-                                        t.drop_last, cfg.data.foreground)
+                                        t.drop_last, cfg.data.foreground, self.dist.rank,
+                                        self.dist.world)
             self.to_device = lambda host, gen: to_volume_device(host, self.runtime.device)
         else:  # slices or images, augmented on the device
             self.batches = TrainBatches(
