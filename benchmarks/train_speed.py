@@ -63,7 +63,13 @@ def main() -> None:
     device = runtime.device
     data = PreparedData.open(args.data, args.size)
     labelled = data.split("train")
-    batches = TrainBatches(data.images, data.masks, labelled, labelled, args.batch, args.batch, 0,
+    torch.manual_seed(0)
+    method = build_method(args.method, args.size, yaml.safe_load(args.params),
+                          architecture=args.model)
+    # as the trainer draws them: FixMatch and UniMatch take a second unlabelled batch (the
+    # CutMix partner)
+    batches = TrainBatches(data.images, data.masks, labelled, labelled, args.batch,
+                           args.batch * method.unlabelled_batches, 0,
                            pin_memory=device.type == "cuda")
     gen = epoch_generator(0, 0, 1)
     figures: dict[str, object] = {}
@@ -86,9 +92,6 @@ def main() -> None:
             pass
         figures["host_images_per_s"] = n_images / (time.perf_counter() - start)
 
-    torch.manual_seed(0)
-    method = build_method(args.method, args.size, yaml.safe_load(args.params),
-                          architecture=args.model)
     method.to(device, memory_format=runtime.memory_format())
     kernel = {} if args.optimizer == "auto" else {args.optimizer: True}
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=1e-3, **kernel)
@@ -144,8 +147,9 @@ def main() -> None:
     if "loader_images_per_s" in figures:
         print(f"loader + augmentation: {figures['loader_images_per_s']:.0f} images/s "
               f"({args.size}px); host batches alone: {figures['host_images_per_s']:.0f} images/s")
+    unlabelled = args.batch * method.unlabelled_batches
     print(f"{args.method} training step ({args.batch} labelled"
-          f"{'' if not method.uses_unlabelled else f' + {args.batch} unlabelled'}, "
+          f"{'' if not method.uses_unlabelled else f' + {unlabelled} unlabelled'}, "
           f"{args.size}px): {1000 * step_s:.2f} ms = {1 / step_s:.1f} steps/s, "
           f"{flops / 1e9:.1f} GFLOP, {flops / 1e9 / step_s:.1f} GFLOP/s = "
           f"{100 * figures['fraction_of_peak']:.1f} % of the {dtype_name} practical peak "
