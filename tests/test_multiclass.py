@@ -112,9 +112,10 @@ def test_one_step_of_every_method_with_four_classes(name):
     assert method.model.head.weight.shape[0] == 4 and method.model.head.weight.grad is not None
 
 
-def test_the_authors_binary_loss_is_refused_for_several_classes():
-    with pytest.raises(ClccError, match=r"loss.supervised=authors is the CLCC authors' binary"):
-        build_method("supervised", SIZE, None, "authors", widths=WIDTHS, labels=HEART)
+@pytest.mark.parametrize("loss", ["authors", "vnet"])
+def test_the_binary_losses_are_refused_for_several_classes(loss):
+    with pytest.raises(ClccError, match=rf"loss.supervised={loss} is a binary loss; a 4-class"):
+        build_method("supervised", SIZE, None, loss, widths=WIDTHS, labels=HEART)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from clcc.errors import ClccError
 from clcc.files import claim
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json",
-             "val_per_image.csv", "test_per_image.csv", "train.log")
+             "val_per_image.csv", "test_per_image.csv", "test_last_per_image.csv", "train.log")
 RUN_FOLDERS = ("tensorboard",)
 EVIDENCE = ("last.pt", "best.pt", "metrics.jsonl", "results.json")
 
