@@ -6,9 +6,10 @@ wall time), `summary.json` (clcc's per-volume test metrics of the checkpoint the
 `validation.csv` (the run's own validation curve). A run may name a `stage` (a step of an
 investigation, made with code before a fix): it is listed, never pooled. Runs of one recipe
 are grouped by side; the
-difference authors − clcc gets Welch's interval over seeds, and the verdict reads "same within
-seed noise" when that interval holds 0, "differs" when it does not, and "1 seed a side: not
-decided" when either side has a single run.
+difference authors − clcc gets Welch's interval over seeds, and the verdict reads "differs"
+when that interval leaves 0 out, "same (within ±5)" when it lies inside ±`MARGIN` Dice points
+(an equivalence margin declared before the runs), "not decided" when it holds 0 but is wider,
+and "1 seed a side: not decided" when either side has a single run.
 """
 
 from __future__ import annotations
@@ -61,12 +62,21 @@ def read_runs(evidence: Path) -> list[SideBySideRun]:
     return [r for r in runs if r is not None]
 
 
+MARGIN = 5.0
+"""Dice points within which two trainings count as the same: an interval that holds 0 but
+reaches past it says only that the seeds run so far cannot tell."""
+
+
 def verdict(authors: list[float], ours: list[float]) -> tuple[dict[str, float], str]:
     interval = welch_interval(authors, ours)
-    if np.isnan(interval["ci_low"]):
+    low, high = interval["ci_low"], interval["ci_high"]
+    if np.isnan(low):
         return interval, "1 seed a side: not decided"
-    holds_zero = interval["ci_low"] <= 0 <= interval["ci_high"]
-    return interval, "same within seed noise" if holds_zero else "differs"
+    if not low <= 0 <= high:
+        return interval, "differs"
+    if -MARGIN <= low and high <= MARGIN:
+        return interval, f"same (within ±{MARGIN:g})"
+    return interval, f"not decided (interval wider than ±{MARGIN:g})"
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -116,7 +126,8 @@ def curves_figure(runs: list[SideBySideRun], path: Path) -> None:
         ax.set_title(recipe, fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("validation Dice (%)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
