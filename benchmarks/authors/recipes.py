@@ -133,6 +133,20 @@ def uamt_la_reduction(script: str, p: VolumeProtocol) -> tuple[tuple[str, str], 
              f"unlabeled_idxs = list(range({p.labelled}, {p.training_volumes}))"))
 
 
+UNIMATCH_PLAIN_FIXMATCH = (
+    *UNIMATCH_FIXMATCH,
+    ("preds, preds_fp = model(torch.cat((img_x, img_u_w)), True)",
+     "preds = model(torch.cat((img_x, img_u_w)))"),
+    ("pred_u_w_fp = preds_fp[num_lb:]", "pred_u_w_fp = preds[num_lb:]"),
+    ("pred_u_s1, pred_u_s2 = model(torch.cat((img_u_s1, img_u_s2))).chunk(2)",
+     "pred_u_s1 = model(img_u_s1)\n            pred_u_s2 = pred_u_s1"),
+)
+"""UniMatch reduced to FixMatch with nothing of the rest left running: no feature-perturbed
+decoder pass (whose channel-dropped half shares the clean half's BatchNorm batch statistics)
+and one strong view through the network (not 12 images in one BatchNorm batch). The next step
+of the FixMatch investigation: if the script falls to clcc's level, those statistics were the
+gap (docs/fidelity.md)."""
+
 SSL4MIS = "HiLab-git/SSL4MIS"
 UAMT = "yulequan/UA-MT"
 UAMT_LA_SUPERVISED = "code/train_LA.py"
@@ -155,6 +169,9 @@ RECIPES: dict[str, Recipe] = {
                        "unimatch"),
     "unimatch-fixmatch": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py", "fixmatch",
                                 "best.pth", "unimatch", patch=UNIMATCH_FIXMATCH),
+    "unimatch-fixmatch-plain": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py",
+                                      "fixmatch", "best.pth", "unimatch",
+                                      patch=UNIMATCH_PLAIN_FIXMATCH),
     "uamt-la-supervised": Recipe(UAMT, UAMT_LA_SUPERVISED, "supervised",
                                  "iter_{iterations}.pth", "uamt-la", supervised_only=True,
                                  config="la-quick.yaml",
