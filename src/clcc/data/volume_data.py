@@ -138,7 +138,7 @@ def ct_statistics(cases: list[Case]) -> tuple[float, float, float, float]:
 
 
 def cache_folder(root: Path, spacing: Sequence[float] | None = None) -> Path:
-    """`cache/volumes`, or for a target spacing `cache/volumes-1.0x0.8x0.8`."""
+    """`cache/volumes`, or for a target spacing of (1, 0.8, 0.8) mm `cache/volumes-1x0.8x0.8`."""
     name = CACHE + ("-" + "x".join(f"{s:g}" for s in spacing) if spacing else "")
     return Path(root) / "cache" / name
 
