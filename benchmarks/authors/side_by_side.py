@@ -214,7 +214,7 @@ def run_authors(args: argparse.Namespace) -> None:
     work.mkdir()
     shim_args: dict = {}
     if recipe.volumetric:
-        root = la_root(args.source.resolve(), out / "data", volume)
+        root = la_root(source, out / "data", volume)
         script_args = uamt_la_command(recipe, root, volume, args.seed)
         cwd, snapshot = work / "code", work / "model"
         links_to_code(script, cwd)
