@@ -32,6 +32,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     best, last = [], []
     for run in sorted(args.runs):
+        if not (run / "results.json").is_file():  # trained, not yet scored
+            print(f"| {run.name}: not scored yet | | | | | | | | |")
+            continue
         r = json.loads((run / "results.json").read_text())
         t, tl = r["test"], r["test_last"]
         best.append(100 * t["dice"]["mean"])
