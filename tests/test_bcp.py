@@ -101,3 +101,45 @@ def test_joint_pre_training_mixes_each_pair_both_ways():
     assert len(mixed) == 2  # 2 labelled images → 2 mixed ones, not 1
     assert torch.equal(mixed[0], img_a[0] * outside + img_b[0] * (1 - outside))
     assert torch.equal(mixed[1], img_b[0] * outside + img_a[0] * (1 - outside))
+
+
+def test_la_dice_is_per_image_with_plain_sums_by_hand():
+    """BCP's LA `mask_DiceLoss`: per image and class, Σp + Σt below, then the mean; the 2-D
+    script's is one Dice per class over the batch with squared sums."""
+    from clcc.labels import BINARY
+
+    prob = torch.tensor([0.8, 0.6, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]).view(2, 1, 1, 4)
+    target = torch.tensor([1.0, 0, 0, 0, 1, 1, 1, 1]).view(2, 1, 1, 4)
+    keep = torch.tensor([1.0, 1, 1, 0]).view(1, 1, 1, 4)  # the fourth pixel ignored
+    # image 0: foreground 2·0.8/(1.4 + 1), background 2·(0.4 + 1)/(1.6 + 2); image 1: the
+    # foreground perfect (1), its background empty in prediction and label (smooth/smooth: 1)
+    by_hand = 1 - (1.6 / 2.4 + 2.8 / 3.6 + 1 + 1) / 4
+    assert bcp.per_image_dice_loss(BINARY, prob, target, keep).item() == pytest.approx(
+        by_hand, abs=1e-5)
+    assert BINARY.masked_dice_loss(prob, target, keep).item() != pytest.approx(by_hand, abs=1e-3)
+
+
+def test_la_pre_training_scores_the_whole_mixed_image():
+    """`losses="la"`: pre-training is ½(CE + per-image Dice) of the whole mixed image against
+    the mixed labels, as `LA_BCP_train.py`'s `pre_train` (the 2-D script weighs each region).
+    In eval mode, so that no dropout draw differs between the step and the reference."""
+    torch.manual_seed(0)
+    params = {"pretrain": 0.5, "passes": "separate"}
+    method = build_method("bcp", SIZE, {**params, "losses": "la"}, widths=WIDTHS).eval()
+    batch = _batch()
+    torch.manual_seed(3)
+    outside = bcp.box_mask((SIZE, SIZE))
+    torch.manual_seed(3)
+    loss, _ = method.training_step(batch, 0.1)
+    (img_a, img_b), (lab_a, lab_b) = batch["image"].split(1), batch["mask"].split(1)
+    logits = method.model(img_a * outside + img_b * (1 - outside)).logits
+    mixed = lab_a * outside + lab_b * (1 - outside)
+    prob = torch.sigmoid(logits)
+    fg = 1 - (2 * (prob * mixed).sum() + 1e-5) / ((prob + mixed).sum() + 1e-5)
+    bg = 1 - (2 * ((1 - prob) * (1 - mixed)).sum() + 1e-5) / ((2 - prob - mixed).sum() + 1e-5)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, mixed)
+    assert loss.item() == pytest.approx(((fg + bg) / 2 + ce).item() / 2, rel=1e-5)
+    acdc = build_method("bcp", SIZE, params, widths=WIDTHS).eval()
+    acdc.load_state_dict(method.state_dict())
+    torch.manual_seed(3)
+    assert acdc.training_step(batch, 0.1)[0].item() != pytest.approx(loss.item(), rel=1e-3)

@@ -24,6 +24,13 @@ images: on Kvasir's quick protocol (selection 0, validation Dice) pre-training t
 between 19 and 37 (joint: 30–43) and the last 10 validations averaged 37.5 (joint: 47.7; best
 45.9 against 49.7; docs/results.md).
 
+`losses` says which of BCP's scripts the losses follow. `acdc` (the default): its 2-D
+script's, Dice over the classes of the region's pixels of the whole batch (squared sums below,
+SSL4MIS's `DiceLoss`), and `mix_loss` in pre-training too. `la`: its 3-D script's,
+`LA_BCP_train.py` (what `configs/la*.yaml` runs of BCP use): Dice per image and class, Σp + Σt
+below, averaged (`mask_DiceLoss`), and pre-training on the whole mixed image, ½(CE + Dice)
+against the mixed labels.
+
 Adaptations, stated: joint passes (above); one run holds both stages (the script trains a
 second run from the pre-training's best checkpoint; here the student simply goes on, and
 `best.pt` is chosen on validation over the whole run); the teacher normalises with batch
@@ -40,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clcc.labels import BINARY, LabelSpace
+from clcc.labels import BINARY, SMOOTH, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, ema_update, register
 from clcc.metrics import keep_largest_components
 from clcc.models.norm import frozen_bn_statistics
@@ -74,15 +81,32 @@ def largest_component(labels: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out.astype(np.float32)).to(labels.device)
 
 
+def per_image_dice_loss(labels: LabelSpace, probs: torch.Tensor, target: torch.Tensor,
+                        keep: torch.Tensor) -> torch.Tensor:
+    """1 − Dice of each image and class over the pixels where `keep` is 1, with Σp + Σt
+    below, averaged over images and classes (BCP's LA `mask_DiceLoss`, background included)."""
+    full, one_hot = labels.distribution(probs), labels.one_hot(target)
+    keep = keep.float().expand_as(full[:, :1])
+    axes = tuple(range(2, full.dim()))
+    overlap = (full * one_hot * keep).sum(axes)
+    total = ((full + one_hot) * keep).sum(axes)
+    return 1 - ((2 * overlap + SMOOTH) / (total + SMOOTH)).mean()
+
+
+DICE_OF = {"acdc": LabelSpace.masked_dice_loss, "la": per_image_dice_loss}
+"""The Dice each of BCP's scripts trains with: its 2-D script's, its LA script's."""
+
+
 def mix_loss(logits: torch.Tensor, target_out: torch.Tensor, target_in: torch.Tensor,
              outside: torch.Tensor, weight_out: float, weight_in: float,
-             labels: LabelSpace = BINARY) -> tuple[torch.Tensor, torch.Tensor]:
+             labels: LabelSpace = BINARY, losses: Literal["acdc", "la"] = "acdc"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Dice, CE) of a mixed image: `target_out` where `outside` is 1, `target_in` in the box,
-    each region weighted."""
-    prob = labels.probabilities(logits)
+    each region weighted; the Dice of the script `losses` names."""
+    prob, dice_loss = labels.probabilities(logits), DICE_OF[losses]
     inside = 1 - outside
-    dice = (weight_out * labels.masked_dice_loss(prob, target_out, outside)
-            + weight_in * labels.masked_dice_loss(prob, target_in, inside))
+    dice = (weight_out * dice_loss(labels, prob, target_out, outside)
+            + weight_in * dice_loss(labels, prob, target_in, inside))
     ce = prob.new_zeros(())
     for target, region, weight in ((target_out, outside, weight_out),
                                    (target_in, inside, weight_in)):
@@ -106,13 +130,14 @@ class BCP(Method):
         box: float = 2 / 3,
         evaluate: Literal["student", "teacher"] = "student",
         passes: Literal["separate", "joint"] = "joint",
+        losses: Literal["acdc", "la"] = "acdc",
     ) -> None:
         super().__init__(model, image_size)
         if not 0 <= pretrain < 1 or u_weight < 0 or not 0 <= ema_decay < 1 or not 0 < box < 1:
             raise ValueError(f"need 0 <= pretrain < 1, u_weight >= 0, 0 <= ema_decay < 1, "
                              f"0 < box < 1; got {pretrain}, {u_weight}, {ema_decay}, {box}")
         self.pretrain, self.u_weight, self.ema_decay, self.box = pretrain, u_weight, ema_decay, box
-        self.evaluate, self.passes = evaluate, passes
+        self.evaluate, self.passes, self.losses = evaluate, passes, losses
         self.teacher = copy.deepcopy(model).requires_grad_(False)
         self.register_buffer("teacher_started", torch.zeros((), dtype=torch.bool))
         self.self_training = False
@@ -136,8 +161,7 @@ class BCP(Method):
                 img_a, img_b = torch.cat([img_a, img_b]), torch.cat([img_b, img_a])
                 lab_a, lab_b = torch.cat([lab_a, lab_b]), torch.cat([lab_b, lab_a])
             logits = self.model(self._mixed(img_b, img_a, outside)).logits
-            dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0, self.labels)
-            loss = (dice + ce) / 2
+            loss = self._pretraining_loss(logits, lab_a, lab_b, outside)
             return loss, {"sup": loss.detach(), "stage": torch.ones((), device=img.device)}
         self._start_teacher()
         # one unlabelled image per labelled one, as the script pairs them (an epoch's last
@@ -148,11 +172,25 @@ class BCP(Method):
             plab_b = largest_component(self.labels.segment(self.teacher(uimg_b).logits))
         out_unl, out_l = self._logits(self._mixed(img_a, uimg_a, outside),  # labelled box in
                                       self._mixed(uimg_b, img_b, outside))  # unlabelled box in
-        dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0, self.labels)
-        dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight, self.labels)
+        dice_u, ce_u = mix_loss(out_unl, plab_a, lab_a, outside, self.u_weight, 1.0,
+                                self.labels, self.losses)
+        dice_l, ce_l = mix_loss(out_l, lab_b, plab_b, outside, 1.0, self.u_weight,
+                                self.labels, self.losses)
         loss = (dice_u + dice_l + ce_u + ce_l) / 2
         return loss, {"unl": ((dice_u + ce_u) / 2).detach(), "sup": ((dice_l + ce_l) / 2).detach(),
                       "stage": torch.full((), 2.0, device=img.device)}
+
+    def _pretraining_loss(self, logits: torch.Tensor, lab_a: torch.Tensor, lab_b: torch.Tensor,
+                          outside: torch.Tensor) -> torch.Tensor:
+        """½(Dice + CE) of the mixed labelled images: each region's (`acdc`), or the whole
+        image's against the mixed labels (`la`)."""
+        if self.losses == "acdc":
+            dice, ce = mix_loss(logits, lab_a, lab_b, outside, 1.0, 1.0, self.labels)
+            return (dice + ce) / 2
+        mixed = self._mixed(lab_b, lab_a, outside)
+        whole = torch.ones_like(outside)
+        dice = per_image_dice_loss(self.labels, self.labels.probabilities(logits), mixed, whole)
+        return (dice + self.labels.pixel_ce(logits, mixed).mean()) / 2
 
     def _logits(self, *images: torch.Tensor) -> list[torch.Tensor]:
         """The student's logits of each mixed batch: a pass each, as the script, or one pass
