@@ -273,6 +273,33 @@ def test_a_state_dict_of_uamt_vnet_predicts_the_same_in_clcc(tmp_path):
                           atol=1e-5)
 
 
+def test_a_state_dict_of_bcp_vnet_predicts_the_same_in_clcc(tmp_path):
+    """BCP's own LA class (its layers under `encoder.` / `decoder.`, contrastive heads
+    beside them) saved as its self-training saves it: clcc's one logit gives its softmax."""
+    module = authors_module("BCP", "BCP_CHECKOUT", "code/networks/VNet.py")
+    torch.manual_seed(0)
+    theirs = module.VNet(n_channels=1, n_classes=2, normalization="batchnorm",
+                         has_dropout=True).eval()
+    torch.save(theirs.state_dict(), tmp_path / "VNet_best_model.pth")
+    ours = load_authors_model(tmp_path / "VNet_best_model.pth", LabelSpace(("left atrium",)))
+    x = torch.randn(1, 1, 32, 48, 16)
+    out_seg, _ = theirs.decoder(theirs.encoder(x))  # its forward, less a pooling of x5
+    expected = torch.softmax(out_seg, 1)[:, 1:].permute(0, 1, 4, 2, 3)
+    assert torch.allclose(torch.sigmoid(ours(x.permute(0, 1, 4, 2, 3)).logits), expected,
+                          atol=1e-5)
+
+
+def test_bcp_vnet_names_map_to_clcc_and_its_heads_are_dropped():
+    from clcc.models.authors_weights import vnet_key
+
+    assert vnet_key("encoder.block_one.conv.0.weight") == "block_one.conv.0.weight"
+    assert vnet_key("module.decoder.out_conv.bias") == "out_conv.bias"
+    assert vnet_key("block_five_up.conv.0.weight") == "block_five_up.conv.0.weight"  # UA-MT's
+    assert vnet_key("projection_head.1.running_mean") is None
+    assert vnet_key("prediction_head.0.weight") is None
+    assert vnet_key("contrastive_class_selector_memory1.3.bias") is None
+
+
 def test_a_two_channel_xyz_vnet_loads_turned_and_with_one_logit(tmp_path):
     """Without a checkout: a V-Net with UA-MT's names, a two-channel head and weights made for
     (x, y, z) volumes (clcc's class with random kernels, saved under `net` as BCP saves) gives

@@ -8,7 +8,9 @@ inside a block, under `encoder.K.i`, `decoder.K.up.0`, `decoder.K.conv.i`, `head
 `aux_heads.K`. The mapping lets clcc score a checkpoint the authors' script chose with its own
 evaluation (`benchmarks/authors/`), and a test load a state dict of SSL4MIS's class.
 
-UA-MT's and BCP's `VNet` (`code/networks/vnet.py`) share clcc's V-Net names; two things differ:
+UA-MT's `VNet` (`code/networks/vnet.py`) shares clcc's V-Net names; BCP's (`code/networks/
+VNet.py`) holds the same layers under `encoder.` and `decoder.`, beside contrastive heads its LA
+script never trains (dropped on loading). Two things differ:
 their volumes are (x, y, z) where clcc's are (D, H, W) = (z, x, y) (the slice axis first), so
 every 3-D kernel turns with them, and their head has two softmax channels where a binary clcc
 model has one logit, which is their difference: softmax([a, b])₁ = sigmoid(b − a).
@@ -61,14 +63,28 @@ def from_ssl4mis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return mapped
 
 
+BCP_HEADS = ("projection_head.", "prediction_head.", "contrastive_class_selector_")
+"""BCP's V-Net's contrastive heads: built in its class, unused by `LA_BCP_train.py`."""
+
+
+def vnet_key(key: str) -> str | None:
+    """clcc's name of one UA-MT or BCP V-Net tensor (None for BCP's unused heads)."""
+    key = key.removeprefix("module.")
+    if key.startswith(BCP_HEADS):
+        return None
+    return key.removeprefix("encoder.").removeprefix("decoder.")
+
+
 def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
                    ) -> dict[str, torch.Tensor]:
     """A UA-MT / BCP V-Net state dict as clcc's V-Net on (z, x, y) volumes: each 5-D kernel's
     axes (x, y, z) → (z, x, y); for a binary task the two-channel head → one logit."""
     mapped = {}
     for key, value in state.items():
-        turned = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else value
-        mapped[key.removeprefix("module.")] = turned
+        name = vnet_key(key)
+        if name is not None:
+            mapped[name] = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else (
+                value)
     if labels.binary and mapped["out_conv.weight"].shape[0] == 2:
         for name in ("out_conv.weight", "out_conv.bias"):
             mapped[name] = (mapped[name][1] - mapped[name][0])[None]
@@ -84,7 +100,7 @@ def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNe
     for key in ("state_dict", "model", "net"):
         if isinstance(saved, dict) and isinstance(saved.get(key), dict):
             saved = saved[key]
-    if any(k.removeprefix("module.").startswith("block_one.") for k in saved):
+    if any((vnet_key(k) or "").startswith("block_one.") for k in saved):
         vnet = VNet(in_channels=channels, labels=labels)
         vnet.load_state_dict(from_uamt_vnet(saved, labels))
         return vnet.eval()
