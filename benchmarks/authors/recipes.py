@@ -40,10 +40,16 @@ class VolumeProtocol:
     step_every: int = 250
     labelled: int = 8
     training_volumes: int = 70
+    eval_every: int = 150
+    pretrain: float = 0.25  # BCP's pre-training share, as clcc's `bcp` default
 
     @property
     def consistency_rampup(self) -> float:
         return self.iterations / 150
+
+    @property
+    def pretrain_iterations(self) -> int:
+        return round(self.iterations * self.pretrain)
 
 
 LA_QUICK = VolumeProtocol()
@@ -59,24 +65,33 @@ class Recipe:
     textual replacement applied to a copy of the script in the run folder (only for the
     reductions an issue asks for, such as UniMatch reduced to FixMatch), written beside the run.
     `eval_every` and `iterations` give the script's validation interval and length at the
-    protocol, which the clcc side copies.
+    protocol, which the clcc side copies. `support` lists files beside the script (relative to
+    its folder) that hold protocol constants too: a copy of each, with its replacements (where
+    `{root}` stands for the run's LA folder), shadows the original for the script's imports.
     """
 
     repo: str
     script: str
     clcc_method: str
     checkpoint: str  # glob, relative to the run's snapshot folder ({iterations}: the run's)
-    kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists) or "uamt-la" (volumes)
+    kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists), "uamt-la", "bcp-la"
     eval_every: int = 200
     clcc_overrides: tuple[str, ...] = ()
     supervised_only: bool = False
     patch: tuple[tuple[str, str], ...] = ()
     extra_args: tuple[str, ...] = field(default=())
     config: str = "acdc-quick.yaml"  # clcc's side, in configs/
+    support: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     @property
     def volumetric(self) -> bool:
-        return self.kind == "uamt-la"
+        return self.kind in ("uamt-la", "bcp-la")
+
+    @property
+    def clcc_checkpoint(self) -> str:
+        """What the clcc side is compared with: the last weights where the script tests its
+        last (UA-MT), else the best on validation."""
+        return "last.pt" if self.kind == "uamt-la" else "best.pt"
 
     def iterations(self, protocol: Protocol) -> int:
         if self.volumetric:
@@ -133,6 +148,45 @@ def uamt_la_reduction(script: str, p: VolumeProtocol) -> tuple[tuple[str, str], 
              f"unlabeled_idxs = list(range({p.labelled}, {p.training_volumes}))"))
 
 
+def bcp_la_reduction(p: VolumeProtocol) -> tuple[tuple[str, str], ...]:
+    """BCP's LA script at LA quick: its patch, the validation interval of each stage (200:
+    LA quick's 150, so that the 150 pre-training iterations validate once and save the
+    checkpoint self-training starts from) and self-training's lr step (2 500: LA quick's 250,
+    counted from self-training's start as the script counts) are constants in the file."""
+    x, y, z = p.patch
+    return (("patch_size = (112, 112, 80)", f"patch_size = ({x}, {y}, {z})"),
+            ("loss_ce))\n\n            if iter_num % 200 == 0:",
+             f"loss_ce))\n\n            if iter_num % {p.eval_every} == 0:"),
+            ("param_group['lr'] = lr_\n\n            if iter_num % 200 == 0:",
+             f"param_group['lr'] = lr_\n\n            if iter_num % {p.eval_every} == 0:"),
+            ("if iter_num % 2500 == 0:", f"if iter_num % {p.step_every} == 0:"),
+            ("lr_ = base_lr * 0.1 ** (iter_num // 2500)",
+             f"lr_ = base_lr * 0.1 ** (iter_num // {p.step_every})"))
+
+
+BCP_LA_SUPPORT = (
+    ("utils/test_3d_patch.py", ((
+        "LA(model, num_classes, patch_size=(112, 112, 80), stride_xy=18, stride_z=4):\n   \n"
+        "    with open('/data/byh_data/SSNet_data/LA/test.list', 'r') as f:\n"
+        "        image_list = f.readlines()\n"
+        "    image_list = [\"/data/byh_data/SSNet_data/LA/2018LA_Seg_Training Set/\"",
+        "LA(model, num_classes, patch_size=(112, 112, 80), stride_xy=18, stride_z=4):\n   \n"
+        "    with open('{root}/val.list', 'r') as f:\n"
+        "        image_list = f.readlines()\n"
+        "    image_list = [\"{root}/2018LA_Seg_Training Set/\""),)),
+    ("utils/BCP_utils.py", (
+        ("w = np.random.randint(0, 112 - patch_pixel_x)",
+         "w = np.random.randint(0, img_x - patch_pixel_x)"),
+        ("h = np.random.randint(0, 112 - patch_pixel_y)",
+         "h = np.random.randint(0, img_y - patch_pixel_y)"),
+        ("z = np.random.randint(0, 80 - patch_pixel_z)",
+         "z = np.random.randint(0, img_z - patch_pixel_z)"))),
+)
+"""The files BCP's LA script takes constants from: `var_all_case_LA` chooses the checkpoint on
+the *test* list at its authors' paths (here the run's 10 validation volumes), and
+`context_mask` draws the cube's start in a 112×112×80 patch whatever the patch (here in the
+patch: at 64×64×32 the cube would otherwise reach past it)."""
+
 UNIMATCH_PLAIN_FIXMATCH = (
     *UNIMATCH_FIXMATCH,
     ("preds, preds_fp = model(torch.cat((img_x, img_u_w)), True)",
@@ -152,6 +206,8 @@ UAMT = "yulequan/UA-MT"
 UAMT_LA_SUPERVISED = "code/train_LA.py"
 UAMT_LA = "code/train_LA_meanteacher_certainty_unlabel.py"
 UNIMATCH = "LiheYoung/UniMatch"
+BCP = "DeepMed-Lab-ECNU/BCP"
+BCP_LA = "code/LA_BCP_train.py"
 
 RECIPES: dict[str, Recipe] = {
     "ssl4mis-supervised": Recipe(SSL4MIS, "code/train_fully_supervised_2D.py", "supervised",
@@ -178,4 +234,13 @@ RECIPES: dict[str, Recipe] = {
                                  patch=uamt_la_reduction(UAMT_LA_SUPERVISED, LA_QUICK)),
     "uamt-la": Recipe(UAMT, UAMT_LA, "uamt", "iter_{iterations}.pth", "uamt-la",
                       config="la-quick.yaml", patch=uamt_la_reduction(UAMT_LA, LA_QUICK)),
+    # the script's lr: constant through pre-training, ×0.1 after 250 of self-training (global
+    # 400); each mixed volume in its own pass (1 + 1 at 2 + 2)
+    "bcp-la": Recipe(BCP, BCP_LA, "bcp", "self_train/VNet_best_model.pth", "bcp-la",
+                     config="la-quick.yaml", patch=bcp_la_reduction(LA_QUICK),
+                     support=BCP_LA_SUPPORT,
+                     clcc_overrides=("method.params.losses=la", "method.params.passes=separate",
+                                     f"method.params.pretrain={LA_QUICK.pretrain}",
+                                     "optim.step_every="
+                                     f"{LA_QUICK.pretrain_iterations + LA_QUICK.step_every}")),
 }

@@ -95,7 +95,8 @@ def labelled_slices(source: Path, protocol: Protocol) -> list[str]:
 def la_root(source: Path, folder: Path, protocol: VolumeProtocol) -> Path:
     """UA-MT's layout (`2018LA_Seg_Training Set/<case>/mri_norm2.h5` beside `train.list` and
     `test.list`) as links to `source`, `train.list` cut to its first volumes: the 10 after them
-    are clcc's validation volumes, which the script must not train on."""
+    are clcc's validation volumes, which the script must not train on (`val.list`, for a
+    script that validates)."""
     root = folder / "LA"
     cases = root / "2018LA_Seg_Training Set"
     cases.mkdir(parents=True)
@@ -104,6 +105,7 @@ def la_root(source: Path, folder: Path, protocol: VolumeProtocol) -> Path:
     for name in train + test:
         (cases / name).symlink_to((source / "2018LA_Seg_Training Set" / name).resolve())
     (root / "train.list").write_text("\n".join(train[: protocol.training_volumes]) + "\n")
+    (root / "val.list").write_text("\n".join(train[protocol.training_volumes:]) + "\n")
     shutil.copy(source / "test.list", root / "test.list")
     note(f"train.list: its first {protocol.training_volumes} of {len(train)} volumes "
          f"(the first {protocol.labelled} labelled)")
@@ -126,6 +128,19 @@ def uamt_la_command(recipe: Recipe, root: Path, protocol: VolumeProtocol, seed: 
             str(protocol.labelled_batch + protocol.unlabelled_batch), "--labeled_bs",
             str(protocol.labelled_batch), "--max_iterations", str(protocol.iterations),
             "--seed", str(seed), "--consistency_rampup", f"{protocol.consistency_rampup:g}"]
+
+
+def bcp_la_command(root: Path, protocol: VolumeProtocol, seed: int) -> list[str]:
+    """BCP's own arguments at the protocol: its two stages share the iterations as clcc's
+    `bcp` does (`pretrain`), its unlabelled pool is the training volumes after the labelled."""
+    pre = protocol.pretrain_iterations
+    note(f"--pre_max_iteration {pre} --self_max_iteration {protocol.iterations - pre}: "
+         f"{protocol.pretrain:g} of {protocol.iterations} pre-train, as clcc's bcp")
+    return ["--root_path", str(root), "--exp", "sbs", "--pre_max_iteration", str(pre),
+            "--self_max_iteration", str(protocol.iterations - pre), "--max_samples",
+            str(protocol.training_volumes), "--labelnum", str(protocol.labelled),
+            "--labeled_bs", str(protocol.labelled_batch), "--batch_size",
+            str(protocol.labelled_batch + protocol.unlabelled_batch), "--seed", str(seed)]
 
 
 def links_to_code(script: Path, cwd: Path) -> None:
@@ -176,24 +191,43 @@ def unimatch_files(checkout: Path, recipe: Recipe, work: Path, source_root: Path
             str(work / "snapshot"), "--port", "0"]
 
 
-def patched_script(script: Path, recipe: Recipe, work: Path) -> Path:
-    """The script itself, or (for a reduction) a copy in the run folder with the recipe's
-    replacements, each of which must match exactly once; the diff is written beside it."""
+def patched_copy(source: Path, replacements: tuple[tuple[str, str], ...], copy: Path,
+                 work: Path) -> None:
+    """`source` copied to `copy` with each replacement, which must match exactly once; the
+    diff is added to the run's `script.diff` and printed."""
+    text = original = source.read_text()
+    for old, new in replacements:
+        if text.count(old) != 1:
+            raise SystemExit(f"{source}: the line to reduce was not found once: {old}")
+        text = text.replace(old, new)
+    assert original != text and not copy.exists()  # never through a link into a checkout
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text)
+    diff = subprocess.run(["diff", "-u", str(source), str(copy)], capture_output=True,
+                          text=True).stdout
+    with open(work / "script.diff", "a") as out:
+        out.write(diff)
+    note(f"reduced copy of {source.name} (script.diff): "
+         + " | ".join(line for line in diff.splitlines()
+                      if line[:1] in "+-" and line[:3] not in ("+++", "---")))
+
+
+def patched_script(script: Path, recipe: Recipe, work: Path, root: Path) -> Path:
+    """The script itself, or (for a reduction) a copy in the run folder. Each file the recipe
+    names in `support` is copied, reduced, beside the copy, in a folder of links to the rest of
+    its own folder: the script's folder comes first on its import path, so the copy wins."""
     if not recipe.patch:
         return script
-    text = original = script.read_text()
-    for old, new in recipe.patch:
-        if text.count(old) != 1:
-            raise SystemExit(f"{script}: the line to reduce was not found once: {old}")
-        text = text.replace(old, new)
+    for relative, replacements in recipe.support:
+        filled = tuple((old, new.replace("{root}", str(root))) for old, new in replacements)
+        patched_copy(script.parent / relative, filled, work / relative, work)
+    for relative, _ in recipe.support:  # then links to the rest, never over a copy
+        folder = work / Path(relative).parent
+        for entry in (script.parent / relative).parent.iterdir():
+            if not (folder / entry.name).exists():
+                (folder / entry.name).symlink_to(entry)
     copy = work / script.name
-    copy.write_text(text)
-    diff = subprocess.run(["diff", "-u", str(script), str(copy)], capture_output=True, text=True)
-    (work / "script.diff").write_text(diff.stdout)
-    note(f"reduced copy of {script.name} (script.diff): "
-         + " | ".join(line for line in diff.stdout.splitlines()
-                      if line[:1] in "+-" and line[:3] not in ("+++", "---")))
-    assert original != text
+    patched_copy(script, recipe.patch, copy, work)
     return copy
 
 
@@ -213,10 +247,16 @@ def run_authors(args: argparse.Namespace) -> None:
     work = out / "work"
     work.mkdir()
     shim_args: dict = {}
-    if recipe.volumetric:
+    if recipe.kind == "uamt-la":
         root = la_root(source, out / "data", volume)
         script_args = uamt_la_command(recipe, root, volume, args.seed)
         cwd, snapshot = work / "code", work / "model"
+        links_to_code(script, cwd)
+    elif recipe.kind == "bcp-la":  # BCP writes ./model/BCP/… and reads its lists from root
+        root = la_root(source, out / "data", volume).parent
+        script_args = bcp_la_command(root, volume, args.seed)
+        cwd = work / "code"
+        snapshot = cwd / "model"
         links_to_code(script, cwd)
     elif recipe.kind == "ssl4mis":
         labelled = labelled_slices(source, protocol)
@@ -232,7 +272,7 @@ def run_authors(args: argparse.Namespace) -> None:
         cwd, snapshot = work, work / "snapshot"
         env["SHIM_SEED"] = str(args.seed)  # UniMatch's script never seeds
     env["SHIM_ARGS"] = json.dumps(shim_args)
-    runnable = patched_script(script, recipe, work)
+    runnable = patched_script(script, recipe, work, root)
     command = [str(args.python), str(runnable), *script_args]
     note(" ".join(command))
     start = time.time()
@@ -268,9 +308,21 @@ def run_authors(args: argparse.Namespace) -> None:
 
 def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
     """(iteration, mean validation Dice in %) as the script logged it (UA-MT's LA scripts
-    validate never)."""
-    if recipe.volumetric:
+    validate never; BCP's counts each stage's iterations from 1, here counted on)."""
+    if recipe.kind == "uamt-la":
         return []
+    if recipe.kind == "bcp-la":
+        curve, offset, last = [], 0, 0
+        for line in log_text.splitlines():
+            step = re.search(r"iteration (\d+) : loss", line)
+            if step:
+                if int(step.group(1)) < last:  # self-training counts from 1 again
+                    offset = last
+                last = int(step.group(1))
+            found = re.search(r"average metric is ([\d.]+)", line)
+            if found:
+                curve.append((offset + last, 100 * float(found.group(1))))
+        return curve
     if recipe.kind == "ssl4mis":
         found = re.findall(r"iteration (\d+) : mean_dice : ([\d.]+)", log_text) or re.findall(
             r"iteration (\d+) : model_mean_dice : ([\d.]+)", log_text)
@@ -328,8 +380,8 @@ def run_clcc(args: argparse.Namespace) -> None:
               "command": command, "seed": args.seed, "threads": args.threads,
               "commit": commit_of(HERE), "returncode": result.returncode,
               "wall_s": round(wall, 1), "cpu": cpu_model(),
-              # UA-MT tests its last weights; SSL4MIS and UniMatch their best on validation
-              "checkpoint": str(out / ("last.pt" if recipe.volumetric else "best.pt"))}
+              # UA-MT tests its last weights; the others their best on validation
+              "checkpoint": str(out / recipe.clcc_checkpoint)}
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"[harness] exit 0 after {wall:.0f} s")
 
