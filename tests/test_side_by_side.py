@@ -75,8 +75,9 @@ def test_bcp_la_copy_validates_on_the_run_list_and_keeps_the_cube_in_the_patch(t
     copy = side_by_side.patched_script(checkout / recipe.script, recipe, tmp_path,
                                        Path("/runs/x/LA"))
     code = copy.read_text()
-    assert "patch_size = (64, 64, 32)" in code and code.count("iter_num % 150 == 0") == 2
+    assert "patch_size = (64, 64, 48)" in code and code.count("iter_num % 150 == 0") == 2
     assert "iter_num % 250 == 0" in code and "2500" not in code and "% 200 == 0" not in code
+    assert code.count("stride_xy=32, stride_z=24)") == 2 and "stride_xy=18" not in code
     utils = tmp_path / "utils"
     validation = (utils / "test_3d_patch.py").read_text()
     head = validation.split("def var_all_case_LA(", 1)[1].split("\ndef ", 1)[0]

@@ -52,7 +52,18 @@ class VolumeProtocol:
         return round(self.iterations * self.pretrain)
 
 
+    @property
+    def clcc_patch(self) -> list[int]:
+        """The patch as clcc's (D, H, W) = UA-MT's (z, x, y)."""
+        x, y, z = self.patch
+        return [z, x, y]
+
+
 LA_QUICK = VolumeProtocol()
+BCP_LA_QUICK = VolumeProtocol(patch=(64, 64, 48))
+"""LA quick for BCP's V-Net, whose forward max-pools its bottleneck with a kernel of 3 (a
+feature its LA script never uses): the bottleneck is 1/16 of the patch, so the patch needs 48
+slices, not 32."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Recipe:
     extra_args: tuple[str, ...] = field(default=())
     config: str = "acdc-quick.yaml"  # clcc's side, in configs/
     support: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    volume: VolumeProtocol = LA_QUICK  # the volumetric protocol, both sides
 
     @property
     def volumetric(self) -> bool:
@@ -149,16 +161,21 @@ def uamt_la_reduction(script: str, p: VolumeProtocol) -> tuple[tuple[str, str], 
 
 
 def bcp_la_reduction(p: VolumeProtocol) -> tuple[tuple[str, str], ...]:
-    """BCP's LA script at LA quick: its patch, the validation interval of each stage (200:
-    LA quick's 150, so that the 150 pre-training iterations validate once and save the
-    checkpoint self-training starts from) and self-training's lr step (2 500: LA quick's 250,
-    counted from self-training's start as the script counts) are constants in the file."""
+    """BCP's LA script at LA quick: its patch, the validation of each stage (every 200
+    iterations: LA quick's 150, so that the 150 pre-training iterations validate once and save
+    the checkpoint self-training starts from; windows every 18 × 18 × 4 voxels: LA quick's
+    half-overlapping ones, as clcc validates, 10 times fewer) and self-training's lr step
+    (2 500: LA quick's 250, counted from self-training's start as the script counts) are
+    constants in the file."""
     x, y, z = p.patch
+    validation = ("            if iter_num % 200 == 0:\n                model.eval()\n"
+                  "                dice_sample = test_3d_patch.var_all_case_LA(model, "
+                  "num_classes=num_classes, patch_size=patch_size, stride_xy=18, stride_z=4)")
+    ours = validation.replace("% 200", f"% {p.eval_every}").replace(
+        "stride_xy=18, stride_z=4", f"stride_xy={x // 2}, stride_z={z // 2}")
     return (("patch_size = (112, 112, 80)", f"patch_size = ({x}, {y}, {z})"),
-            ("loss_ce))\n\n            if iter_num % 200 == 0:",
-             f"loss_ce))\n\n            if iter_num % {p.eval_every} == 0:"),
-            ("param_group['lr'] = lr_\n\n            if iter_num % 200 == 0:",
-             f"param_group['lr'] = lr_\n\n            if iter_num % {p.eval_every} == 0:"),
+            ("loss_ce))\n\n" + validation, "loss_ce))\n\n" + ours),
+            ("param_group['lr'] = lr_\n\n" + validation, "param_group['lr'] = lr_\n\n" + ours),
             ("if iter_num % 2500 == 0:", f"if iter_num % {p.step_every} == 0:"),
             ("lr_ = base_lr * 0.1 ** (iter_num // 2500)",
              f"lr_ = base_lr * 0.1 ** (iter_num // {p.step_every})"))
@@ -237,10 +254,12 @@ RECIPES: dict[str, Recipe] = {
     # the script's lr: constant through pre-training, ×0.1 after 250 of self-training (global
     # 400); each mixed volume in its own pass (1 + 1 at 2 + 2)
     "bcp-la": Recipe(BCP, BCP_LA, "bcp", "self_train/VNet_best_model.pth", "bcp-la",
-                     config="la-quick.yaml", patch=bcp_la_reduction(LA_QUICK),
-                     support=BCP_LA_SUPPORT,
-                     clcc_overrides=("method.params.losses=la", "method.params.passes=separate",
-                                     f"method.params.pretrain={LA_QUICK.pretrain}",
-                                     "optim.step_every="
-                                     f"{LA_QUICK.pretrain_iterations + LA_QUICK.step_every}")),
+                     config="la-quick.yaml", patch=bcp_la_reduction(BCP_LA_QUICK),
+                     support=BCP_LA_SUPPORT, volume=BCP_LA_QUICK,
+                     clcc_overrides=(
+                         "method.params.losses=la", "method.params.passes=separate",
+                         f"method.params.pretrain={BCP_LA_QUICK.pretrain}",
+                         f"optim.step_every="
+                         f"{BCP_LA_QUICK.pretrain_iterations + BCP_LA_QUICK.step_every}",
+                         f"data.patch={BCP_LA_QUICK.clcc_patch}")),
 }

@@ -35,11 +35,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from recipes import (  # noqa: E402
-    LA_QUICK,
     RECIPES,
     Protocol,
     Recipe,
     VolumeProtocol,
+    bcp_la_reduction,
     unimatch_epochs,
 )
 
@@ -234,7 +234,11 @@ def patched_script(script: Path, recipe: Recipe, work: Path, root: Path) -> Path
 def run_authors(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
     protocol = Protocol(iterations=args.iterations or Protocol.iterations)
-    volume = dataclasses.replace(LA_QUICK, iterations=args.iterations or LA_QUICK.iterations)
+    volume = dataclasses.replace(recipe.volume,
+                                 iterations=args.iterations or recipe.volume.iterations)
+    if args.iterations and recipe.kind == "bcp-la":  # a smoke run: validate once pre-training
+        volume = dataclasses.replace(volume, eval_every=volume.pretrain_iterations)  # is done
+        recipe = dataclasses.replace(recipe, patch=bcp_la_reduction(volume))
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=False)
     checkout, source = args.checkout.resolve(), args.source.resolve()
@@ -352,7 +356,7 @@ def run_clcc(args: argparse.Namespace) -> None:
                  f"train.seed={args.seed}", f"train.output={out.parent}",
                  f"train.name={out.name}", f"train.threads={args.threads}"]
     if recipe.volumetric:  # la-quick.yaml holds the protocol: patch, batches, validation
-        overrides.append(f"train.iterations={args.iterations or LA_QUICK.iterations}")
+        overrides.append(f"train.iterations={args.iterations or recipe.volume.iterations}")
     else:
         overrides += [
             f"data.size={protocol.size}", f"train.iterations={recipe.iterations(protocol)}",
@@ -422,7 +426,8 @@ def score(args: argparse.Namespace) -> None:
         resample, runtime = "nearest", make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
-        data = open_prepared(args.prepared, 3, 0, patch=tuple(cfg.data.patch),
+        patch = cfg.data.patch if run["side"] == "clcc" else recipe.volume.clcc_patch
+        data = open_prepared(args.prepared, 3, 0, patch=tuple(patch),
                              overlap=cfg.data.window_overlap)
     else:
         data = PreparedData.open(args.prepared, Protocol().size, resample)

@@ -7,7 +7,8 @@ prints every change it makes (prefixed `[shim]`) so that the run's log states th
   `set_device` does nothing, so a one-GPU script's arithmetic stays as published;
 - `SyncBatchNorm.convert_sync_batchnorm` and `DistributedDataParallel` / `DataParallel` return
   the module itself (one process: the same arithmetic); `init_process_group` uses gloo;
-- torch runs on `SHIM_THREADS` threads (default 1);
+- torch runs on `SHIM_THREADS` threads (default 1); `numpy.int`, which NumPy 1.24 removed and
+  BCP's LA validation still uses, is `int` again;
 - `SHIM_SEED` seeds Python, NumPy and torch before the script runs (for scripts that never seed);
 - `SHIM_ARGS` (a JSON object) sets parsed command-line arguments the script offers no usable
   flag for (SSL4MIS's `--patch_size` is `type=list`);
@@ -34,6 +35,12 @@ def _install() -> None:
     threads = int(os.environ.get("SHIM_THREADS", "1"))
     torch.set_num_threads(threads)
     _say(f"torch threads: {threads}")
+
+    import numpy as np
+
+    if not hasattr(np, "int"):  # BCP's LA validation (`test_single_case`) still uses it
+        np.int = int
+        _say("numpy.int = int (the alias NumPy 1.24 removed)")
 
     torch.Tensor.cuda = lambda self, *a, **k: self
     nn.Module.cuda = lambda self, *a, **k: self
