@@ -535,6 +535,7 @@ class PreparedData:
     rows: list[range] = field(default_factory=list)
     native_shapes: list[list[int] | None] | None = None
     spacings: list | None = None
+    ct: None = None  # slices hold 8-bit grey: no CT intensity statistics (VolumeData's have)
 
     @classmethod
     def open(cls, root: Path, size: int, resample: str = "bilinear") -> PreparedData:

@@ -87,7 +87,7 @@ def to_shape(array: np.ndarray | torch.Tensor, shape: Sequence[int], labels: boo
              ) -> torch.Tensor:
     """(C, D, H, W) intensities or probabilities → (C, *shape), trilinear; `labels`: a label
     map, nearest. An array already of that shape comes back as it is."""
-    x = torch.as_tensor(np.asarray(array) if isinstance(array, np.ndarray) else array)
+    x = torch.as_tensor(array)
     if tuple(x.shape[1:]) == tuple(shape):
         return x
     if labels:

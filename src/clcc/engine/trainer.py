@@ -260,7 +260,7 @@ class Trainer:
             "model": self.method.eval_model().plain_state_dict(),
             "labels": list(self.data.labels.names),
             "channels": self.data.channels,
-            **({"ct": list(self.data.ct)} if getattr(self.data, "ct", None) else {}),
+            **({"ct": list(self.data.ct)} if self.data.ct else {}),
             "epoch": self.epoch,
         }
 
