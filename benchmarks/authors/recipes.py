@@ -218,6 +218,11 @@ and one strong view through the network (not 12 images in one BatchNorm batch). 
 of the FixMatch investigation: if the script falls to clcc's level, those statistics were the
 gap (docs/fidelity.md)."""
 
+SSL4MIS_RAMP = 200 * 150
+"""SSL4MIS's consistency ramp, `sigmoid_rampup(iter_num // 150, 200)`, spans 30 000 iterations
+whatever the run's length; clcc's `rampup` counts runs, so the quick protocol's is 20."""
+SSL4MIS_RAMP_OVERRIDE = (f"method.params.rampup={SSL4MIS_RAMP / Protocol().iterations:g}",)
+
 SSL4MIS = "HiLab-git/SSL4MIS"
 UAMT = "yulequan/UA-MT"
 UAMT_LA_SUPERVISED = "code/train_LA.py"
@@ -230,12 +235,15 @@ RECIPES: dict[str, Recipe] = {
     "ssl4mis-supervised": Recipe(SSL4MIS, "code/train_fully_supervised_2D.py", "supervised",
                                  "unet_best_model.pth", "ssl4mis", supervised_only=True),
     "ssl4mis-mean-teacher": Recipe(SSL4MIS, "code/train_mean_teacher_2D.py", "mean-teacher",
-                                   "unet_best_model.pth", "ssl4mis"),
+                                   "unet_best_model.pth", "ssl4mis",
+                                   clcc_overrides=SSL4MIS_RAMP_OVERRIDE),
     "ssl4mis-uamt": Recipe(SSL4MIS, "code/train_uncertainty_aware_mean_teacher_2D.py", "uamt",
-                           "unet_best_model.pth", "ssl4mis"),
+                           "unet_best_model.pth", "ssl4mis",
+                           clcc_overrides=SSL4MIS_RAMP_OVERRIDE),
     "ssl4mis-urpc": Recipe(SSL4MIS, "code/train_uncertainty_rectified_pyramid_consistency_2D.py",
                            "urpc", "unet_urpc_best_model.pth", "ssl4mis",
-                           extra_args=("--model", "unet_urpc")),
+                           extra_args=("--model", "unet_urpc"),
+                           clcc_overrides=SSL4MIS_RAMP_OVERRIDE),
     "ssl4mis-fixmatch": Recipe(SSL4MIS, "code/train_fixmatch_standard_augs.py", "fixmatch",
                                "unet_best_model.pth", "ssl4mis"),
     "unimatch": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py", "unimatch", "best.pth",
