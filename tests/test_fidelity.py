@@ -56,5 +56,12 @@ def test_rows_group_runs_by_recipe_and_side(tmp_path):
     assert rows["fixmatch"]["authors"] == f"44.50 ± {np.std([44, 45], ddof=1):.2f} (n = 2)"
     assert rows["fixmatch"]["difference"].startswith("+3.50 [")
     assert rows["supervised"]["verdict"] == "one side not run yet"
+    _run(tmp_path / "plain-authors-0", "authors", "fixmatch-plain", 0, 47.0)
+    shared = {r["recipe"]: r for r in fidelity_rows(read_runs(tmp_path),
+                                                    {"fixmatch-plain": "fixmatch"})}
+    assert shared["fixmatch-plain"]["clcc"] == rows["fixmatch"]["clcc"]  # the same clcc runs
+    assert shared["fixmatch-plain"]["difference"] == "+6.00"  # 47 − 41
+    alone = {r["recipe"]: r for r in fidelity_rows(read_runs(tmp_path))}
+    assert alone["fixmatch-plain"]["verdict"] == "one side not run yet"
     curves_figure(runs, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -94,6 +94,7 @@ class Recipe:
     config: str = "acdc-quick.yaml"  # clcc's side, in configs/
     support: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     volume: VolumeProtocol = LA_QUICK  # the volumetric protocol, both sides
+    clcc_runs_of: str = ""  # a recipe whose clcc runs are this one's too (the same command)
 
     @property
     def volumetric(self) -> bool:
@@ -252,7 +253,8 @@ RECIPES: dict[str, Recipe] = {
                                 "best.pth", "unimatch", patch=UNIMATCH_FIXMATCH),
     "unimatch-fixmatch-plain": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py",
                                       "fixmatch", "best.pth", "unimatch",
-                                      patch=UNIMATCH_PLAIN_FIXMATCH),
+                                      patch=UNIMATCH_PLAIN_FIXMATCH,
+                                      clcc_runs_of="unimatch-fixmatch"),
     "uamt-la-supervised": Recipe(UAMT, UAMT_LA_SUPERVISED, "supervised",
                                  "iter_{iterations}.pth", "uamt-la", supervised_only=True,
                                  config="la-quick.yaml",

@@ -470,7 +470,8 @@ def report(args: argparse.Namespace) -> None:
     runs = read_runs(args.evidence)
     figure = args.doc.parent / "figures" / "fidelity-curves.png"
     curves_figure(runs, figure)
-    block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs)), "Every run:",
+    shared = {name: r.clcc_runs_of for name, r in RECIPES.items() if r.clcc_runs_of}
+    block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)), "Every run:",
                           runs_table(runs), f"![validation curves](figures/{figure.name})", END])
     text = args.doc.read_text()
     if BEGIN not in text or END not in text:

@@ -87,13 +87,18 @@ def _mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n = {len(values)})"
 
 
-def fidelity_rows(runs: list[SideBySideRun]) -> list[dict[str, str]]:
-    """One row per recipe with both sides' test Dice, the difference and the verdict."""
+def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None = None
+                  ) -> list[dict[str, str]]:
+    """One row per recipe with both sides' test Dice, the difference and the verdict.
+    `clcc_runs_of` maps a recipe to another whose clcc runs it shares (two reductions of one
+    authors' script, compared with the same clcc method and command)."""
     rows = []
     runs = [r for r in runs if not r.stage]
+    shared = clcc_runs_of or {}
     for recipe in sorted({r.recipe for r in runs}):
         authors = [r.test_dice for r in runs if r.recipe == recipe and r.side == "authors"]
-        ours = [r.test_dice for r in runs if r.recipe == recipe and r.side == "clcc"]
+        ours = [r.test_dice for r in runs
+                if r.recipe == shared.get(recipe, recipe) and r.side == "clcc"]
         if authors and ours:
             interval, said = verdict(authors, ours)
             low, high = interval["ci_low"], interval["ci_high"]
