@@ -220,6 +220,51 @@ def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
         tuple(p.shape) for p in ours.parameters())
 
 
+def test_a_state_dict_of_clcc_semi_unet_predicts_the_same_in_clcc(tmp_path):
+    """CLCC-semi's `ProjUnet2D` trained weights (non-trivial BatchNorm statistics), saved as its
+    `save_checkpoint` saves them, loaded by `load_authors_model`: the same logits."""
+    checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT", Path(__file__).parents[2] / "authors"
+                                   / "CLCC-semi"))
+    if not (checkout / "utils" / "models" / "unet2d.py").is_file():
+        pytest.skip(f"no CLCC-semi checkout at {checkout} (set CLCC_SEMI_CHECKOUT)")
+    import sys
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(checkout / "utils"))
+    try:
+        from models.unet2d import ProjUnet2D
+    finally:
+        sys.path.remove(str(checkout / "utils"))
+        for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+            del sys.modules[name]
+    torch.manual_seed(0)
+    cfg = SimpleNamespace(MODEL=SimpleNamespace(PROJECT_NUM=5))
+    theirs = ProjUnet2D(feature_scale=4, n_classes=1, in_channels=3, cfg=cfg).eval()
+    for m in theirs.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    torch.save({"epoch": 3, "state_dict": theirs.state_dict()}, tmp_path / "best_exp.pth")
+    ours = load_authors_model(tmp_path / "best_exp.pth", LabelSpace(("polyp",)), channels=3)
+    assert type(ours) is UNet
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(ours(x).logits, theirs(x)["seg_final"], atol=1e-5)
+
+
+def test_clcc_semi_names_map_to_the_authors_unet():
+    from clcc.models.authors_weights import clcc_semi_key
+
+    assert clcc_semi_key("encoder.conv3.conv2.1.running_var") == "encoder.2.5.running_var"
+    assert clcc_semi_key("encoder.center.conv1.0.weight") == "encoder.4.0.weight"
+    assert clcc_semi_key("decoder.up_concat1.conv.conv2.0.bias") == "decoder.3.conv.3.bias"
+    assert clcc_semi_key("module.final.weight") == "head.weight"
+    assert clcc_semi_key("proj_final.1.conv1.0.weight") is None
+    assert {"decoder.3.conv.3.bias", "encoder.2.5.running_var"} <= set(
+        UNet(architecture="authors").state_dict())
+    with pytest.raises(KeyError, match="not a layer"):
+        clcc_semi_key("decoder.extra.weight")
+
+
 def test_a_3d_unet_of_the_same_family_and_the_2d_one_unchanged():
     """`spatial_dims=3` swaps every layer for its 3-D twin; 2-D keeps its parameters."""
     net = UNet(in_channels=1, widths=(4, 8, 16), architecture="ssl4mis", labels=ACDC,

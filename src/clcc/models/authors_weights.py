@@ -8,6 +8,12 @@ inside a block, under `encoder.K.i`, `decoder.K.up.0`, `decoder.K.conv.i`, `head
 `aux_heads.K`. The mapping lets clcc score a checkpoint the authors' script chose with its own
 evaluation (`benchmarks/authors/`), and a test load a state dict of SSL4MIS's class.
 
+The CLCC authors' `BaseUnet2D` / `ProjUnet2D` (ShinkaiZ/CLCC-semi, `utils/models/unet2d.py`)
+name their blocks `encoder.convK.convI.J` (K 1…4, `center`), `decoder.up_concatK.up` and
+`.conv.convI.0`, and `final`; clcc's `authors` U-Net holds them as `encoder.K.J`,
+`decoder.K.up` / `.conv.J` and `head`. Their projection heads (`proj_final`, `proj_center`)
+are the method's, not the segmentation network's: dropped on loading.
+
 UA-MT's `VNet` (`code/networks/vnet.py`) shares clcc's V-Net names; BCP's (`code/networks/
 VNet.py`) holds the same layers under `encoder.` and `decoder.`, beside contrastive heads its LA
 script never trains (dropped on loading). Two things differ:
@@ -37,6 +43,29 @@ _RULES = (
 )
 UNUSED = ("decoder.out_conv_dp4.",)
 """URPC's head on the bottleneck: built by SSL4MIS's `Decoder_URPC`, never used in its forward."""
+
+
+_CLCC_SEMI_RULES = (  # (pattern, clcc's prefix from its numbers): ConvBlock layers 0/1, 4/5
+    (r"^encoder\.conv(\d)\.conv(\d)\.(\d)\.",
+     lambda k, i, j: f"encoder.{k - 1}.{4 * (i - 1) + j}."),
+    (r"^encoder\.center\.conv(\d)\.(\d)\.", lambda i, j: f"encoder.4.{4 * (i - 1) + j}."),
+    (r"^decoder\.up_concat(\d)\.up\.", lambda k: f"decoder.{4 - k}.up."),
+    (r"^decoder\.up_concat(\d)\.conv\.conv(\d)\.0\.",
+     lambda k, i: f"decoder.{4 - k}.conv.{3 * (i - 1)}."),
+    (r"^final\.", lambda: "head."),
+)
+
+
+def clcc_semi_key(key: str) -> str | None:
+    """clcc's name of one CLCC-semi U-Net tensor (None for its projection heads)."""
+    key = key.removeprefix("module.")
+    if key.startswith(("proj_final.", "proj_center.")):
+        return None
+    for pattern, prefix in _CLCC_SEMI_RULES:
+        match = re.match(pattern, key)
+        if match:
+            return prefix(*map(int, match.groups())) + key[match.end():]
+    raise KeyError(f"{key}: not a layer of CLCC-semi's U-Net")
 
 
 def ssl4mis_key(key: str) -> str | None:
@@ -93,7 +122,8 @@ def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
 
 def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNet | VNet:
     """clcc's `ssl4mis` U-Net (its pyramid variant for URPC's weights) holding the weights of
-    an SSL4MIS or UniMatch checkpoint, or clcc's V-Net holding UA-MT's or BCP's: a bare state
+    an SSL4MIS or UniMatch checkpoint, its `authors` U-Net holding CLCC-semi's, or clcc's
+    V-Net holding UA-MT's or BCP's: a bare state
     dict, or one under `state_dict` (SSL4MIS's `util.save_checkpoint`), `model` (UniMatch) or
     `net` (BCP)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,6 +134,11 @@ def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNe
         vnet = VNet(in_channels=channels, labels=labels)
         vnet.load_state_dict(from_uamt_vnet(saved, labels))
         return vnet.eval()
+    if any(k.removeprefix("module.").startswith("encoder.conv1.conv1.") for k in saved):
+        unet = UNet(in_channels=channels, architecture="authors", labels=labels)
+        unet.load_state_dict({name: value for key, value in saved.items()
+                              if (name := clcc_semi_key(key)) is not None})
+        return unet.eval()
     weights = from_ssl4mis(saved)
     cls = PyramidUNet if any(k.startswith("aux_heads.") for k in weights) else UNet
     model = cls(in_channels=channels, architecture="ssl4mis", labels=labels)
