@@ -100,3 +100,52 @@ def test_bcp_la_validation_curve_counts_self_training_on():
                      "iteration 150 : loss: 0.3, loss_l: 0.1, loss_u: 0.2",
                      "average metric is 0.375"])
     assert side_by_side.validation_curve(log, RECIPES["bcp-la"]) == [(150, 25.0), (300, 37.5)]
+
+
+def test_kvasir_layout_puts_clcc_selection_in_clcc_semi_fold_0(tmp_path):
+    """CLCC-semi labels `sorted(train)[fold·k : (fold + 1)·k]`: the layout's names make fold
+    0 exactly clcc's selection, and keep each image beside its own mask."""
+    import json
+
+    import side_by_side
+
+    prepared, source = tmp_path / "prepared", tmp_path / "source"
+    (prepared / "splits").mkdir(parents=True)
+    source.mkdir()
+    names = [f"case{c}" for c in "qwertyuiop"]
+    cases = []
+    for name in names:
+        for kind in ("image", "mask"):
+            (source / f"{name}-{kind}.jpg").write_text(f"{kind} of {name}")
+        cases.append({"name": name, "image": str(source / f"{name}-image.jpg"),
+                      "mask": str(source / f"{name}-mask.jpg")})
+    (prepared / "manifest.json").write_text(json.dumps({"cases": cases}))
+    lists = {"train": names[:6], "val": names[6:8], "test": names[8:], "labelled-0": ["casey",
+                                                                                    "caseq"]}
+    for split, members in lists.items():
+        (prepared / "splits" / f"{split}.txt").write_text("\n".join(members) + "\n")
+    data = side_by_side.kvasir_root(prepared, tmp_path / "run", 0)
+    train = data / "Kvasir-SEG" / "TrainDataset"
+    images = sorted(p.name for p in (train / "images").iterdir())
+    k = int(len(images) * (2 / 6))  # CLCC-semi's fold length at LABEL = 2/6
+    assert [n.split("_", 1)[1].removesuffix(".jpg") for n in images[:k]] == ["caseq", "casey"]
+    assert sorted(p.name for p in (train / "masks").iterdir()) == images
+    first = images[0]
+    assert (train / "masks" / first).read_text() == "mask of caseq"
+    assert (train / "images" / first).read_text() == "image of caseq"
+    assert len(list((data / "Kvasir-SEG" / "TestDataset" / "images").iterdir())) == 2
+
+
+def test_the_shim_runs_cuda_code_on_the_cpu():
+    """In a process started with the shim: `.cuda()`, `.to(device='cuda')` (CLCC-semi's) and
+    `numpy.int` (BCP's) work on a machine without CUDA, and every change is printed."""
+    import subprocess
+
+    code = ("import torch, numpy; x = torch.ones(2).cuda().to(device='cuda'); "
+            "y = torch.zeros(1).to('cuda', torch.float64); "
+            "print(x.device, y.device, y.dtype, numpy.int is int)")
+    env = {**os.environ, "SHIM_ACTIVE": "1", "PYTHONPATH": str(HARNESS / "shim")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.stdout.split() == ["cpu", "cpu", "torch.float64", "True"], result.stderr
+    assert ".to('cuda') moves to the CPU" in result.stderr and "numpy.int" in result.stderr

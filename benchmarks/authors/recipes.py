@@ -67,6 +67,29 @@ slices, not 32."""
 
 
 @dataclass(frozen=True)
+class ImageProtocol:
+    """Kvasir-SEG in CLCC-semi's terms. Its code cuts 5 × 5 patches of 64 pixels (`PROJECT_NUM`
+    must be 5, its projection head strides 64 pixels), so images are 320², the paper's size,
+    not the quick configs' 128²; its 300 epochs (the first 100 contrastive, and the learning
+    rate's warm-up) are cut to `epochs`, a third each, as clcc's `stage1` and
+    `configs/kvasir-authors-schedule.yaml` split them. Selection 0 of clcc's prepared set (120
+    of its 600 training images labelled; its 200 validation and 200 test images)."""
+
+    size: int = 320
+    epochs: int = 9
+    labelled_batch: int = 4
+    unlabelled_batch: int = 4
+    selection: int = 0
+
+    @property
+    def stage_epochs(self) -> int:
+        return self.epochs // 3
+
+
+KVASIR_SBS = ImageProtocol()
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One authors' script and the clcc run that mirrors it.
 
@@ -85,7 +108,8 @@ class Recipe:
     script: str
     clcc_method: str
     checkpoint: str  # glob, relative to the run's snapshot folder ({iterations}: the run's)
-    kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists), "uamt-la", "bcp-la"
+    kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists), "uamt-la", "bcp-la",
+    # "clcc-semi" (a yacs config and a Kvasir-SEG layout)
     eval_every: int = 200
     clcc_overrides: tuple[str, ...] = ()
     supervised_only: bool = False
@@ -107,6 +131,8 @@ class Recipe:
         return "last.pt" if self.kind == "uamt-la" else "best.pt"
 
     def iterations(self, protocol: Protocol) -> int:
+        if self.kind == "clcc-semi":  # an epoch: the labelled images once, 4 a batch
+            return KVASIR_SBS.epochs * KVASIR_LABELLED // KVASIR_SBS.labelled_batch
         if self.volumetric:
             return LA_QUICK.iterations
         if self.kind == "unimatch":  # whole epochs of the unlabelled loader
@@ -117,6 +143,7 @@ class Recipe:
         return unimatch_epoch_length(protocol) if self.kind == "unimatch" else self.eval_every
 
 
+KVASIR_LABELLED = 120
 ACDC_TRAINING_SLICES = 1312
 ACDC_LABELLED_SLICES = {3: 68, 7: 136}
 
@@ -229,6 +256,7 @@ UAMT = "yulequan/UA-MT"
 UAMT_LA_SUPERVISED = "code/train_LA.py"
 UAMT_LA = "code/train_LA_meanteacher_certainty_unlabel.py"
 UNIMATCH = "LiheYoung/UniMatch"
+CLCC_SEMI = "ShinkaiZ/CLCC-semi"
 BCP = "DeepMed-Lab-ECNU/BCP"
 BCP_LA = "code/LA_BCP_train.py"
 
@@ -272,4 +300,15 @@ RECIPES: dict[str, Recipe] = {
                          f"optim.step_every="
                          f"{BCP_LA_QUICK.pretrain_iterations + BCP_LA_QUICK.step_every}",
                          f"data.patch={BCP_LA_QUICK.clcc_patch}")),
+    # the paper's method beside its authors' code: their contrastive loss (`variant=authors`),
+    # their BCE + Dice, their learning-rate warm-up (kvasir-authors-schedule.yaml), 5 × 5
+    # patches; CLCC-semi has no supervised path of its own (its loop always cuts patches)
+    "clcc-semi": Recipe(CLCC_SEMI, "main.py", "clcc", "best_*.pth", "clcc-semi",
+                        config="kvasir-authors-schedule.yaml",
+                        clcc_overrides=("method.params.n=5", "method.params.variant=authors",
+                                        "loss.supervised=authors",
+                                        f"data.size={KVASIR_SBS.size}",
+                                        f"data.selection={KVASIR_SBS.selection}",
+                                        f"train.epochs={KVASIR_SBS.epochs}",
+                                        f"optim.warmup_epochs={KVASIR_SBS.stage_epochs}")),
 }

@@ -35,7 +35,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from recipes import (  # noqa: E402
+    KVASIR_LABELLED,
+    KVASIR_SBS,
     RECIPES,
+    ImageProtocol,
     Protocol,
     Recipe,
     VolumeProtocol,
@@ -141,6 +144,58 @@ def bcp_la_command(root: Path, protocol: VolumeProtocol, seed: int) -> list[str]
             str(protocol.training_volumes), "--labelnum", str(protocol.labelled),
             "--labeled_bs", str(protocol.labelled_batch), "--batch_size",
             str(protocol.labelled_batch + protocol.unlabelled_batch), "--seed", str(seed)]
+
+
+def kvasir_root(prepared: Path, folder: Path, selection: int) -> Path:
+    """CLCC-semi's layout (`Kvasir-SEG/{Train,Validation,Test}Dataset/{images,masks}`) as links
+    to the images of clcc's prepared split. Its labelled images are a slice of the sorted
+    training names (`TRAIN.FOLD`, `DATA.LABEL`): clcc's labelled selection is named `L…` and
+    the rest `U…`, so that fold 0 of its share is exactly clcc's selection."""
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    cases = {c["name"]: c for c in manifest["cases"]}
+
+    def listed(name: str) -> list[str]:
+        return (prepared / "splits" / f"{name}.txt").read_text().split()
+
+    labelled = sorted(listed(f"labelled-{selection}"))
+    unlabelled = sorted(set(listed("train")) - set(labelled))
+    named = {"TrainDataset": [(f"L{k:04d}_{n}", n) for k, n in enumerate(labelled)]
+             + [(f"U{k:04d}_{n}", n) for k, n in enumerate(unlabelled)],
+             "ValidationDataset": [(n, n) for n in listed("val")],
+             "TestDataset": [(n, n) for n in listed("test")]}
+    root = folder / "Kvasir-SEG"
+    for split, pairs in named.items():
+        for kind, key in (("images", "image"), ("masks", "mask")):
+            (root / split / kind).mkdir(parents=True)
+            for link, name in pairs:
+                source = Path(cases[name][key])
+                (root / split / kind / f"{link}{source.suffix}").symlink_to(source)
+    note(f"Kvasir-SEG layout: clcc's split ({len(labelled) + len(unlabelled)} / "
+         f"{len(named['ValidationDataset'])} / {len(named['TestDataset'])}), selection "
+         f"{selection}'s {len(labelled)} labelled images named L… (its fold 0)")
+    return folder
+
+
+def clcc_semi_files(checkout: Path, work: Path, data: Path, protocol: ImageProtocol,
+                    seed: int) -> list[str]:
+    """A copy of CLCC-semi's Kvasir config at the protocol, its folders in the run's."""
+    import yaml
+
+    config = yaml.safe_load((checkout / "expconfigs" / "exp_kvasir_pct20.yaml").read_text())
+    train_images = len(list((data / "Kvasir-SEG" / "TrainDataset" / "images").iterdir()))
+    changes = {
+        ("DIRS", "DATA"): str(data), ("DIRS", "WEIGHTS"): str(work / "weights") + "/",
+        ("DIRS", "OUTPUTS"): str(work / "outputs") + "/", ("DIRS", "LOGS"): str(work / "logs"),
+        ("DIRS", "TEST"): str(work / "output") + "/", ("DATA", "SIZE"): protocol.size,
+        ("DATA", "LABEL"): KVASIR_LABELLED / train_images, ("TRAIN", "FOLD"): 0,
+        ("TRAIN", "EPOCHS"): protocol.epochs, ("OPT", "WARM_UP"): protocol.stage_epochs,
+        ("OPT", "WARMUP_EPOCHS"): protocol.stage_epochs, ("SYSTEM", "SEED"): seed,
+        ("SYSTEM", "NUM_WORKERS"): 1}
+    for (section, key), value in changes.items():
+        note(f"config {section}.{key}: {config.get(section, {}).get(key)!r} -> {value!r}")
+        config.setdefault(section, {})[key] = value
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return ["--config", str(work / "config.yaml")]
 
 
 def links_to_code(script: Path, cwd: Path) -> None:
@@ -269,6 +324,13 @@ def run_authors(args: argparse.Namespace) -> None:
         cwd, snapshot = work / "code", work / "model"
         links_to_code(script, cwd)
         env["SHIM_VAL_SIZE"] = str(protocol.size)
+    elif recipe.kind == "clcc-semi":  # clcc's own split of the images, from its prepared set
+        if args.prepared is None:
+            raise SystemExit("clcc-semi: --prepared (clcc's prepared Kvasir-SEG) is needed")
+        image = dataclasses.replace(KVASIR_SBS, epochs=args.iterations or KVASIR_SBS.epochs)
+        root = kvasir_root(args.prepared.resolve(), out / "data", image.selection)
+        script_args = clcc_semi_files(checkout, work, root, image, args.seed)
+        cwd, snapshot = work, work / "weights"
     else:
         labelled = labelled_slices(source, protocol)
         root = acdc_root(source, out / "data", labelled)
@@ -315,6 +377,10 @@ def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
     validate never; BCP's counts each stage's iterations from 1, here counted on)."""
     if recipe.kind == "uamt-la":
         return []
+    if recipe.kind == "clcc-semi":  # "Valid iou: …, dice: …" after every epoch
+        found = re.findall(r"Valid iou: [\d.]+, dice: ([\d.]+)", log_text)
+        per_epoch = recipe.iterations(Protocol()) // KVASIR_SBS.epochs
+        return [((k + 1) * per_epoch, 100 * float(d)) for k, d in enumerate(found)]
     if recipe.kind == "bcp-la":
         curve, offset, last = [], 0, 0
         for line in log_text.splitlines():
@@ -357,7 +423,7 @@ def run_clcc(args: argparse.Namespace) -> None:
                  f"train.name={out.name}", f"train.threads={args.threads}"]
     if recipe.volumetric:  # la-quick.yaml holds the protocol: patch, batches, validation
         overrides.append(f"train.iterations={args.iterations or recipe.volume.iterations}")
-    else:
+    elif recipe.kind != "clcc-semi":  # (CLCC-semi: its config and overrides hold it)
         overrides += [
             f"data.size={protocol.size}", f"train.iterations={recipe.iterations(protocol)}",
             f"train.eval_every={recipe.clcc_eval_every(protocol)}",
@@ -422,13 +488,16 @@ def score(args: argparse.Namespace) -> None:
         cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
         resample = cfg.data.resample
         write_validation(args.run, clcc_validation(args.run))  # from the run's own log
-    else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0
-        resample, runtime = "nearest", make_runtime("cpu", "fp32")
+    else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0 (CLCC-semi: bilinear)
+        resample = "bilinear" if recipe.kind == "clcc-semi" else "nearest"
+        runtime = make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
         patch = cfg.data.patch if run["side"] == "clcc" else recipe.volume.clcc_patch
         data = open_prepared(args.prepared, 3, 0, patch=tuple(patch),
                              overlap=cfg.data.window_overlap)
+    elif recipe.kind == "clcc-semi":  # Kvasir-SEG, per image, at the size both trained
+        data = PreparedData.open(args.prepared, KVASIR_SBS.size, resample)
     else:
         data = PreparedData.open(args.prepared, Protocol().size, resample)
     if run["side"] != "clcc":
@@ -494,7 +563,10 @@ def main() -> None:
     authors.add_argument("--seed", type=int, default=0)
     authors.add_argument("--threads", type=int, default=1)
     authors.add_argument("--out", type=Path, required=True)
-    authors.add_argument("--iterations", type=int, help="shorter for a smoke test only")
+    authors.add_argument("--iterations", type=int,
+                         help="shorter for a smoke test only (CLCC-semi: epochs)")
+    authors.add_argument("--prepared", type=Path,
+                         help="clcc's prepared set whose split the run uses (CLCC-semi)")
     ours = verbs.add_parser("clcc", help="train clcc's same method at the same protocol")
     ours.add_argument("recipe", choices=sorted(RECIPES))
     ours.add_argument("--prepared", type=Path, required=True)

@@ -3,7 +3,8 @@ folder is on PYTHONPATH (`benchmarks/authors/side_by_side.py` puts it there).
 
 It changes only the device, threads, distributed set-up, the seed and protocol arguments, and
 prints every change it makes (prefixed `[shim]`) so that the run's log states them:
-- `.cuda()` of tensors and modules returns them unchanged; `torch.cuda.device_count()` is 1 and
+- `.cuda()` of tensors and modules returns them unchanged, a tensor's `.to('cuda')` goes to the
+  CPU; `torch.cuda.device_count()` is 1 and
   `set_device` does nothing, so a one-GPU script's arithmetic stays as published;
 - `SyncBatchNorm.convert_sync_batchnorm` and `DistributedDataParallel` / `DataParallel` return
   the module itself (one process: the same arithmetic); `init_process_group` uses gloo;
@@ -44,9 +45,17 @@ def _install() -> None:
 
     torch.Tensor.cuda = lambda self, *a, **k: self
     nn.Module.cuda = lambda self, *a, **k: self
+    to = torch.Tensor.to
+
+    def to_cpu(self, *args, **kwargs):  # CLCC-semi moves batches with .to(device='cuda')
+        def here(d):
+            return "cpu" if isinstance(d, str | torch.device) and str(d).startswith("cuda") else d
+        return to(self, *map(here, args), **{k: here(v) for k, v in kwargs.items()})
+
+    torch.Tensor.to = to_cpu
     torch.cuda.device_count = lambda: 1
     torch.cuda.set_device = lambda *a, **k: None
-    _say(".cuda() returns its tensor or module unchanged (CPU)")
+    _say(".cuda() returns its tensor or module unchanged, .to('cuda') moves to the CPU")
 
     nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(lambda cls, module, *a, **k: module)
     nn.parallel.DistributedDataParallel = lambda module, *a, **k: module
