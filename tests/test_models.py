@@ -196,9 +196,9 @@ def test_a_checkpoint_of_the_former_ssl4mis_network_still_loads(tmp_path, capsys
     assert "former `ssl4mis` network" in capsys.readouterr().out
 
 
-def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
-    """CLCC-semi's `BaseUnet2D` (feature scale 4: 16…256), from a checkout beside the project:
-    the same parameter count and the same multiset of tensor shapes as `authors`."""
+def _clcc_semi_unet2d():
+    """CLCC-semi's `utils/models/unet2d.py` (it imports its package's `utils_unet`), from a
+    checkout beside the project; the test skips without one."""
     checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT", Path(__file__).parents[2] / "authors"
                                    / "CLCC-semi"))
     if not (checkout / "utils" / "models" / "unet2d.py").is_file():
@@ -207,12 +207,18 @@ def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
 
     sys.path.insert(0, str(checkout / "utils"))
     try:
-        from models.unet2d import BaseUnet2D
+        import models.unet2d as unet2d
     finally:
         sys.path.remove(str(checkout / "utils"))
         for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
             del sys.modules[name]  # a package name this common must not linger
-    theirs = BaseUnet2D(feature_scale=4, n_classes=1, in_channels=3)
+    return unet2d
+
+
+def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
+    """CLCC-semi's `BaseUnet2D` (feature scale 4: 16…256), from a checkout beside the project:
+    the same parameter count and the same multiset of tensor shapes as `authors`."""
+    theirs = _clcc_semi_unet2d().BaseUnet2D(feature_scale=4, n_classes=1, in_channels=3)
     ours = UNet(architecture="authors")
     assert sum(p.numel() for p in theirs.parameters()) == sum(
         p.numel() for p in ours.parameters()) == 2_465_329
@@ -223,23 +229,12 @@ def test_the_authors_unet_holds_the_tensors_of_clcc_semi_own():
 def test_a_state_dict_of_clcc_semi_unet_predicts_the_same_in_clcc(tmp_path):
     """CLCC-semi's `ProjUnet2D` trained weights (non-trivial BatchNorm statistics), saved as its
     `save_checkpoint` saves them, loaded by `load_authors_model`: the same logits."""
-    checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT", Path(__file__).parents[2] / "authors"
-                                   / "CLCC-semi"))
-    if not (checkout / "utils" / "models" / "unet2d.py").is_file():
-        pytest.skip(f"no CLCC-semi checkout at {checkout} (set CLCC_SEMI_CHECKOUT)")
-    import sys
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(checkout / "utils"))
-    try:
-        from models.unet2d import ProjUnet2D
-    finally:
-        sys.path.remove(str(checkout / "utils"))
-        for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
-            del sys.modules[name]
+    unet2d = _clcc_semi_unet2d()
     torch.manual_seed(0)
     cfg = SimpleNamespace(MODEL=SimpleNamespace(PROJECT_NUM=5))
-    theirs = ProjUnet2D(feature_scale=4, n_classes=1, in_channels=3, cfg=cfg).eval()
+    theirs = unet2d.ProjUnet2D(feature_scale=4, n_classes=1, in_channels=3, cfg=cfg).eval()
     for m in theirs.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
