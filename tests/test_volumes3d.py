@@ -169,16 +169,18 @@ def test_real_la_prepares_as_every_la_paper(tmp_path, capsys):
 
 def test_every_method_trains_on_3d_patches():
     """Every registered method takes volumes as it takes images: one step on a 5-D batch, a
-    finite loss, gradients that reach the first convolution."""
+    finite loss, gradients that reach the first convolution (BCP with its LA script's losses
+    too, in both stages)."""
     from clcc.methods import METHODS, build_method
 
     batch = {"image": torch.randn(2, 1, 16, 16, 16), "image_u": torch.randn(2, 1, 16, 16, 16),
              "mask": (torch.rand(2, 1, 16, 16, 16) > 0.5).float()}
-    for name in sorted(METHODS):
+    runs = [(name, {"n": 2} if name == "clcc" else None) for name in sorted(METHODS)]
+    for name, params in [*runs, ("bcp", {"losses": "la"}), ("bcp", {"losses": "la",
+                                                                     "pretrain": 0.6})]:
         widths = (4, 8, 16, 32, 64) if name == "urpc" else (4, 8, 16)
         args = {"widths": widths, "in_channels": 1, "spatial_dims": 3}
         torch.manual_seed(0)
-        params = {"n": 2} if name == "clcc" else None
         method = build_method(name, (16, 16, 16), params, **args)
         loss, _ = method.training_step(batch, 0.5)
         loss.backward()
