@@ -74,6 +74,18 @@ def test_the_authors_unet_is_theirs():
     assert net(torch.randn(1, 3, 64, 64)).logits.shape == (1, 1, 64, 64)
 
 
+def test_a_state_dict_of_bcp_unet_predicts_the_same_in_clcc(tmp_path):
+    """BCP's ACDC network (`UNet_2d`: SSL4MIS's U-Net plus contrastive heads it never trains),
+    saved as its self-training saves it: clcc's `ssl4mis` U-Net gives the same logits."""
+    module = authors_module("BCP", "BCP_CHECKOUT", "code/networks/unet.py")
+    torch.manual_seed(0)
+    theirs = module.UNet_2d(in_chns=1, class_num=4).eval()
+    torch.save(theirs.state_dict(), tmp_path / "unet_best_model.pth")
+    ours = load_authors_model(tmp_path / "unet_best_model.pth", ACDC, channels=1)
+    x = torch.randn(2, 1, 64, 64)
+    assert torch.allclose(ours(x).logits, theirs(x), atol=1e-5)
+
+
 def test_the_former_ssl4mis_unet_keeps_its_weights_under_a_name_of_its_own():
     net = UNet(architecture="ssl4mis-v1")
     assert sum(p.numel() for p in net.parameters()) == 1_942_577

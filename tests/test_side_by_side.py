@@ -149,3 +149,15 @@ def test_the_shim_runs_cuda_code_on_the_cpu():
                             env=env, timeout=120)
     assert result.stdout.split() == ["cpu", "cpu", "torch.float64", "True"], result.stderr
     assert ".to('cuda') moves to the CPU" in result.stderr and "numpy.int" in result.stderr
+
+
+def test_bcp_acdc_validation_curve_counts_self_training_on():
+    import side_by_side
+
+    log = "\n".join(["iteration 200: loss: 0.5, mix_dice: 0.4, mix_ce: 0.1",
+                     "iteration 200 : mean_dice : 0.250000",
+                     "iteration 375: loss: 0.5, mix_dice: 0.4, mix_ce: 0.1",
+                     "iteration 1: loss: 0.3, mix_dice: 0.2, mix_ce: 0.1",
+                     "iteration 200: loss: 0.3, mix_dice: 0.2, mix_ce: 0.1",
+                     "iteration 200 : mean_dice : 0.500000"])
+    assert side_by_side.validation_curve(log, RECIPES["bcp"]) == [(200, 25.0), (575, 50.0)]

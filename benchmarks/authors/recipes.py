@@ -109,7 +109,7 @@ class Recipe:
     clcc_method: str
     checkpoint: str  # glob, relative to the run's snapshot folder ({iterations}: the run's)
     kind: str  # "ssl4mis" (argparse), "unimatch" (YAML config + lists), "uamt-la", "bcp-la",
-    # "clcc-semi" (a yacs config and a Kvasir-SEG layout)
+    # "bcp-acdc" (argparse, SSL4MIS's layout), "clcc-semi" (a yacs config, a Kvasir layout)
     eval_every: int = 200
     clcc_overrides: tuple[str, ...] = ()
     supervised_only: bool = False
@@ -259,6 +259,9 @@ UNIMATCH = "LiheYoung/UniMatch"
 CLCC_SEMI = "ShinkaiZ/CLCC-semi"
 BCP = "DeepMed-Lab-ECNU/BCP"
 BCP_LA = "code/LA_BCP_train.py"
+BCP_PRETRAIN = 10_000 / 40_000
+"""BCP's ACDC script: 10 000 pre-training and 30 000 self-training iterations (clcc's `bcp`
+default `pretrain` 0.25); at the quick protocol 375 + 1 125."""
 
 RECIPES: dict[str, Recipe] = {
     "ssl4mis-supervised": Recipe(SSL4MIS, "code/train_fully_supervised_2D.py", "supervised",
@@ -300,6 +303,12 @@ RECIPES: dict[str, Recipe] = {
                          f"optim.step_every="
                          f"{BCP_LA_QUICK.pretrain_iterations + BCP_LA_QUICK.step_every}",
                          f"data.patch={BCP_LA_QUICK.clcc_patch}")),
+    # SSL4MIS's layout and arguments; its SGD keeps lr 0.01 throughout (no decay in either
+    # stage) and runs each mixed half-batch in its own pass
+    "bcp": Recipe(BCP, "code/ACDC_BCP_train.py", "bcp", "self_train/unet_best_model.pth",
+                  "bcp-acdc", clcc_overrides=("optim.schedule=constant",
+                                              "method.params.passes=separate",
+                                              f"method.params.pretrain={BCP_PRETRAIN:g}")),
     # the paper's method beside its authors' code: their contrastive loss (`variant=authors`),
     # their BCE + Dice, their learning-rate warm-up (kvasir-authors-schedule.yaml), 5 × 5
     # patches; CLCC-semi has no supervised path of its own (its loop always cuts patches)

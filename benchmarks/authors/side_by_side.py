@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from recipes import (  # noqa: E402
+    BCP_PRETRAIN,
     KVASIR_LABELLED,
     KVASIR_SBS,
     RECIPES,
@@ -198,6 +199,18 @@ def clcc_semi_files(checkout: Path, work: Path, data: Path, protocol: ImageProto
     return ["--config", str(work / "config.yaml")]
 
 
+def bcp_acdc_command(root: Path, protocol: Protocol, seed: int) -> tuple[list[str], dict]:
+    """BCP's ACDC arguments at the protocol: its two stages in BCP's proportion."""
+    pre = round(protocol.iterations * BCP_PRETRAIN)
+    note(f"--pre_iterations {pre} --max_iterations {protocol.iterations - pre}: BCP's 10 000 + "
+         f"30 000 scaled to {protocol.iterations}")
+    return (["--root_path", str(root), "--exp", "sbs", "--batch_size",
+             str(protocol.labelled_batch + protocol.unlabelled_batch), "--labeled_bs",
+             str(protocol.labelled_batch), "--labelnum", str(protocol.labelled_patients),
+             "--pre_iterations", str(pre), "--max_iterations", str(protocol.iterations - pre),
+             "--seed", str(seed)], {"patch_size": [protocol.size, protocol.size]})
+
+
 def links_to_code(script: Path, cwd: Path) -> None:
     """A working folder of links to the script's code folder: SSL4MIS and UA-MT write
     `../model/<exp>` relative to it and copy it there."""
@@ -324,6 +337,13 @@ def run_authors(args: argparse.Namespace) -> None:
         cwd, snapshot = work / "code", work / "model"
         links_to_code(script, cwd)
         env["SHIM_VAL_SIZE"] = str(protocol.size)
+    elif recipe.kind == "bcp-acdc":  # SSL4MIS's layout; BCP writes ./model/BCP/…
+        root = acdc_root(source, out / "data", labelled_slices(source, protocol))
+        script_args, shim_args = bcp_acdc_command(root, protocol, args.seed)
+        cwd = work / "code"
+        snapshot = cwd / "model"
+        links_to_code(script, cwd)
+        env["SHIM_VAL_SIZE"], env["SHIM_VAL_MODULE"] = str(protocol.size), "utils.val_2d"
     elif recipe.kind == "clcc-semi":  # clcc's own split of the images, from its prepared set
         if args.prepared is None:
             raise SystemExit("clcc-semi: --prepared (clcc's prepared Kvasir-SEG) is needed")
@@ -381,17 +401,17 @@ def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
         found = re.findall(r"Valid iou: [\d.]+, dice: ([\d.]+)", log_text)
         per_epoch = recipe.iterations(Protocol()) // KVASIR_SBS.epochs
         return [((k + 1) * per_epoch, 100 * float(d)) for k, d in enumerate(found)]
-    if recipe.kind == "bcp-la":
+    if recipe.kind in ("bcp-la", "bcp-acdc"):
         curve, offset, last = [], 0, 0
         for line in log_text.splitlines():
-            step = re.search(r"iteration (\d+) : loss", line)
+            step = re.search(r"iteration (\d+) ?: loss", line)
             if step:
                 if int(step.group(1)) < last:  # self-training counts from 1 again
                     offset = last
                 last = int(step.group(1))
-            found = re.search(r"average metric is ([\d.]+)", line)
+            found = re.search(r"average metric is ([\d.]+)|: mean_dice : ([\d.]+)", line)
             if found:
-                curve.append((offset + last, 100 * float(found.group(1))))
+                curve.append((offset + last, 100 * float(found.group(1) or found.group(2))))
         return curve
     if recipe.kind == "ssl4mis":
         found = re.findall(r"iteration (\d+) : mean_dice : ([\d.]+)", log_text) or re.findall(

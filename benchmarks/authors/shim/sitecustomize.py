@@ -14,7 +14,8 @@ prints every change it makes (prefixed `[shim]`) so that the run's log states th
 - `SHIM_ARGS` (a JSON object) sets parsed command-line arguments the script offers no usable
   flag for (SSL4MIS's `--patch_size` is `type=list`);
 - `SHIM_VAL_SIZE` validates SSL4MIS's 2-D scripts at that size: their `val_2D` zooms every
-  validation slice to a default 256² that no argument reaches, whatever `--patch_size` trained.
+  validation slice to a default 256² that no argument reaches, whatever `--patch_size` trained
+  (`SHIM_VAL_MODULE` names BCP's copy, `utils.val_2d`).
 """
 
 from __future__ import annotations
@@ -102,13 +103,16 @@ def _install() -> None:
 
     val_size = os.environ.get("SHIM_VAL_SIZE")
     if val_size:
-        import val_2D  # SSL4MIS's, found through PYTHONPATH
+        import importlib
 
+        module = os.environ.get("SHIM_VAL_MODULE", "val_2D")  # found through PYTHONPATH
+        validation = importlib.import_module(module)
         size = [int(val_size), int(val_size)]
         for name in ("test_single_volume", "test_single_volume_ds"):
-            function = getattr(val_2D, name)
-            function.__defaults__ = (size,)
-            _say(f"val_2D.{name}: patch_size default [256, 256] -> {size}")
+            function = getattr(validation, name, None)
+            if function is not None:
+                function.__defaults__ = (size,)
+                _say(f"{module}.{name}: patch_size default [256, 256] -> {size}")
 
 
 if os.environ.get("SHIM_ACTIVE") == "1":

@@ -41,8 +41,11 @@ _RULES = (
     (r"^decoder\.out_conv\.", "head."),
     (r"^decoder\.out_conv_dp(\d)\.", "aux_heads.{aux}."),
 )
-UNUSED = ("decoder.out_conv_dp4.",)
-"""URPC's head on the bottleneck: built by SSL4MIS's `Decoder_URPC`, never used in its forward."""
+BCP_HEADS = ("projection_head.", "prediction_head.", "contrastive_class_selector_")
+"""BCP's networks' contrastive heads (its `UNet_2d`, its LA `VNet`): built, never trained."""
+UNUSED = ("decoder.out_conv_dp4.", *BCP_HEADS)
+"""URPC's head on the bottleneck (built by SSL4MIS's `Decoder_URPC`, never used in its
+forward) and BCP's heads."""
 
 
 _CLCC_SEMI_RULES = (  # (pattern, clcc's prefix from its numbers): ConvBlock layers 0/1, 4/5
@@ -69,7 +72,7 @@ def clcc_semi_key(key: str) -> str | None:
 
 
 def ssl4mis_key(key: str) -> str | None:
-    """clcc's name of one SSL4MIS tensor (None for the unused bottleneck head)."""
+    """clcc's name of one SSL4MIS / BCP tensor (None for the unused heads)."""
     if key.startswith(UNUSED):
         return None
     for pattern, target in _RULES:
@@ -90,10 +93,6 @@ def from_ssl4mis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if name is not None:
             mapped[name] = value
     return mapped
-
-
-BCP_HEADS = ("projection_head.", "prediction_head.", "contrastive_class_selector_")
-"""BCP's V-Net's contrastive heads: built in its class, unused by `LA_BCP_train.py`."""
 
 
 def vnet_key(key: str) -> str | None:
