@@ -4,6 +4,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -251,7 +252,8 @@ def test_a_state_dict_of_clcc_semi_unet_predicts_the_same_in_clcc(tmp_path):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    torch.save({"epoch": 3, "state_dict": theirs.state_dict()}, tmp_path / "best_exp.pth")
+    torch.save({"epoch": 3, "state_dict": theirs.state_dict(), "best_metric": np.float64(0.4)},
+               tmp_path / "best_exp.pth")  # as its save_checkpoint: a NumPy scalar beside
     ours = load_authors_model(tmp_path / "best_exp.pth", LabelSpace(("polyp",)), channels=3)
     assert type(ours) is UNet
     x = torch.randn(2, 3, 64, 64)

@@ -136,18 +136,20 @@ def test_kvasir_layout_puts_clcc_selection_in_clcc_semi_fold_0(tmp_path):
     assert len(list((data / "Kvasir-SEG" / "TestDataset" / "images").iterdir())) == 2
 
 
-def test_the_shim_runs_cuda_code_on_the_cpu():
-    """In a process started with the shim: `.cuda()`, `.to(device='cuda')` (CLCC-semi's) and
-    `numpy.int` (BCP's) work on a machine without CUDA, and every change is printed."""
+def test_the_shim_runs_cuda_code_on_the_cpu(tmp_path):
+    """In a process started with the shim: `.cuda()`, `.to(device='cuda')` (CLCC-semi's),
+    `numpy.int` (BCP's) and `torch.load` of a checkpoint holding a NumPy scalar (CLCC-semi's)
+    work on a machine without CUDA and a torch ≥ 2.6, and every change is printed."""
     import subprocess
 
-    code = ("import torch, numpy; x = torch.ones(2).cuda().to(device='cuda'); "
+    code = ("import sys, torch, numpy; x = torch.ones(2).cuda().to(device='cuda'); "
             "y = torch.zeros(1).to('cuda', torch.float64); "
-            "print(x.device, y.device, y.dtype, numpy.int is int)")
+            "torch.save({'best': numpy.float64(0.5)}, sys.argv[1]); "
+            "print(x.device, y.device, y.dtype, numpy.int is int, torch.load(sys.argv[1])['best'])")
     env = {**os.environ, "SHIM_ACTIVE": "1", "PYTHONPATH": str(HARNESS / "shim")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=120)
-    assert result.stdout.split() == ["cpu", "cpu", "torch.float64", "True"], result.stderr
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "best.pth")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.split() == ["cpu", "cpu", "torch.float64", "True", "0.5"], result.stderr
     assert ".to('cuda') moves to the CPU" in result.stderr and "numpy.int" in result.stderr
 
 

@@ -4,8 +4,10 @@ folder is on PYTHONPATH (`benchmarks/authors/side_by_side.py` puts it there).
 It changes only the device, threads, distributed set-up, the seed and protocol arguments, and
 prints every change it makes (prefixed `[shim]`) so that the run's log states them:
 - `.cuda()` of tensors and modules returns them unchanged, a tensor's `.to('cuda')` goes to the
-  CPU; `torch.cuda.device_count()` is 1 and
-  `set_device` does nothing, so a one-GPU script's arithmetic stays as published;
+  CPU; `torch.cuda.device_count()` is 1 and `set_device` does nothing, so a one-GPU script's
+  arithmetic stays as published; `torch.load` reads their own checkpoints as the torch they
+  wrote for did (`weights_only=False` by default: CLCC-semi keeps a NumPy scalar beside its
+  weights);
 - `SyncBatchNorm.convert_sync_batchnorm` and `DistributedDataParallel` / `DataParallel` return
   the module itself (one process: the same arithmetic); `init_process_group` uses gloo;
 - torch runs on `SHIM_THREADS` threads (default 1); `numpy.int`, which NumPy 1.24 removed and
@@ -54,6 +56,15 @@ def _install() -> None:
         return to(self, *map(here, args), **{k: here(v) for k, v in kwargs.items()})
 
     torch.Tensor.to = to_cpu
+
+    load = torch.load
+
+    def load_as_written(*args, **kwargs):  # their checkpoints hold NumPy scalars beside
+        kwargs.setdefault("weights_only", False)
+        return load(*args, **kwargs)
+
+    torch.load = load_as_written
+    _say("torch.load: weights_only=False by default, as before torch 2.6 (their own files)")
     torch.cuda.device_count = lambda: 1
     torch.cuda.set_device = lambda *a, **k: None
     _say(".cuda() returns its tensor or module unchanged, .to('cuda') moves to the CPU")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from clcc.labels import LabelSpace
@@ -84,6 +85,12 @@ def ssl4mis_key(key: str) -> str | None:
     raise KeyError(f"{key}: not a layer of SSL4MIS's UNet or UNet_URPC")
 
 
+NUMPY_SCALAR = [np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType,
+                getattr(np, "_core", getattr(np, "core", None)).multiarray.scalar]
+"""What a NumPy scalar saved beside the weights needs to load (CLCC-semi keeps its best
+validation Dice as one): a plain value, allowed without unpickling anything else."""
+
+
 def from_ssl4mis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """An SSL4MIS / UniMatch state dict under clcc's names (a `module.` prefix of
     DistributedDataParallel removed)."""
@@ -125,7 +132,8 @@ def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNe
     V-Net holding UA-MT's or BCP's: a bare state
     dict, or one under `state_dict` (SSL4MIS's `util.save_checkpoint`), `model` (UniMatch) or
     `net` (BCP)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(NUMPY_SCALAR):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "net"):
         if isinstance(saved, dict) and isinstance(saved.get(key), dict):
             saved = saved[key]
