@@ -526,8 +526,8 @@ def score(args: argparse.Namespace) -> None:
     write_per_image_csv(args.run / "per_volume.csv", rows)
     (args.run / "summary.json").write_text(json.dumps({**summary, "resample": resample},
                                                       indent=2) + "\n")
-    print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} "
-          f"over {len(rows)} volumes")
+    unit = "images" if recipe.kind == "clcc-semi" else "volumes"
+    print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
 
 
 def collect(args: argparse.Namespace) -> None:
