@@ -319,6 +319,8 @@ def run_authors(args: argparse.Namespace) -> None:
     work = out / "work"
     work.mkdir()
     shim_args: dict = {}
+    written = dataclasses.asdict(volume) if recipe.volumetric else vars(protocol) | {
+        "iterations": recipe.iterations(protocol), "eval_every": recipe.clcc_eval_every(protocol)}
     if recipe.kind == "uamt-la":
         root = la_root(source, out / "data", volume)
         script_args = uamt_la_command(recipe, root, volume, args.seed)
@@ -350,7 +352,7 @@ def run_authors(args: argparse.Namespace) -> None:
         image = dataclasses.replace(KVASIR_SBS, epochs=args.iterations or KVASIR_SBS.epochs)
         root = kvasir_root(args.prepared.resolve(), out / "data", image.selection)
         script_args = clcc_semi_files(checkout, work, root, image, args.seed)
-        cwd, snapshot = work, work / "weights"
+        cwd, snapshot, written = work, work / "weights", dataclasses.asdict(image)
     else:
         labelled = labelled_slices(source, protocol)
         root = acdc_root(source, out / "data", labelled)
@@ -372,9 +374,7 @@ def run_authors(args: argparse.Namespace) -> None:
     record = {
         "side": "authors", "recipe": args.recipe, "repo": recipe.repo, "script": recipe.script,
         "commit": commit_of(checkout), "command": command, "seed": args.seed,
-        "threads": args.threads, "protocol": dataclasses.asdict(volume) if recipe.volumetric
-        else vars(protocol) | {"iterations": recipe.iterations(protocol),
-                               "eval_every": recipe.clcc_eval_every(protocol)},
+        "threads": args.threads, "protocol": written,
         "shim": [line for line in log_text.splitlines()
                  if line.startswith(("[shim]", "[harness]"))],
         "returncode": result.returncode, "wall_s": round(wall, 1),

@@ -118,8 +118,7 @@ def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
     for key, value in state.items():
         name = vnet_key(key)
         if name is not None:
-            mapped[name] = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else (
-                value)
+            mapped[name] = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else value
     if labels.binary and mapped["out_conv.weight"].shape[0] == 2:
         for name in ("out_conv.weight", "out_conv.bias"):
             mapped[name] = (mapped[name][1] - mapped[name][0])[None]
@@ -128,10 +127,9 @@ def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
 
 def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNet | VNet:
     """clcc's `ssl4mis` U-Net (its pyramid variant for URPC's weights) holding the weights of
-    an SSL4MIS or UniMatch checkpoint, its `authors` U-Net holding CLCC-semi's, or clcc's
-    V-Net holding UA-MT's or BCP's: a bare state
-    dict, or one under `state_dict` (SSL4MIS's `util.save_checkpoint`), `model` (UniMatch) or
-    `net` (BCP)."""
+    an SSL4MIS, UniMatch or BCP (ACDC) checkpoint, its `authors` U-Net holding CLCC-semi's, or
+    its V-Net holding UA-MT's or BCP's (LA): a bare state dict, or one under `state_dict`
+    (SSL4MIS's `util.save_checkpoint`, CLCC-semi's), `model` (UniMatch) or `net` (BCP)."""
     with torch.serialization.safe_globals(NUMPY_SCALAR):
         saved = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "net"):
