@@ -558,8 +558,8 @@ def report(args: argparse.Namespace) -> None:
 
     runs = read_runs(args.evidence)
     figure = args.doc.parent / "figures" / "fidelity-curves.png"
-    curves_figure(runs, figure)
     shared = {name: r.clcc_runs_of for name, r in RECIPES.items() if r.clcc_runs_of}
+    curves_figure(runs, figure, shared)
     block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)), "Every run:",
                           runs_table(runs), f"![validation curves](figures/{figure.name})", END])
     text = args.doc.read_text()

@@ -93,12 +93,10 @@ def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None
     `clcc_runs_of` maps a recipe to another whose clcc runs it shares (two reductions of one
     authors' script, compared with the same clcc method and command)."""
     rows = []
-    runs = [r for r in runs if not r.stage]
-    shared = clcc_runs_of or {}
-    for recipe in sorted({r.recipe for r in runs}):
-        authors = [r.test_dice for r in runs if r.recipe == recipe and r.side == "authors"]
-        ours = [r.test_dice for r in runs
-                if r.recipe == shared.get(recipe, recipe) and r.side == "clcc"]
+    for recipe in sorted({r.recipe for r in runs if not r.stage}):
+        compared = _compared(runs, recipe, clcc_runs_of or {})
+        authors = [r.test_dice for r in compared if r.side == "authors"]
+        ours = [r.test_dice for r in compared if r.side == "clcc"]
         if authors and ours:
             interval, said = verdict(authors, ours)
             low, high = interval["ci_low"], interval["ci_high"]
@@ -111,9 +109,18 @@ def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None
     return rows
 
 
-def curves_figure(runs: list[SideBySideRun], path: Path) -> None:
+def _compared(runs: list[SideBySideRun], recipe: str, shared: dict[str, str]
+              ) -> list[SideBySideRun]:
+    """A recipe's runs of its code as it stands: the authors' of the recipe, and clcc's of
+    the recipe whose clcc runs it shares (its own by default)."""
+    return [r for r in runs if not r.stage and (
+        r.recipe == recipe if r.side == "authors" else r.recipe == shared.get(recipe, recipe))]
+
+
+def curves_figure(runs: list[SideBySideRun], path: Path,
+                  clcc_runs_of: dict[str, str] | None = None) -> None:
     """Validation Dice against iteration, one panel per recipe, authors' runs solid and
-    clcc's dashed (one line per seed)."""
+    clcc's dashed (one line per seed; `clcc_runs_of` as in `fidelity_rows`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +130,7 @@ def curves_figure(runs: list[SideBySideRun], path: Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(recipes)), figsize=(4.2 * max(1, len(recipes)), 3.2),
                              squeeze=False)
     for ax, recipe in zip(axes[0], recipes, strict=False):
-        for run in (r for r in runs if r.recipe == recipe and r.curve and not r.stage):
+        for run in (r for r in _compared(runs, recipe, clcc_runs_of or {}) if r.curve):
             its, dice = zip(*run.curve, strict=True)
             style = "-" if run.side == "authors" else "--"
             colour = "tab:blue" if run.side == "authors" else "tab:orange"
