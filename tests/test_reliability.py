@@ -471,18 +471,27 @@ def test_ctrl_c_during_prepare_ends_it_and_its_workers(tmp_path):
             tmp_path / "raw" / "images" / f"c{i}.png")
         Image.fromarray((rng.random((600, 600)) > 0.5).astype(np.uint8) * 255).save(
             tmp_path / "raw" / "masks" / f"c{i}.png")
+    def as_a_shell_starts_it() -> None:
+        """SIGINT neither blocked nor ignored, as a shell starts a command: a child of pytest
+        inherits both from pytest's process, which other tests run before this one share."""
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "clcc", "data", "prepare", "folder",
                              "--source", str(tmp_path / "raw"), "--output", str(tmp_path / "p"),
                              "--size", "512"], stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_a_shell_starts_it)
     deadline = time.time() + 120
     while len(_children(proc.pid)) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     workers = _children(proc.pid)
     assert len(workers) >= 2, "the decoding workers never started"
+    signals = [line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+               if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)  # it used to hang here
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (
+        proc.returncode, err[-500:], signals)
     assert not (tmp_path / "p").exists()
     time.sleep(0.5)
     assert not [w for w in workers if Path(f"/proc/{w}").exists()
