@@ -546,8 +546,9 @@ BEGIN, END = "<!-- fidelity:begin -->", "<!-- fidelity:end -->"
 
 
 def report(args: argparse.Namespace) -> None:
-    """The tables and the validation-curve figure of every collected run, written between the
-    markers of docs/fidelity.md (the rest of the page is prose)."""
+    """The tables of every collected run, written between the markers of docs/fidelity.md (the
+    rest of the page is prose); with `--figure`, their validation curves drawn there (kept out
+    of the repository: a figure made from real data)."""
     from clcc.report.fidelity import (
         curves_figure,
         fidelity_rows,
@@ -557,17 +558,19 @@ def report(args: argparse.Namespace) -> None:
     )
 
     runs = read_runs(args.evidence)
-    figure = args.doc.parent / "figures" / "fidelity-curves.png"
     shared = {name: r.clcc_runs_of for name, r in RECIPES.items() if r.clcc_runs_of}
-    curves_figure(runs, figure, shared)
+    if args.figure:
+        curves_figure(runs, args.figure, shared)
     block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)), "Every run:",
-                          runs_table(runs), f"![validation curves](figures/{figure.name})", END])
+                          runs_table(runs), "Validation curves: `side_by_side.py report "
+                          "--figure PATH` draws them (a figure of real-data runs, not kept "
+                          "here).", END])
     text = args.doc.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{args.doc}: no {BEGIN} … {END} block to fill")
     head, rest = text.split(BEGIN, 1)
     args.doc.write_text(head + block + rest.split(END, 1)[1])
-    print(f"{args.doc}: {len(runs)} runs; {figure}")
+    print(f"{args.doc}: {len(runs)} runs" + (f"; {args.figure}" if args.figure else ""))
 
 
 def main() -> None:
@@ -605,7 +608,8 @@ def main() -> None:
     keeper.add_argument("run", type=Path)
     keeper.add_argument("--evidence", type=Path,
                         default=HERE.parents[1] / "evidence" / "side-by-side")
-    reporter = verbs.add_parser("report", help="fill docs/fidelity.md's tables and figure")
+    reporter = verbs.add_parser("report", help="fill docs/fidelity.md's tables")
+    reporter.add_argument("--figure", type=Path, help="also draw the validation curves here")
     reporter.add_argument("--evidence", type=Path,
                           default=HERE.parents[1] / "evidence" / "side-by-side")
     reporter.add_argument("--doc", type=Path, default=HERE.parents[1] / "docs" / "fidelity.md")
