@@ -450,6 +450,8 @@ def run_clcc(args: argparse.Namespace) -> None:
             f"train.labelled_batch={protocol.labelled_batch}",
             f"train.unlabelled_batch={protocol.unlabelled_batch}"]
     overrides += [*recipe.clcc_overrides, *args.set]
+    if args.iterations and recipe.kind == "clcc-semi":  # a smoke run: epochs, as the authors'
+        overrides.append(f"train.epochs={args.iterations}")
     clcc = Path(sys.executable).with_name("clcc")
     config = args.config or HERE.parents[1] / "configs" / recipe.config
     command = [str(clcc), "train", "--config", str(config)]
@@ -599,7 +601,8 @@ def main() -> None:
     ours.add_argument("--threads", type=int, default=1)
     ours.add_argument("--set", action="append", default=[], help="a further clcc override")
     ours.add_argument("--out", type=Path, required=True)
-    ours.add_argument("--iterations", type=int, help="shorter for a smoke test only")
+    ours.add_argument("--iterations", type=int,
+                      help="shorter for a smoke test only (CLCC-semi: epochs)")
     scorer = verbs.add_parser("score", help="clcc's per-volume test metrics of a run's checkpoint")
     scorer.add_argument("run", type=Path)
     scorer.add_argument("--prepared", type=Path, required=True)

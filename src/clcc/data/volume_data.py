@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from clcc.data.loaders import epoch_generator
 from clcc.data.prepare import PreparedData, _cases, _manifest, _read_list, check_splits
 from clcc.data.sources import Case
-from clcc.data.volumes import HDF5_SUFFIXES, read_volume, to_label_map
+from clcc.data.volumes import HDF5_SUFFIXES, Volume, read_volume, to_label_map
 from clcc.errors import ClccError
 from clcc.files import staged_into, write_json
 from clcc.labels import LabelSpace
@@ -105,13 +105,14 @@ def at_spacing(image: np.ndarray, spacing: tuple[float, ...] | None, target: Seq
     return to_shape(image, resampled_shape(image.shape[1:], spacing, target)).numpy()
 
 
-def intensities(paths: Sequence[Path], slice_axis: int = 0,
+def intensities(volumes: Sequence[Volume], paths: Sequence[Path],
                 ct: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """What a 3-D network takes of a new volume, one file per input channel (what `clcc
-    predict` gives it): float32 (C, D, H, W), each channel normalised as its training volumes
-    were (`ct`: the training set's CT statistics, kept in checkpoints); channels that do not
-    share one grid are refused."""
-    channels = [normalised(read_volume(p, "image", slice_axis).voxels, p, ct) for p in paths]
+    """What a 3-D network takes of a volume read one file per input channel (`paths[i]` is
+    `volumes[i]`'s file, for messages): float32 (C, D, H, W), each channel normalised as its
+    training volumes were (`ct`: the training set's CT statistics, kept in checkpoints);
+    channels that do not share one grid are refused. The caller reads the files, once, and
+    keeps the first's spacing."""
+    channels = [normalised(v.voxels, p, ct) for v, p in zip(volumes, paths, strict=True)]
     for path, channel in zip(paths[1:], channels[1:], strict=True):
         if channel.shape != channels[0].shape:
             raise ClccError(f"{path}: volume {channel.shape} but the first input channel "
@@ -155,8 +156,10 @@ def build_volume_cache(root: Path, cases: list[Case], labels: LabelSpace,
         meta["ct"] = list(ct)
     with staged_into(target, last="meta.json") as tmp:
         for case in cases:
-            volume = read_volume(case.image, "image", case.slice_axis)
-            image = (intensities(case.channel_files, case.slice_axis) if case.extra_channels
+            files = case.channel_files
+            volumes = [read_volume(f, "image", case.slice_axis) for f in files]
+            volume = volumes[0]
+            image = (intensities(volumes, files) if case.extra_channels
                      else normalised(volume.voxels, case.image, ct))  # (C, D, H, W) or (D, H, W)
             native = image.shape[-3:]
             if spacing:

@@ -118,10 +118,11 @@ class Predictor:
         by sliding window for a 3-D one (at its training spacing, then back on the input's
         grid)."""
         if self.volume_backend is not None:
-            image = intensities(paths, ct=self.ct)
+            volumes = [read_volume(p) for p in paths]
+            image = intensities(volumes, paths, ct=self.ct)
             grid = image.shape[1:]
             if self.spacing:
-                image = at_spacing(image, read_volume(paths[0]).spacing, self.spacing, paths[0])
+                image = at_spacing(image, volumes[0].spacing, self.spacing, paths[0])
             return to_shape(self.volume_backend(image), grid).numpy().transpose(1, 0, 2, 3)
         return np.stack([self.probabilities(plane[..., None])
                          for plane in _read_input(paths[0])])
