@@ -13,6 +13,7 @@ import pytest
 HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "authors"
 sys.path.insert(0, str(HARNESS))
 
+from kinds import bcp_curve, kvasir_root  # noqa: E402
 from recipes import LA_QUICK, RECIPES, uamt_la_reduction  # noqa: E402
 
 CHECKOUTS = {"HiLab-git/SSL4MIS": ("SSL4MIS", "SSL4MIS_CHECKOUT"),
@@ -92,22 +93,18 @@ def test_bcp_la_copy_validates_on_the_run_list_and_keeps_the_cube_in_the_patch(t
 
 def test_bcp_la_validation_curve_counts_self_training_on():
     """BCP's log restarts its iteration count for self-training: the curve counts on."""
-    import side_by_side
-
     log = "\n".join(["iteration 149 : loss: 0.5, loss_dice: 0.4, loss_ce: 0.1",
                      "iteration 150 : loss: 0.5, loss_dice: 0.4, loss_ce: 0.1",
                      "average metric is 0.25", "iteration 1 : loss: 0.3, loss_l: 0.1, loss_u: 0.2",
                      "iteration 150 : loss: 0.3, loss_l: 0.1, loss_u: 0.2",
                      "average metric is 0.375"])
-    assert side_by_side.validation_curve(log, RECIPES["bcp-la"]) == [(150, 25.0), (300, 37.5)]
+    assert bcp_curve(log, RECIPES["bcp-la"]) == [(150, 25.0), (300, 37.5)]
 
 
 def test_kvasir_layout_puts_clcc_selection_in_clcc_semi_fold_0(tmp_path):
     """CLCC-semi labels `sorted(train)[fold·k : (fold + 1)·k]`: the layout's names make fold
     0 exactly clcc's selection, and keep each image beside its own mask."""
     import json
-
-    import side_by_side
 
     prepared, source = tmp_path / "prepared", tmp_path / "source"
     (prepared / "splits").mkdir(parents=True)
@@ -124,7 +121,7 @@ def test_kvasir_layout_puts_clcc_selection_in_clcc_semi_fold_0(tmp_path):
                                                                                     "caseq"]}
     for split, members in lists.items():
         (prepared / "splits" / f"{split}.txt").write_text("\n".join(members) + "\n")
-    data = side_by_side.kvasir_root(prepared, tmp_path / "run", 0)
+    data = kvasir_root(prepared, tmp_path / "run", 0)
     train = data / "Kvasir-SEG" / "TrainDataset"
     images = sorted(p.name for p in (train / "images").iterdir())
     k = int(len(images) * (2 / 6))  # CLCC-semi's fold length at LABEL = 2/6
@@ -154,12 +151,86 @@ def test_the_shim_runs_cuda_code_on_the_cpu(tmp_path):
 
 
 def test_bcp_acdc_validation_curve_counts_self_training_on():
-    import side_by_side
-
     log = "\n".join(["iteration 200: loss: 0.5, mix_dice: 0.4, mix_ce: 0.1",
                      "iteration 200 : mean_dice : 0.250000",
                      "iteration 375: loss: 0.5, mix_dice: 0.4, mix_ce: 0.1",
                      "iteration 1: loss: 0.3, mix_dice: 0.2, mix_ce: 0.1",
                      "iteration 200: loss: 0.3, mix_dice: 0.2, mix_ce: 0.1",
                      "iteration 200 : mean_dice : 0.500000"])
-    assert side_by_side.validation_curve(log, RECIPES["bcp"]) == [(200, 25.0), (575, 50.0)]
+    assert bcp_curve(log, RECIPES["bcp"]) == [(200, 25.0), (575, 50.0)]
+
+
+def _fake_sources(tmp_path: Path) -> dict[str, Path]:
+    """Lists and links of ACDC's, LA's and a prepared Kvasir-SEG's layout (no image data: the
+    harness only links to it)."""
+    import json
+
+    acdc = tmp_path / "acdc"
+    (acdc / "data").mkdir(parents=True)
+    (acdc / "train_slices.list").write_text("".join(f"patient{k:03d}_frame01_slice_1\n"
+                                                    for k in range(80)))
+    (acdc / "val.list").write_text("patient090_frame01\n")
+    (acdc / "test.list").write_text("patient095_frame01\n")
+    la = tmp_path / "la"
+    (la / "2018LA_Seg_Training Set").mkdir(parents=True)
+    (la / "train.list").write_text("".join(f"case{k:02d}\n" for k in range(80)))
+    (la / "test.list").write_text("".join(f"test{k:02d}\n" for k in range(20)))
+    kvasir = tmp_path / "kvasir"
+    (kvasir / "splits").mkdir(parents=True)
+    names = [f"image{k}" for k in range(10)]
+    (kvasir / "manifest.json").write_text(json.dumps({"cases": [
+        {"name": n, "image": str(tmp_path / f"{n}.jpg"), "mask": str(tmp_path / f"{n}m.jpg")}
+        for n in names]}))
+    for split, members in {"train": names[:6], "val": names[6:8], "test": names[8:],
+                           "labelled-0": names[:2]}.items():
+        (kvasir / "splits" / f"{split}.txt").write_text("\n".join(members) + "\n")
+    return {"acdc": acdc, "la": la, "kvasir": kvasir}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_starts_its_script_at_the_protocol(tmp_path, name):
+    """Each recipe's set-up, run with a stand-in interpreter that only exits: the script (or
+    its reduced copy in the run folder) is started with the protocol's arguments and seed, and
+    `run.json` records the protocol; the checkout is never written."""
+    import argparse
+    import json
+
+    import side_by_side
+    from recipes import KVASIR_SBS, Protocol
+
+    recipe = RECIPES[name]
+    checkout = _checkout(recipe.repo, recipe.script) if recipe.repo in CHECKOUTS else None
+    if checkout is None:
+        checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT",
+                                       Path(__file__).parents[2] / "authors" / "CLCC-semi"))
+        if not (checkout / recipe.script).is_file():
+            pytest.skip(f"no CLCC-semi checkout at {checkout} (set CLCC_SEMI_CHECKOUT)")
+    script = checkout / recipe.script
+    before = script.read_bytes()
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
+    sources = _fake_sources(tmp_path)
+    source = {"uamt-la": "la", "bcp-la": "la", "clcc-semi": "kvasir"}.get(recipe.kind, "acdc")
+    out = tmp_path / "run"
+    side_by_side.run_authors(argparse.Namespace(
+        recipe=name, checkout=checkout, python=python, source=sources[source], seed=7,
+        threads=1, out=out, iterations=None, prepared=sources["kvasir"]))
+    record = json.loads((out / "run.json").read_text())
+    command = record["command"]
+    assert record["returncode"] == 0 and command[0] == str(python)
+    assert command[1] == str(script) if not recipe.patch else command[1].startswith(str(out))
+    assert script.read_bytes() == before
+    written = " ".join(command) + (out / "work" / "config.yaml").read_text() if (
+        out / "work" / "config.yaml").is_file() else " ".join(command)
+    if recipe.volumetric:
+        assert record["protocol"]["iterations"] == recipe.volume.iterations == 600
+        assert "--seed 7" in written
+    elif recipe.kind == "clcc-semi":
+        assert record["protocol"]["epochs"] == KVASIR_SBS.epochs
+        assert "SEED: 7" in written and f"EPOCHS: {KVASIR_SBS.epochs}" in written
+    else:
+        assert record["protocol"]["iterations"] == recipe.iterations(Protocol())
+        assert "--seed 7" in written or recipe.kind == "unimatch"  # seeded by the shim
+        assert "crop_size: 128" in written if recipe.kind == "unimatch" else (
+            f"--max_iterations {Protocol().iterations}" in written or recipe.kind == "bcp-acdc")

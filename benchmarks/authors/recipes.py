@@ -93,15 +93,14 @@ KVASIR_SBS = ImageProtocol()
 class Recipe:
     """One authors' script and the clcc run that mirrors it.
 
-    `arguments(protocol, seed)` are the script's own command-line arguments; `shim_args` are
-    set by the shim after parsing (for flags the script declares unusable, such as SSL4MIS's
-    `type=list` patch size); `config` edits a copy of the script's YAML config; `patch` is a
-    textual replacement applied to a copy of the script in the run folder (only for the
-    reductions an issue asks for, such as UniMatch reduced to FixMatch), written beside the run.
-    `eval_every` and `iterations` give the script's validation interval and length at the
-    protocol, which the clcc side copies. `support` lists files beside the script (relative to
-    its folder) that hold protocol constants too: a copy of each, with its replacements (where
-    `{root}` stands for the run's LA folder), shadows the original for the script's imports.
+    `kind` says how the script is started and its log read (`kinds.py`: its data layout, its
+    own arguments or a copy of its config at the protocol); `patch` is a textual replacement
+    applied to a copy of the script in the run folder (only for the reductions an issue asks
+    for, such as UniMatch reduced to FixMatch), written beside the run. `eval_every` and
+    `iterations` give the script's validation interval and length at the protocol, which the
+    clcc side copies. `support` lists files beside the script (relative to its folder) that
+    hold protocol constants too: a copy of each, with its replacements (where `{root}` stands
+    for the run's LA folder), shadows the original for the script's imports.
     """
 
     repo: str

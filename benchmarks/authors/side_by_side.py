@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,27 +33,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from recipes import (  # noqa: E402
-    BCP_PRETRAIN,
-    KVASIR_LABELLED,
-    KVASIR_SBS,
-    RECIPES,
-    ImageProtocol,
-    Protocol,
-    Recipe,
-    VolumeProtocol,
-    bcp_la_reduction,
-    unimatch_epochs,
-)
+from kinds import KINDS, NOTES, Run, note  # noqa: E402
+from recipes import KVASIR_SBS, RECIPES, Protocol, Recipe, bcp_la_reduction  # noqa: E402
 
 SHIM = HERE / "shim"
-NOTES: list[str] = []
-"""What the harness changed for a run, in order: printed, and written at the head of its log."""
-
-
-def note(line: str) -> None:
-    NOTES.append(f"[harness] {line}")
-    print(NOTES[-1], file=sys.stderr)
 EVIDENCE_FILES = ("run.json", "train.log", "per_volume.csv", "summary.json", "validation.csv",
                   "script.diff", "config.yaml")
 
@@ -64,199 +46,6 @@ def commit_of(checkout: Path) -> str:
     found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"],
                            capture_output=True, text=True)
     return found.stdout.strip() or "unknown (no git metadata in the checkout)"
-
-
-def acdc_root(source: Path, folder: Path, labelled: list[str]) -> Path:
-    """SSL4MIS's layout (`data/slices/*.h5`, `data/*.h5`, the lists) as symbolic links to
-    `source`, with the labelled slices first in `train_slices.list` (what SSL4MIS reads as its
-    labelled set); the folder name holds "ACDC", which SSL4MIS's `patients_to_slices` needs."""
-    root = folder / "ACDC"
-    (root / "data" / "slices").mkdir(parents=True, exist_ok=True)
-    slices = [s for s in (source / "train_slices.list").read_text().split() if s]
-    ordered = labelled + [s for s in slices if s not in set(labelled)]
-    for name in slices:
-        link = root / "data" / "slices" / f"{name}.h5"
-        if not link.exists():
-            link.symlink_to((source / "data" / f"{name}.h5").resolve())
-    for listing in ("val.list", "test.list"):
-        for name in (source / listing).read_text().split():
-            link = root / "data" / f"{name}.h5"
-            if not link.exists():
-                link.symlink_to((source / "data" / f"{name}.h5").resolve())
-        shutil.copy(source / listing, root / listing)
-    (root / "train_slices.list").write_text("\n".join(ordered) + "\n")
-    return root
-
-
-def labelled_slices(source: Path, protocol: Protocol) -> list[str]:
-    """Selection 0: SSL4MIS's first N slices of `train_slices.list` (3 patients: 68)."""
-    from recipes import ACDC_LABELLED_SLICES
-
-    slices = [s for s in (source / "train_slices.list").read_text().split() if s]
-    return slices[: ACDC_LABELLED_SLICES[protocol.labelled_patients]]
-
-
-def la_root(source: Path, folder: Path, protocol: VolumeProtocol) -> Path:
-    """UA-MT's layout (`2018LA_Seg_Training Set/<case>/mri_norm2.h5` beside `train.list` and
-    `test.list`) as links to `source`, `train.list` cut to its first volumes: the 10 after them
-    are clcc's validation volumes, which the script must not train on (`val.list`, for a
-    script that validates)."""
-    root = folder / "LA"
-    cases = root / "2018LA_Seg_Training Set"
-    cases.mkdir(parents=True)
-    train = [s for s in (source / "train.list").read_text().split() if s]
-    test = [s for s in (source / "test.list").read_text().split() if s]
-    for name in train + test:
-        (cases / name).symlink_to((source / "2018LA_Seg_Training Set" / name).resolve())
-    (root / "train.list").write_text("\n".join(train[: protocol.training_volumes]) + "\n")
-    (root / "val.list").write_text("\n".join(train[protocol.training_volumes:]) + "\n")
-    shutil.copy(source / "test.list", root / "test.list")
-    note(f"train.list: its first {protocol.training_volumes} of {len(train)} volumes "
-         f"(the first {protocol.labelled} labelled)")
-    return cases
-
-
-def uamt_la_command(recipe: Recipe, root: Path, protocol: VolumeProtocol, seed: int
-                    ) -> list[str]:
-    """UA-MT's own arguments at the protocol. Its supervised script stops after iteration
-    `max_iterations + 1`, so it is given one fewer."""
-    if recipe.supervised_only:
-        note(f"train_LA.py runs max_iterations + 1 steps: --max_iterations "
-             f"{protocol.iterations - 1}")
-        return ["--root_path", str(root), "--exp", "sbs", "--batch_size",
-                str(protocol.labelled_batch), "--max_iterations", str(protocol.iterations - 1),
-                "--seed", str(seed)]
-    note(f"--consistency_rampup {protocol.consistency_rampup:g}: UA-MT's 40 × 150 iterations "
-         f"= its 6 000, scaled to {protocol.iterations}")
-    return ["--root_path", str(root), "--exp", "sbs", "--batch_size",
-            str(protocol.labelled_batch + protocol.unlabelled_batch), "--labeled_bs",
-            str(protocol.labelled_batch), "--max_iterations", str(protocol.iterations),
-            "--seed", str(seed), "--consistency_rampup", f"{protocol.consistency_rampup:g}"]
-
-
-def bcp_la_command(root: Path, protocol: VolumeProtocol, seed: int) -> list[str]:
-    """BCP's own arguments at the protocol: its two stages share the iterations as clcc's
-    `bcp` does (`pretrain`), its unlabelled pool is the training volumes after the labelled."""
-    pre = protocol.pretrain_iterations
-    note(f"--pre_max_iteration {pre} --self_max_iteration {protocol.iterations - pre}: "
-         f"{protocol.pretrain:g} of {protocol.iterations} pre-train, as clcc's bcp")
-    return ["--root_path", str(root), "--exp", "sbs", "--pre_max_iteration", str(pre),
-            "--self_max_iteration", str(protocol.iterations - pre), "--max_samples",
-            str(protocol.training_volumes), "--labelnum", str(protocol.labelled),
-            "--labeled_bs", str(protocol.labelled_batch), "--batch_size",
-            str(protocol.labelled_batch + protocol.unlabelled_batch), "--seed", str(seed)]
-
-
-def kvasir_root(prepared: Path, folder: Path, selection: int) -> Path:
-    """CLCC-semi's layout (`Kvasir-SEG/{Train,Validation,Test}Dataset/{images,masks}`) as links
-    to the images of clcc's prepared split. Its labelled images are a slice of the sorted
-    training names (`TRAIN.FOLD`, `DATA.LABEL`): clcc's labelled selection is named `L…` and
-    the rest `U…`, so that fold 0 of its share is exactly clcc's selection."""
-    manifest = json.loads((prepared / "manifest.json").read_text())
-    cases = {c["name"]: c for c in manifest["cases"]}
-
-    def listed(name: str) -> list[str]:
-        return (prepared / "splits" / f"{name}.txt").read_text().split()
-
-    labelled = sorted(listed(f"labelled-{selection}"))
-    unlabelled = sorted(set(listed("train")) - set(labelled))
-    named = {"TrainDataset": [(f"L{k:04d}_{n}", n) for k, n in enumerate(labelled)]
-             + [(f"U{k:04d}_{n}", n) for k, n in enumerate(unlabelled)],
-             "ValidationDataset": [(n, n) for n in listed("val")],
-             "TestDataset": [(n, n) for n in listed("test")]}
-    root = folder / "Kvasir-SEG"
-    for split, pairs in named.items():
-        for kind, key in (("images", "image"), ("masks", "mask")):
-            (root / split / kind).mkdir(parents=True)
-            for link, name in pairs:
-                source = Path(cases[name][key])
-                (root / split / kind / f"{link}{source.suffix}").symlink_to(source)
-    note(f"Kvasir-SEG layout: clcc's split ({len(labelled) + len(unlabelled)} / "
-         f"{len(named['ValidationDataset'])} / {len(named['TestDataset'])}), selection "
-         f"{selection}'s {len(labelled)} labelled images named L… (its fold 0)")
-    return folder
-
-
-def clcc_semi_files(checkout: Path, work: Path, data: Path, protocol: ImageProtocol,
-                    seed: int) -> list[str]:
-    """A copy of CLCC-semi's Kvasir config at the protocol, its folders in the run's."""
-    import yaml
-
-    config = yaml.safe_load((checkout / "expconfigs" / "exp_kvasir_pct20.yaml").read_text())
-    train_images = len(list((data / "Kvasir-SEG" / "TrainDataset" / "images").iterdir()))
-    changes = {
-        ("DIRS", "DATA"): str(data), ("DIRS", "WEIGHTS"): str(work / "weights") + "/",
-        ("DIRS", "OUTPUTS"): str(work / "outputs") + "/", ("DIRS", "LOGS"): str(work / "logs"),
-        ("DIRS", "TEST"): str(work / "output") + "/", ("DATA", "SIZE"): protocol.size,
-        ("DATA", "LABEL"): KVASIR_LABELLED / train_images, ("TRAIN", "FOLD"): 0,
-        ("TRAIN", "EPOCHS"): protocol.epochs, ("OPT", "WARM_UP"): protocol.stage_epochs,
-        ("OPT", "WARMUP_EPOCHS"): protocol.stage_epochs, ("SYSTEM", "SEED"): seed,
-        ("SYSTEM", "NUM_WORKERS"): 1}
-    for (section, key), value in changes.items():
-        note(f"config {section}.{key}: {config.get(section, {}).get(key)!r} -> {value!r}")
-        config.setdefault(section, {})[key] = value
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    return ["--config", str(work / "config.yaml")]
-
-
-def bcp_acdc_command(root: Path, protocol: Protocol, seed: int) -> tuple[list[str], dict]:
-    """BCP's ACDC arguments at the protocol: its two stages in BCP's proportion."""
-    pre = round(protocol.iterations * BCP_PRETRAIN)
-    note(f"--pre_iterations {pre} --max_iterations {protocol.iterations - pre}: BCP's 10 000 + "
-         f"30 000 scaled to {protocol.iterations}")
-    return (["--root_path", str(root), "--exp", "sbs", "--batch_size",
-             str(protocol.labelled_batch + protocol.unlabelled_batch), "--labeled_bs",
-             str(protocol.labelled_batch), "--labelnum", str(protocol.labelled_patients),
-             "--pre_iterations", str(pre), "--max_iterations", str(protocol.iterations - pre),
-             "--seed", str(seed)], {"patch_size": [protocol.size, protocol.size]})
-
-
-def links_to_code(script: Path, cwd: Path) -> None:
-    """A working folder of links to the script's code folder: SSL4MIS and UA-MT write
-    `../model/<exp>` relative to it and copy it there."""
-    cwd.mkdir()
-    for entry in script.parent.iterdir():
-        (cwd / entry.name).symlink_to(entry)
-
-
-def ssl4mis_command(recipe: Recipe, root: Path, protocol: Protocol, seed: int, exp: str
-                    ) -> tuple[list[str], dict]:
-    batch = protocol.labelled_batch + (0 if recipe.supervised_only else protocol.unlabelled_batch)
-    args = ["--root_path", str(root), "--exp", exp, "--batch_size", str(batch),
-            "--labeled_num", str(protocol.labelled_patients), "--max_iterations",
-            str(protocol.iterations), "--seed", str(seed), *recipe.extra_args]
-    if not recipe.supervised_only:
-        args += ["--labeled_bs", str(protocol.labelled_batch)]
-    return args, {"patch_size": [protocol.size, protocol.size]}
-
-
-def unimatch_files(checkout: Path, recipe: Recipe, work: Path, source_root: Path,
-                   labelled: list[str], protocol: Protocol) -> list[str]:
-    """A copy of UniMatch's `configs/acdc.yaml` at the protocol, its id lists for the selection
-    and, in `splits/acdc/valtest.txt` (which the script reads for validation), the validation
-    volumes only: UniMatch validates on val + test merged, which clcc never does."""
-    import yaml
-
-    medical = checkout / "more-scenarios" / "medical"
-    config = yaml.safe_load((medical / "configs" / "acdc.yaml").read_text())
-    changes = {"data_root": str(source_root), "crop_size": protocol.size,
-               "batch_size": protocol.labelled_batch, "epochs": unimatch_epochs(protocol)}
-    for key, value in changes.items():
-        note(f"config {key}: {config.get(key)!r} -> {value!r}")
-    config.update(changes)
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    splits = work / "splits" / "acdc"
-    splits.mkdir(parents=True, exist_ok=True)
-    slices = [s for s in (source_root / "train_slices.list").read_text().split() if s]
-    (work / "labeled.txt").write_text("".join(f"data/slices/{s}.h5\n" for s in labelled))
-    (work / "unlabeled.txt").write_text(
-        "".join(f"data/slices/{s}.h5\n" for s in slices if s not in set(labelled)))
-    val = (source_root / "val.list").read_text().split()
-    (splits / "valtest.txt").write_text("".join(f"data/{v}.h5\n" for v in val))
-    note("splits/acdc/valtest.txt: the 20 validation volumes only")
-    return ["--config", str(work / "config.yaml"), "--labeled-id-path", str(work / "labeled.txt"),
-            "--unlabeled-id-path", str(work / "unlabeled.txt"), "--save-path",
-            str(work / "snapshot"), "--port", "0"]
 
 
 def patched_copy(source: Path, replacements: tuple[tuple[str, str], ...], copy: Path,
@@ -301,7 +90,7 @@ def patched_script(script: Path, recipe: Recipe, work: Path, root: Path) -> Path
 
 def run_authors(args: argparse.Namespace) -> None:
     recipe = RECIPES[args.recipe]
-    protocol = Protocol(iterations=args.iterations or Protocol.iterations)
+    NOTES.clear()
     volume = dataclasses.replace(recipe.volume,
                                  iterations=args.iterations or recipe.volume.iterations)
     if args.iterations and recipe.kind == "bcp-la":  # a smoke run: validate once pre-training
@@ -309,72 +98,38 @@ def run_authors(args: argparse.Namespace) -> None:
         recipe = dataclasses.replace(recipe, patch=bcp_la_reduction(volume))
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=False)
-    checkout, source = args.checkout.resolve(), args.source.resolve()
+    checkout = args.checkout.resolve()
     script = checkout / recipe.script
+    work = out / "work"
+    work.mkdir()
+    run = Run(recipe, script, checkout, args.source.resolve(),
+              args.prepared.resolve() if args.prepared else None, args.seed, out, work,
+              Protocol(iterations=args.iterations or Protocol.iterations), volume,
+              dataclasses.replace(KVASIR_SBS, epochs=args.iterations or KVASIR_SBS.epochs))
+    launch = KINDS[recipe.kind].launch(run)
     env = {**os.environ, "SHIM_ACTIVE": "1", "SHIM_THREADS": str(args.threads),
            "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join([str(SHIM), str(script.parent)]),
            "PYTHONUNBUFFERED": "1", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-           "SHIM_PORT": str(29500 + (os.getpid() % 500))}
-    work = out / "work"
-    work.mkdir()
-    shim_args: dict = {}
-    written = dataclasses.asdict(volume) if recipe.volumetric else vars(protocol) | {
-        "iterations": recipe.iterations(protocol), "eval_every": recipe.clcc_eval_every(protocol)}
-    if recipe.kind == "uamt-la":
-        root = la_root(source, out / "data", volume)
-        script_args = uamt_la_command(recipe, root, volume, args.seed)
-        cwd, snapshot = work / "code", work / "model"
-        links_to_code(script, cwd)
-    elif recipe.kind == "bcp-la":  # BCP writes ./model/BCP/… and reads its lists from root
-        root = la_root(source, out / "data", volume).parent
-        script_args = bcp_la_command(root, volume, args.seed)
-        cwd = work / "code"
-        snapshot = cwd / "model"
-        links_to_code(script, cwd)
-    elif recipe.kind == "ssl4mis":
-        labelled = labelled_slices(source, protocol)
-        root = acdc_root(source, out / "data", labelled)
-        script_args, shim_args = ssl4mis_command(recipe, root, protocol, args.seed, "sbs")
-        cwd, snapshot = work / "code", work / "model"
-        links_to_code(script, cwd)
-        env["SHIM_VAL_SIZE"] = str(protocol.size)
-    elif recipe.kind == "bcp-acdc":  # SSL4MIS's layout; BCP writes ./model/BCP/…
-        root = acdc_root(source, out / "data", labelled_slices(source, protocol))
-        script_args, shim_args = bcp_acdc_command(root, protocol, args.seed)
-        cwd = work / "code"
-        snapshot = cwd / "model"
-        links_to_code(script, cwd)
-        env["SHIM_VAL_SIZE"], env["SHIM_VAL_MODULE"] = str(protocol.size), "utils.val_2d"
-    elif recipe.kind == "clcc-semi":  # clcc's own split of the images, from its prepared set
-        if args.prepared is None:
-            raise SystemExit("clcc-semi: --prepared (clcc's prepared Kvasir-SEG) is needed")
-        image = dataclasses.replace(KVASIR_SBS, epochs=args.iterations or KVASIR_SBS.epochs)
-        root = kvasir_root(args.prepared.resolve(), out / "data", image.selection)
-        script_args = clcc_semi_files(checkout, work, root, image, args.seed)
-        cwd, snapshot, written = work, work / "weights", dataclasses.asdict(image)
-    else:
-        labelled = labelled_slices(source, protocol)
-        root = acdc_root(source, out / "data", labelled)
-        script_args = unimatch_files(checkout, recipe, work, root, labelled, protocol)
-        cwd, snapshot = work, work / "snapshot"
-        env["SHIM_SEED"] = str(args.seed)  # UniMatch's script never seeds
-    env["SHIM_ARGS"] = json.dumps(shim_args)
-    runnable = patched_script(script, recipe, work, root)
-    command = [str(args.python), str(runnable), *script_args]
+           "SHIM_PORT": str(29500 + (os.getpid() % 500)), **launch.env,
+           "SHIM_ARGS": json.dumps(launch.shim_args)}
+    runnable = patched_script(script, recipe, work, launch.root)
+    command = [str(args.python), str(runnable), *launch.args]
     note(" ".join(command))
     start = time.time()
     with open(out / "train.log", "w") as log:
         log.write("".join(f"{line}\n" for line in NOTES))
         log.flush()
-        result = subprocess.run(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=launch.cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     wall = time.time() - start
     log_text = (out / "train.log").read_text(errors="replace")
-    checkpoints = sorted(snapshot.rglob(recipe.checkpoint.format(iterations=volume.iterations)))
+    checkpoints = sorted(launch.snapshot.rglob(
+        recipe.checkpoint.format(iterations=volume.iterations)))
     record = {
         "side": "authors", "recipe": args.recipe, "repo": recipe.repo, "script": recipe.script,
         "commit": commit_of(checkout), "command": command, "seed": args.seed,
-        "threads": args.threads, "protocol": written,
+        "threads": args.threads, "protocol": launch.protocol,
         "shim": [line for line in log_text.splitlines()
                  if line.startswith(("[shim]", "[harness]"))],
         "returncode": result.returncode, "wall_s": round(wall, 1),
@@ -384,42 +139,12 @@ def run_authors(args: argparse.Namespace) -> None:
                                  capture_output=True, text=True).stdout.strip(),
         "cpu": cpu_model(),
     }
-    write_validation(out, validation_curve(log_text, recipe))
+    write_validation(out, KINDS[recipe.kind].curve(log_text, recipe))
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"[harness] exit {result.returncode} after {wall:.0f} s; "
           f"checkpoint {record['checkpoint']}")
     if result.returncode:
         raise SystemExit(result.returncode)
-
-
-def validation_curve(log_text: str, recipe: Recipe) -> list[tuple[int, float]]:
-    """(iteration, mean validation Dice in %) as the script logged it (UA-MT's LA scripts
-    validate never; BCP's counts each stage's iterations from 1, here counted on)."""
-    if recipe.kind == "uamt-la":
-        return []
-    if recipe.kind == "clcc-semi":  # "Valid iou: …, dice: …" after every epoch
-        found = re.findall(r"Valid iou: [\d.]+, dice: ([\d.]+)", log_text)
-        per_epoch = recipe.iterations(Protocol()) // KVASIR_SBS.epochs
-        return [((k + 1) * per_epoch, 100 * float(d)) for k, d in enumerate(found)]
-    if recipe.kind in ("bcp-la", "bcp-acdc"):
-        curve, offset, last = [], 0, 0
-        for line in log_text.splitlines():
-            step = re.search(r"iteration (\d+) ?: loss", line)
-            if step:
-                if int(step.group(1)) < last:  # self-training counts from 1 again
-                    offset = last
-                last = int(step.group(1))
-            found = re.search(r"average metric is ([\d.]+)|: mean_dice : ([\d.]+)", line)
-            if found:
-                curve.append((offset + last, 100 * float(found.group(1) or found.group(2))))
-        return curve
-    if recipe.kind == "ssl4mis":
-        found = re.findall(r"iteration (\d+) : mean_dice : ([\d.]+)", log_text) or re.findall(
-            r"iteration (\d+) : model_mean_dice : ([\d.]+)", log_text)
-        return [(int(i), 100 * float(d)) for i, d in found]
-    epochs = re.findall(r"MeanDice: ([\d.]+)", log_text)
-    step = recipe.clcc_eval_every(Protocol())
-    return [((k + 1) * step, float(d)) for k, d in enumerate(epochs)]
 
 
 def write_validation(out: Path, curve: list[tuple[int, float]]) -> None:
@@ -510,8 +235,8 @@ def score(args: argparse.Namespace) -> None:
         cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
         resample = cfg.data.resample
         write_validation(args.run, clcc_validation(args.run))  # from the run's own log
-    else:  # SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0 (CLCC-semi: bilinear)
-        resample = "bilinear" if recipe.kind == "clcc-semi" else "nearest"
+    else:
+        resample = KINDS[recipe.kind].resample
         runtime = make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
