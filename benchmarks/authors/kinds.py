@@ -336,7 +336,8 @@ def epochs_curve(log_text: str, recipe: Recipe) -> Curve:
 
 
 def bcp_curve(log_text: str, recipe: Recipe) -> Curve:
-    """BCP counts each stage's iterations from 1: here counted on through self-training."""
+    """BCP counts each stage's iterations from 1: here counted on through self-training. Its
+    ACDC script logs every line twice (two handlers): a repeated point is one validation."""
     curve, offset, last = [], 0, 0
     for line in log_text.splitlines():
         step = re.search(r"iteration (\d+) ?: loss", line)
@@ -345,8 +346,9 @@ def bcp_curve(log_text: str, recipe: Recipe) -> Curve:
                 offset = last
             last = int(step.group(1))
         found = re.search(r"average metric is ([\d.]+)|: mean_dice : ([\d.]+)", line)
-        if found:
-            curve.append((offset + last, 100 * float(found.group(1) or found.group(2))))
+        point = (offset + last, 100 * float(found.group(1) or found.group(2))) if found else None
+        if point and (not curve or curve[-1] != point):
+            curve.append(point)
     return curve
 
 

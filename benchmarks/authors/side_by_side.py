@@ -237,6 +237,8 @@ def score(args: argparse.Namespace) -> None:
         write_validation(args.run, clcc_validation(args.run))  # from the run's own log
     else:
         resample = KINDS[recipe.kind].resample
+        log_text = (args.run / "train.log").read_text(errors="replace")
+        write_validation(args.run, KINDS[recipe.kind].curve(log_text, recipe))  # as clcc's
         runtime = make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
