@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from clcc.report.fidelity import curves_figure, fidelity_rows, read_runs, verdict
+from clcc.report.fidelity import curves_figure, fidelity_rows, read_runs, runs_table, verdict
 from clcc.report.stats import welch_interval
 
 
@@ -65,3 +65,12 @@ def test_rows_group_runs_by_recipe_and_side(tmp_path):
     assert alone["fixmatch-plain"]["verdict"] == "one side not run yet"
     curves_figure(runs, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_run_row_has_its_best_validation_or_says_none_was_logged(tmp_path):
+    """UA-MT's LA scripts never validate: their row says so rather than 'nan'."""
+    _run(tmp_path / "la-authors-0", "authors", "uamt-la", 0, 38.97, curve=())
+    _run(tmp_path / "la-clcc-0", "clcc", "uamt-la", 0, 37.37, curve=((150, 10.35), (300, 36.12)))
+    rows = runs_table(read_runs(tmp_path)).splitlines()[2:]
+    assert rows == ["| uamt-la | authors | 0 | final | 38.97 | — (none logged) | 10.0 |",
+                    "| uamt-la | clcc | 0 | final | 37.37 | 36.12 | 10.0 |"]

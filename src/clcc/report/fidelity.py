@@ -159,7 +159,7 @@ def runs_table(runs: list[SideBySideRun]) -> str:
     lines = ["| recipe | side | seed | stage | test Dice % | best validation % | wall (min) |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.stage, r.seed)):
-        best = max((d for _, d in r.curve), default=float("nan"))
+        best = f"{max(d for _, d in r.curve):.2f}" if r.curve else "— (none logged)"
         lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.stage or 'final'} | "
-                     f"{r.test_dice:.2f} | {best:.2f} | {r.wall_s / 60:.1f} |")
+                     f"{r.test_dice:.2f} | {best} | {r.wall_s / 60:.1f} |")
     return "\n".join(lines)
