@@ -19,7 +19,8 @@ from recipes import LA_QUICK, RECIPES, uamt_la_reduction  # noqa: E402
 CHECKOUTS = {"HiLab-git/SSL4MIS": ("SSL4MIS", "SSL4MIS_CHECKOUT"),
              "LiheYoung/UniMatch": ("UniMatch", "UNIMATCH_CHECKOUT"),
              "yulequan/UA-MT": ("UA-MT", "UAMT_CHECKOUT"),
-             "DeepMed-Lab-ECNU/BCP": ("BCP", "BCP_CHECKOUT")}
+             "DeepMed-Lab-ECNU/BCP": ("BCP", "BCP_CHECKOUT"),
+             "ShinkaiZ/CLCC-semi": ("CLCC-semi", "CLCC_SEMI_CHECKOUT")}
 
 
 def _checkout(repo: str, relative: str) -> Path:
@@ -200,12 +201,7 @@ def test_every_recipe_starts_its_script_at_the_protocol(tmp_path, name):
     from recipes import KVASIR_SBS, Protocol
 
     recipe = RECIPES[name]
-    checkout = _checkout(recipe.repo, recipe.script) if recipe.repo in CHECKOUTS else None
-    if checkout is None:
-        checkout = Path(os.environ.get("CLCC_SEMI_CHECKOUT",
-                                       Path(__file__).parents[2] / "authors" / "CLCC-semi"))
-        if not (checkout / recipe.script).is_file():
-            pytest.skip(f"no CLCC-semi checkout at {checkout} (set CLCC_SEMI_CHECKOUT)")
+    checkout = _checkout(recipe.repo, recipe.script)
     script = checkout / recipe.script
     before = script.read_bytes()
     python = tmp_path / "python"
