@@ -3,6 +3,7 @@ every method on a 4-class synthetic set, label maps out of `predict` and ONNX.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -42,6 +43,20 @@ def test_the_label_space_by_hand():
     p = torch.tensor([0.2, 0.7]).view(1, 1, 1, 2)
     assert BINARY.hard(p).flatten().tolist() == [0, 1]
     assert BINARY.distribution(p)[:, 0].flatten().tolist() == pytest.approx([0.8, 0.3])
+
+
+def test_a_binary_threshold_cuts_probabilities_and_logits_alike():
+    """p > 0.75 is logit > ln 3 (1.0986); a multi-class space has no threshold."""
+    strict = dataclasses.replace(BINARY, threshold=0.75)
+    assert strict.hard(torch.tensor([0.2, 0.7, 0.8]).view(1, 1, 1, 3)).flatten().tolist() == [
+        0, 0, 1]
+    assert strict.segment(torch.tensor([1.0, 1.2]).view(1, 1, 1, 2)).flatten().tolist() == [0, 1]
+    assert BINARY.segment(torch.tensor([-0.1, 0.1]).view(1, 1, 1, 2)).flatten().tolist() == [0, 1]
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="give a probability between 0 and 1"):
+            dataclasses.replace(BINARY, threshold=bad)
+    with pytest.raises(ValueError, match="a model of 4 classes takes the most probable class"):
+        dataclasses.replace(HEART, threshold=0.7)
 
 
 def test_multiclass_dice_over_classes_by_hand():
@@ -153,6 +168,12 @@ def test_predict_and_onnx_write_label_maps(heart_set, tmp_path, capsys):
                  "--device", "cpu"]) == 0
     label_map = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert label_map.shape == (40, 30) and set(np.unique(label_map)) <= {0, 1, 2, 3}
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                 "--output", str(tmp_path / "cut"), "--threshold", "0.6"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{checkpoint}: a model of 4 classes takes the most probable class; --threshold is "
+        "for a binary model")
+    assert not (tmp_path / "cut").exists()
     assert sorted(p.name for p in (tmp_path / "out" / "probabilities").iterdir()) == [
         "a_background.png", "a_lv.png", "a_myo.png", "a_rv.png"]
     pytest.importorskip("onnxruntime")

@@ -185,3 +185,60 @@ def test_evaluate_every_labelled_image_of_a_prepared_set(checkpoint, tmp_path, c
                  "--output", str(tmp_path / "all"), "--device", "cpu"]) == 0
     rows = (tmp_path / "all" / "per_image.csv").read_text().splitlines()
     assert len(rows) == 1 + 40  # the tiny synthetic set: 40 labelled cases
+
+
+def test_evaluate_at_another_threshold_scores_the_probabilities_cut_there(checkpoint, tmp_path,
+                                                                          capsys):
+    """`--threshold P`: each image's Dice is that of probability > P, computed here by hand
+    from the model's probabilities; the cut is recorded beside the figures."""
+    import json
+
+    from clcc.data.prepare import PreparedData
+    from clcc.engine.evaluate import predict_probabilities
+    from clcc.engine.predict import load_trained_model
+    from clcc.engine.runtime import make_runtime
+
+    cfg, model, _ = load_trained_model(checkpoint, "cpu")
+    data = PreparedData.open(cfg.data.root, cfg.data.size)
+    names = data.subset("test")
+    idx = data.indices(names, "test")
+    prob = predict_probabilities(model, data.images[idx], make_runtime("cpu", "fp32"))[:, 0]
+    cut = float(prob.median())  # a cut where half the pixels change sides, not 0.5
+    truth = torch.from_numpy(np.asarray(data.masks[idx]) > 0)
+    dice = {}
+    for p in (0.5, cut):
+        pred = prob > p
+        both, total = (pred & truth).sum((1, 2)), pred.sum((1, 2)) + truth.sum((1, 2))
+        dice[p] = torch.where(total > 0, 2 * both / total.clamp(min=1), 1.0).tolist()
+    assert dice[cut] != pytest.approx(dice[0.5], abs=1e-3)
+    for p, extra in ((0.5, []), (cut, ["--threshold", str(cut)])):
+        out = tmp_path / f"e{p}"
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--output", str(out),
+                     "--device", "cpu", *extra]) == 0
+        rows = (out / "per_image.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        got = [float(r.split(",")[header.index("dice")]) for r in rows[1:]]
+        assert [r.split(",")[0] for r in rows[1:]] == names
+        assert got == pytest.approx(dice[p], abs=1e-5)
+        assert json.loads((out / ".clcc-output.json").read_text())["threshold"] == p
+    assert f"foreground where its probability > {cut}" in capsys.readouterr().out
+
+
+def test_predict_masks_shrink_as_the_threshold_rises(checkpoint, tmp_path, capsys):
+    write_pair(tmp_path / "in" / "a.jpg", None, size=(40, 30))
+    area = {}
+    for p in ("0.3", None, "0.7"):
+        out = tmp_path / f"out{p}"
+        assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                     "--output", str(out), "--device", "cpu",
+                     *(["--threshold", p] if p else [])]) == 0
+        area[p] = np.asarray(Image.open(out / "a.png")) > 0
+    assert (area["0.7"] <= area[None]).all() and (area[None] <= area["0.3"]).all()
+    assert area["0.7"].sum() < area["0.3"].sum()
+    for bad in ("1", "0", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"),
+                  "--output", str(tmp_path / "o"), "--threshold", bad])
+        assert exit_.value.code == 2
+        assert f"{bad!r}: give a probability between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

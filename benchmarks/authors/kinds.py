@@ -367,16 +367,18 @@ def unimatch_curve(log_text: str, recipe: Recipe) -> Curve:
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of script: how it is started, how its log is read, and how its test images are
-    resized for clcc's scoring (SSL4MIS, UniMatch and BCP zoom ACDC slices with order 0)."""
+    """A kind of script: how it is started, how its log is read, and how its 2-D test images
+    are resized for clcc's scoring, and to what size (SSL4MIS, UniMatch and BCP zoom ACDC
+    slices with order 0 to the protocol's size; a 3-D script's volumes are scored whole)."""
 
     launch: Callable[[Run], Launch]
     curve: Callable[[str, Recipe], Curve]
     resample: str = "nearest"
+    size: int = Protocol().size
 
 
 KINDS = {"uamt-la": Kind(launch_uamt_la, no_curve), "bcp-la": Kind(launch_bcp_la, bcp_curve),
          "ssl4mis": Kind(launch_ssl4mis, ssl4mis_curve),
          "bcp-acdc": Kind(launch_bcp_acdc, bcp_curve),
-         "clcc-semi": Kind(launch_clcc_semi, epochs_curve, "bilinear"),
+         "clcc-semi": Kind(launch_clcc_semi, epochs_curve, "bilinear", KVASIR_SBS.size),
          "unimatch": Kind(launch_unimatch, unimatch_curve)}

@@ -245,17 +245,15 @@ def score(args: argparse.Namespace) -> None:
         patch = cfg.data.patch if run["side"] == "clcc" else recipe.volume.clcc_patch
         data = open_prepared(args.prepared, 3, 0, patch=tuple(patch),
                              overlap=cfg.data.window_overlap)
-    elif recipe.kind == "clcc-semi":  # Kvasir-SEG, per image, at the size both trained
-        data = PreparedData.open(args.prepared, KVASIR_SBS.size, resample)
-    else:
-        data = PreparedData.open(args.prepared, Protocol().size, resample)
+    else:  # slices of volumes (ACDC) or images (Kvasir-SEG), at the size both trained
+        data = PreparedData.open(args.prepared, KINDS[recipe.kind].size, resample)
     if run["side"] != "clcc":
         model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
     (args.run / "summary.json").write_text(json.dumps({**summary, "resample": resample},
                                                       indent=2) + "\n")
-    unit = "images" if recipe.kind == "clcc-semi" else "volumes"
+    unit = "volumes" if data.volumes else "images"
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
 
 

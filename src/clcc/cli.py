@@ -4,14 +4,20 @@ ends with one clear line (exit status 2), not a traceback."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import functools
+import math
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clcc import __version__
 from clcc.errors import ClccError
+
+if TYPE_CHECKING:
+    from clcc.labels import LabelSpace
 
 
 def labelled_subset(text: str) -> float:
@@ -55,6 +61,28 @@ def fractions(text: str) -> tuple[float, ...]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: give three numbers separated by commas, "
                                          "e.g. 0.6,0.2,0.2") from err
+
+
+def probability(text: str) -> float:
+    """--threshold: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a probability between 0 and 1, "
+                                         "e.g. 0.5")
+    return value
+
+
+def at_threshold(labels: LabelSpace, threshold: float | None, model_file: Path) -> LabelSpace:
+    """The model's label space with `--threshold` (a binary model's only)."""
+    if threshold is None:
+        return labels
+    if not labels.binary:
+        raise ClccError(f"{model_file}: a model of {labels.classes} classes takes the most "
+                        "probable class; --threshold is for a binary model")
+    return dataclasses.replace(labels, threshold=threshold)
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
@@ -152,6 +180,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.native_resolution and args.images is None:
         raise ClccError("--native-resolution needs --images and --masks")
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device, args.precision)
+    model.labels = at_threshold(model.labels, args.threshold, args.checkpoint)
     data = None
     if args.recalibrate_bn or args.images is None:
         root = Path(args.data or cfg.data.root)
@@ -184,7 +213,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     with staged_into(out, last=OUTPUT_MARKER) as tmp:
         write_per_image_csv(tmp / "per_image.csv", rows)
         write_json(tmp / "summary.json", summary)
-        mark(tmp, "evaluate", checkpoint=str(Path(args.checkpoint).resolve()))
+        mark(tmp, "evaluate", checkpoint=str(Path(args.checkpoint).resolve()),
+             threshold=model.labels.threshold if model.labels.binary else None)
+    if args.threshold is not None:
+        print(f"foreground where its probability > {args.threshold}")
     volumes = data is not None and data.volumes and args.images is None
     print(f"{len(rows)} volumes, each scored in 3-D at its own resolution" if volumes else
           f"{len(rows)} images" + (" at their own resolution" if args.native_resolution else
@@ -207,6 +239,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         predictor = Predictor.from_model(model, cfg.data.size, runtime, cfg.data.resample,
                                          cfg.data.patch, cfg.data.window_overlap,
                                          cfg.data.spacing)
+    predictor.labels = at_threshold(predictor.labels, args.threshold, args.onnx or args.checkpoint)
     written, skipped = predict_folder(
         predictor, args.input, args.output, overlays=args.overlay,
         probabilities=args.probabilities, model_file=args.onnx or args.checkpoint,
@@ -386,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint, evaluate-SPLIT)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast)")
+    p.add_argument("--threshold", type=probability, metavar="P",
+                   help="a binary model's foreground from probability > P (default 0.5)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks for a folder of new images")
@@ -399,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities/ (a PNG or a float32 NIfTI per class)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threshold", type=probability, metavar="P",
+                   help="a binary model's foreground from probability > P (default 0.5)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("experiment", help="methods × labelled selections → runs → tables")

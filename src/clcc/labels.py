@@ -28,14 +28,23 @@ EPS = 1e-6  # probabilities are clamped to [EPS, 1 − EPS] before a logarithm
 
 @dataclass(frozen=True)
 class LabelSpace:
-    """`names`: the foreground classes, in label order 1, 2, …; background is 0."""
+    """`names`: the foreground classes, in label order 1, 2, …; background is 0.
+    `threshold`: the foreground probability from which a binary model's pixel is foreground
+    (0.5; an evaluation option, for figures published at another cut, e.g. CLCC-semi's logit
+    0.5, i.e. p = 0.622). A multi-class model takes the argmax and has none."""
 
     names: tuple[str, ...] = ("foreground",)
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.names or len(set(self.names)) != len(self.names) or "background" in self.names:
             raise ValueError(f"classes {self.names}: give one or more distinct names, "
                              "background (0) aside")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold {self.threshold}: give a probability between 0 and 1")
+        if not self.binary and self.threshold != 0.5:
+            raise ValueError(f"threshold {self.threshold}: a model of {self.classes} classes "
+                             "takes the most probable class; a threshold is for a binary one")
 
     @classmethod
     def from_names(cls, names: Sequence[str] | None) -> LabelSpace:
@@ -93,15 +102,16 @@ class LabelSpace:
         return torch.cat([1 - probs, probs], dim=1) if self.binary else probs
 
     def hard(self, probs: torch.Tensor) -> torch.Tensor:
-        """(B, 1, …) float label map: p > 0.5 (binary), else the argmax."""
+        """(B, 1, …) float label map: p > threshold (binary), else the argmax."""
         if self.binary:
-            return (probs > 0.5).float()
+            return (probs > self.threshold).float()
         return probs.argmax(dim=1, keepdim=True).float()
 
     def segment(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, 1, …) float label map straight from logits: logit > 0 (binary), else argmax."""
+        """(B, 1, …) float label map straight from logits: the logit past the threshold's
+        (0 at p = 0.5; binary), else the argmax."""
         if self.binary:
-            return (logits > 0).float()
+            return (logits > math.log(self.threshold / (1 - self.threshold))).float()
         return logits.argmax(dim=1, keepdim=True).float()
 
     def confidence(self, probs: torch.Tensor) -> torch.Tensor:
