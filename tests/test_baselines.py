@@ -96,6 +96,12 @@ def test_uncertainty_mask_by_hand():
     uamt = build_method("uamt", SIZE, widths=WIDTHS)
     assert uamt.threshold(0.0) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * math.log(2))
     assert uamt.threshold(1.0) == pytest.approx(math.log(2))
+    # the threshold ramps over the run whatever the consistency weight's ramp (both UA-MT
+    # scripts: sigmoid_rampup(iter_num, max_iterations)); SSL4MIS's weight ramp at the quick
+    # protocol is 20 runs long (`rampup=20`)
+    slow = build_method("uamt", SIZE, {"rampup": 20}, widths=WIDTHS)
+    assert slow.threshold(1.0) == pytest.approx(math.log(2))
+    assert slow.threshold(0.5) == pytest.approx((0.75 + 0.25 * math.exp(-1.25)) * math.log(2))
 
 
 def test_rectification_by_hand():

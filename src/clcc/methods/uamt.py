@@ -5,8 +5,9 @@ Mean Teacher with one change, the uncertainty mask: the teacher makes T (8) stoc
 unlabelled images (as the consistency, `consistency_on`); the uncertainty of a pixel is the
 predictive entropy of the mean probability, −Σ_c p̄_c log p̄_c (natural log, at most ln C for C
 classes, `LabelSpace.entropy`), and only pixels whose uncertainty is below a threshold that
-ramps from 0.75·ln C to ln C (SSL4MIS's 2-class code: ln 2) count in the consistency MSE
-(normalised by the number of such pixels).
+ramps from 0.75·ln C to ln C (SSL4MIS's 2-class code: ln 2) over the run, whatever the
+consistency weight's ramp (`rampup`; both SSL4MIS's 2-D and UA-MT's LA script ramp it over
+`max_iterations`), count in the consistency MSE (normalised by the number of such pixels).
 The target is the teacher's first noisy pass, as SSL4MIS's separate noisy teacher pass.
 """
 
@@ -35,7 +36,7 @@ class UAMT(MeanTeacher):
         self.passes = passes
 
     def threshold(self, progress: float) -> float:
-        return (0.75 + 0.25 * sigmoid_rampup(progress, self.rampup)) * self.labels.max_entropy
+        return (0.75 + 0.25 * sigmoid_rampup(progress, 1.0)) * self.labels.max_entropy
 
     def consistency_loss(
         self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
