@@ -196,3 +196,29 @@ def test_urpc_perturbations_and_upsampling_as_ssl4mis():
     coarsest = net(torch.randn(1, 3, SIZE, SIZE)).aux[0][0, 0]  # 8×8 map → 64×64, nearest
     block = coarsest[:8, :8]
     assert torch.equal(block, block[0, 0].expand(8, 8))
+
+
+def test_uamt_four_classes_as_ssl4mis_2d_script():
+    """ACDC's four classes: SSL4MIS's threshold stays (0.75 … 1)·ln 2 (`lnC`: ln 4), and its
+    consistency is Σ mask·Σ_c (s_c − t_c)² / (2 Σ mask), written here as the script does."""
+    from clcc.labels import LabelSpace
+
+    space = LabelSpace(("rv", "myo", "lv"))
+    uamt = build_method("uamt", SIZE, widths=WIDTHS, labels=space)
+    wide = build_method("uamt", SIZE, {"threshold_max": "lnC"}, widths=WIDTHS, labels=space)
+    assert uamt.threshold(1.0) == pytest.approx(math.log(2))
+    assert wide.threshold(1.0) == pytest.approx(math.log(4))
+    torch.manual_seed(0)
+    student = torch.softmax(torch.randn(2, 4, 3, 3), 1)
+    agreed = 4 * torch.randn(2, 4, 3, 3)  # passes agree more at some pixels than at others
+    passes = [torch.softmax(agreed + torch.randn(2, 4, 3, 3), 1) for _ in range(8)]
+    draws = iter(passes)
+    uamt.teacher_probabilities = lambda x: next(draws)
+    loss = uamt.consistency_loss(student, torch.zeros(2, 1, 3, 3), 0.0, {})
+    mean = torch.stack(passes).mean(0)  # the script's lines
+    uncertainty = -torch.sum(mean * torch.log(mean + 1e-6), dim=1, keepdim=True)
+    mask = (uncertainty < (0.75 + 0.25 * math.exp(-5)) * math.log(2)).float()
+    assert 0 < mask.sum() < mask.numel()  # some pixels kept, some not
+    dist = (student - passes[0]) ** 2
+    assert loss.item() == pytest.approx((torch.sum(mask * dist) / (2 * torch.sum(mask))).item(),
+                                        rel=1e-5)

@@ -5,13 +5,20 @@ Mean Teacher with one change, the uncertainty mask: the teacher makes T (8) stoc
 unlabelled images (as the consistency, `consistency_on`); the uncertainty of a pixel is the
 predictive entropy of the mean probability, −Σ_c p̄_c log p̄_c (natural log, at most ln C for C
 classes, `LabelSpace.entropy`), and only pixels whose uncertainty is below a threshold that
-ramps from 0.75·ln C to ln C (SSL4MIS's 2-class code: ln 2) over the run, whatever the
-consistency weight's ramp (`rampup`; both SSL4MIS's 2-D and UA-MT's LA script ramp it over
-`max_iterations`), count in the consistency MSE (normalised by the number of such pixels).
+ramps from 0.75·ln 2 to ln 2 over the run count in the consistency: SSL4MIS's 2-D script keeps
+UA-MT's two-class ln 2 for ACDC's four classes (`threshold_max="lnC"` ramps to the entropy's
+maximum ln C instead), and both it and UA-MT's LA script ramp it over `max_iterations`,
+whatever the consistency weight's ramp (`rampup`). The consistency: the squared differences of
+the C class probabilities summed over the certain pixels and divided by twice their number
+(SSL4MIS's `2*torch.sum(mask)`, written for two classes and kept for four: at C = 2 the mean
+over classes of UA-MT's LA script).
 The target is the teacher's first noisy pass, as SSL4MIS's separate noisy teacher pass.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 
@@ -31,12 +38,13 @@ def uncertainty_mask(passes: torch.Tensor, threshold: float, labels: LabelSpace)
 @register("uamt")
 class UAMT(MeanTeacher):
     def __init__(self, model: UNet, image_size: int | tuple[int, ...], passes: int = 8,
-                 **mean_teacher) -> None:
+                 threshold_max: Literal["ln2", "lnC"] = "ln2", **mean_teacher) -> None:
         super().__init__(model, image_size, **mean_teacher)
         self.passes = passes
+        self.ceiling = math.log(2) if threshold_max == "ln2" else self.labels.max_entropy
 
     def threshold(self, progress: float) -> float:
-        return (0.75 + 0.25 * sigmoid_rampup(progress, 1.0)) * self.labels.max_entropy
+        return (0.75 + 0.25 * sigmoid_rampup(progress, 1.0)) * self.ceiling
 
     def consistency_loss(
         self, student: torch.Tensor, x: torch.Tensor, progress: float, logs: Logs
@@ -44,4 +52,7 @@ class UAMT(MeanTeacher):
         passes = torch.stack([self.teacher_probabilities(x) for _ in range(self.passes)])
         mask = uncertainty_mask(passes, self.threshold(progress), self.labels).float()
         logs["certain"] = mask.mean().detach()
-        return (mask * (student - passes[0]).pow(2)).sum() / (mask.sum() + 1e-16)
+        # summed over the C class channels (a binary head's (p − q)² stands for both) and
+        # divided by twice the certain pixels: SSL4MIS's normaliser for any C, written for 2
+        squared = (student - passes[0]).pow(2) * (self.labels.classes / self.labels.heads)
+        return (mask * squared).sum() / (2 * mask.sum() + 1e-16)
