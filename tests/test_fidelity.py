@@ -26,6 +26,7 @@ def test_welch_interval_by_hand_and_against_scipy():
 
 def test_verdicts():
     assert verdict([44.0], [23.0])[1] == "1 seed a side: not decided"
+    assert verdict([44.0], [23.0, 30.0])[1] == "1 seed on one side: not decided"
     assert verdict([44.0, 45.0, 46.0], [23.0, 20.0, 22.0])[1] == "differs"
     assert verdict([44.0, 40.0, 48.0], [45.0, 41.0, 47.0])[1] == (
         "not decided (interval wider than ±5)")  # holds 0, reaches past ±5: −8.6 … +8.0

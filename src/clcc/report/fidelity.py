@@ -9,7 +9,7 @@ are grouped by side; the
 difference authors − clcc gets Welch's interval over seeds, and the verdict reads "differs"
 when that interval leaves 0 out, "same (within ±5)" when it lies inside ±`MARGIN` Dice points
 (an equivalence margin declared before the runs), "not decided" when it holds 0 but is wider,
-and "1 seed a side: not decided" when either side has a single run.
+and "1 seed on one side: not decided" (or "1 seed a side") when a side has a single run.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def verdict(authors: list[float], ours: list[float]) -> tuple[dict[str, float], 
     interval = welch_interval(authors, ours)
     low, high = interval["ci_low"], interval["ci_high"]
     if np.isnan(low):
-        return interval, "1 seed a side: not decided"
+        single = "a side" if len(authors) == len(ours) == 1 else "on one side"
+        return interval, f"1 seed {single}: not decided"
     if not low <= 0 <= high:
         return interval, "differs"
     if -MARGIN <= low and high <= MARGIN:
