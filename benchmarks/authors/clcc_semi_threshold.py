@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from clcc.data.prepare import PreparedData
-from clcc.engine.evaluate import evaluate, predict_probabilities
+from clcc.engine.evaluate import predict_probabilities
 from clcc.engine.runtime import make_runtime
+from clcc.metrics import image_metrics
 from clcc.models.authors_weights import load_authors_model
 
 
@@ -30,14 +31,14 @@ checkpoint, prepared = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(1)
 data = PreparedData.open(prepared, 320, "bilinear")
 model = load_authors_model(checkpoint, data.labels, data.channels)
-names = data.subset("test")
-idx = data.indices(names, "test")
+idx = data.indices(data.subset("test"), "test")
 runtime = make_runtime("cpu", "fp32")
-prob = predict_probabilities(model, data.images[idx], runtime)[:, 0].numpy()
+prob = predict_probabilities(model, data.images[idx], runtime)
 truth = data.masks[idx] > 0
 for name, cut in (("probability > 0.5", 0.5), ("logit > 0.5", 1 / (1 + np.exp(-0.5)))):
-    model.labels = dataclasses.replace(model.labels, threshold=cut)
-    clcc = evaluate(model, data.images[idx], data.masks[idx], names, runtime,
-                    with_hd95=False)[1]["dice"]["mean"]
-    theirs = np.mean([dice_clcc_semi(p, t) for p, t in zip(prob > cut, truth, strict=True)])
+    # the cut of `--threshold`, on the one pass's probabilities
+    pred = dataclasses.replace(model.labels, threshold=cut).hard(prob)[:, 0].numpy() > 0
+    pairs = list(zip(pred, truth, strict=True))
+    clcc = np.mean([image_metrics(p, t, with_hd95=False)["dice"] for p, t in pairs])
+    theirs = np.mean([dice_clcc_semi(p, t) for p, t in pairs])
     print(f"{name}: clcc's Dice {100 * clcc:.2f}, CLCC-semi's formula {100 * theirs:.2f}")
