@@ -305,6 +305,21 @@ def test_the_vnet_has_uamt_parameter_count_and_names():
     assert net(torch.randn(1, 1, 16, 32, 16)).logits.shape == (1, 1, 16, 32, 16)
 
 
+def test_the_vnet_features_are_the_decoder_map_before_the_head_dropout():
+    """With a dropout of 1 every channel the output convolution reads is dropped in training
+    (its logits are its bias alone), yet the features CLCC's projection head reads are the last
+    decoder map itself: `block_nine`'s output, never zeroed by the head's dropout."""
+    from clcc.models.vnet import VNet
+
+    torch.manual_seed(0)
+    net = VNet(labels=LabelSpace(("left atrium",)), dropout=[1.0]).train()
+    seen = {}
+    net.block_nine.register_forward_hook(lambda _m, _i, out: seen.update(map=out))
+    out = net(torch.randn(2, 1, 16, 32, 16))
+    assert torch.equal(out.features, seen["map"]) and out.features.abs().sum() > 0
+    assert torch.allclose(out.logits, net.out_conv.bias.view(1, -1, 1, 1, 1).expand_as(out.logits))
+
+
 def _uamt_probabilities_in_clcc_order(theirs: torch.nn.Module, x_xyz: torch.Tensor
                                       ) -> torch.Tensor:
     """Foreground probability of a two-channel (x, y, z) network, moved to clcc's (z, x, y)."""

@@ -60,7 +60,13 @@ class _Resample(nn.Module):
 class VNet(nn.Module):
     """(B, C, D, H, W) → `SegOutput` (logits, the last decoder map as features). Sides must be
     divisible by 16. `widths[0]` is UA-MT's `n_filters`; `dropout`'s last value (default 0.5)
-    its Dropout3d probability."""
+    its Dropout3d probability.
+
+    `features` is that map *before* the channel dropout that feeds the output convolution: the
+    dropout belongs to the segmentation head, and a head reading the features (CLCC's
+    projection) sees them as it does on the 2-D U-Nets, which have no dropout there. Read after
+    it, each of CLCC's two passes dropped its own half of the 16 channels and eq. (1) broke
+    training (docs/results.md, "CLCC in 3-D")."""
 
     extra_prefixes: tuple[str, ...] = ()
     ct: tuple[float, ...] | None = None  # the CT statistics its training volumes were
@@ -114,8 +120,7 @@ class VNet(nn.Module):
             x = getattr(self, f"block_{name}_up")(x) + skips.pop()
             following = NAMES[NAMES.index(name) + 1]
             x = getattr(self, f"block_{following}")(x)
-        features = self.dropout(x)
-        return SegOutput(logits=self.out_conv(features), features=features)
+        return SegOutput(logits=self.out_conv(self.dropout(x)), features=x)
 
 
 def network(model_class: type[nn.Module], architecture: str, **args) -> nn.Module:
