@@ -211,11 +211,13 @@ def test_volumes_get_the_same_strong_views_in_3d():
     assert int(span.prod()) == int(one.sum())  # one solid box
 
 
-def _unimatch_fixmatch_step(model, img_x, mask_x, img_u_w, img_u_s1, img_u_w_mix, img_u_s1_mix,
-                            cutmix_box1, conf_thresh):
-    """The loop body of UniMatch's `more-scenarios/medical/unimatch.py` reduced to FixMatch
-    (loss = (loss_x + loss_u_s1) / 2; no feature-perturbed pass, no second strong view), line
-    by line, with its `DiceLoss(n_classes)` written out: the reference of the test below."""
+def _unimatch_step(model, img_x, mask_x, img_u_w, img_u_s, img_u_w_mix, img_u_s_mix, boxes,
+                   conf_thresh, fp):
+    """The loop body of UniMatch's `more-scenarios/medical/unimatch.py`, line by line, with its
+    `DiceLoss(n_classes)` written out: the reference of the tests below. `img_u_s`,
+    `img_u_s_mix`, `boxes`: one entry per strong view. Two views and `fp` (its feature-perturbed
+    decoder pass) are the script; one view without it is the script reduced to FixMatch (loss =
+    (loss_x + loss_u_s1) / 2)."""
     def dice_loss(probs, target, ignore):
         total = 0.0
         for i in range(probs.shape[1]):
@@ -229,51 +231,70 @@ def _unimatch_fixmatch_step(model, img_x, mask_x, img_u_w, img_u_s1, img_u_w_mix
         pred_u_w_mix = model(img_u_w_mix).logits.detach()
         conf_u_w_mix = pred_u_w_mix.softmax(dim=1).max(dim=1)[0]
         mask_u_w_mix = pred_u_w_mix.argmax(dim=1)
-    img_u_s1 = img_u_s1.clone()
-    inside = cutmix_box1.unsqueeze(1).expand(img_u_s1.shape) == 1
-    img_u_s1[inside] = img_u_s1_mix[inside]
+    img_u_s = [view.clone() for view in img_u_s]
+    for view, view_mix, box in zip(img_u_s, img_u_s_mix, boxes, strict=True):
+        inside = box.unsqueeze(1).expand(view.shape) == 1
+        view[inside] = view_mix[inside]
     model.train()
-    preds = model(torch.cat((img_x, img_u_w))).logits
-    pred_x, pred_u_w = preds.split([img_x.shape[0], img_u_w.shape[0]])
-    pred_u_s1 = model(img_u_s1).logits
+    num_lb, num_ulb = img_x.shape[0], img_u_w.shape[0]
+    if fp:  # its UNet.forward(x, need_fp=True)
+        feature = model.encode(torch.cat((img_x, img_u_w)))
+        outs = model.decode([torch.cat((feat, torch.nn.Dropout2d(0.5)(feat)))
+                             for feat in feature])[-1]
+        preds, preds_fp = model.head(outs).chunk(2)
+        pred_u_w_fp = preds_fp[num_lb:]
+    else:
+        preds = model(torch.cat((img_x, img_u_w))).logits
+    pred_x, pred_u_w = preds.split([num_lb, num_ulb])
+    pred_u_s = model(torch.cat(img_u_s)).logits.chunk(len(img_u_s))
     pred_u_w = pred_u_w.detach()
     conf_u_w, mask_u_w = pred_u_w.softmax(dim=1).max(dim=1)[0], pred_u_w.argmax(dim=1)
-    mask_u_w_cutmixed1, conf_u_w_cutmixed1 = mask_u_w.clone(), conf_u_w.clone()
-    mask_u_w_cutmixed1[cutmix_box1 == 1] = mask_u_w_mix[cutmix_box1 == 1]
-    conf_u_w_cutmixed1[cutmix_box1 == 1] = conf_u_w_mix[cutmix_box1 == 1]
     loss_x = (torch.nn.functional.cross_entropy(pred_x, mask_x)
               + dice_loss(pred_x.softmax(dim=1), mask_x, torch.zeros_like(mask_x))) / 2
-    loss_u_s1 = dice_loss(pred_u_s1.softmax(dim=1), mask_u_w_cutmixed1,
-                          (conf_u_w_cutmixed1 < conf_thresh).float())
-    return (loss_x + loss_u_s1) / 2.0, (conf_u_w >= conf_thresh).float().mean()
+    loss_u_s = []
+    for pred, box in zip(pred_u_s, boxes, strict=True):
+        mask_u_w_cutmixed, conf_u_w_cutmixed = mask_u_w.clone(), conf_u_w.clone()
+        mask_u_w_cutmixed[box == 1] = mask_u_w_mix[box == 1]
+        conf_u_w_cutmixed[box == 1] = conf_u_w_mix[box == 1]
+        loss_u_s.append(dice_loss(pred.softmax(dim=1), mask_u_w_cutmixed,
+                                  (conf_u_w_cutmixed < conf_thresh).float()))
+    ratio = (conf_u_w >= conf_thresh).float().mean()
+    if not fp:
+        return (loss_x + loss_u_s[0]) / 2.0, ratio
+    loss_u_w_fp = dice_loss(pred_u_w_fp.softmax(dim=1), mask_u_w,
+                            (conf_u_w < conf_thresh).float())
+    return (loss_x + loss_u_s[0] * 0.25 + loss_u_s[1] * 0.25 + loss_u_w_fp * 0.5) / 2.0, ratio
 
 
-def test_one_fixmatch_step_is_the_reduced_unimatch_step(monkeypatch):
-    """The whole step, not its terms: with the same weights, images, strong views, CutMix box
-    and dropout draws, clcc's FixMatch and UniMatch's loop body give the same loss, the same
-    gradients and the same BatchNorm running statistics afterwards (which passes run in eval
-    mode, what is pasted from where, which pixels count)."""
+def _one_step_both_ways(name, views, monkeypatch):
+    """clcc's step of `name` and the script's loop body on the same weights, images, strong
+    views (`views` of them), CutMix boxes and dropout draws, 4 classes, SSL4MIS's U-Net: both
+    models after `backward`, both losses and keep ratios."""
     from copy import deepcopy
 
     from clcc.labels import LabelSpace
 
     torch.manual_seed(0)
     size, b = 32, 3
-    method = build_method("fixmatch", size, {"threshold": 0.5}, in_channels=1,
+    method = build_method(name, size, {"threshold": 0.5}, in_channels=1,
                           architecture="ssl4mis", labels=LabelSpace(("rv", "myo", "lv")))
     head = [m for m in method.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with torch.no_grad():
         head.weight.mul_(8)  # confident enough that the threshold keeps some pixels
     theirs = deepcopy(method.model)
     g = torch.Generator().manual_seed(1)
-    img_x, img_u_w, img_u_w_mix, img_u_s1, img_u_s1_mix = (
-        torch.rand(b, 1, size, size, generator=g) for _ in range(5))
+    img_x, img_u_w, img_u_w_mix = (torch.rand(b, 1, size, size, generator=g) for _ in range(3))
+    img_u_s = [torch.rand(b, 1, size, size, generator=g) for _ in range(views)]
+    img_u_s_mix = [torch.rand(b, 1, size, size, generator=g) for _ in range(views)]
     mask_x = torch.randint(0, 4, (b, size, size), generator=g)
-    box = torch.zeros(b, size, size)
-    box[0, 4:20, 8:30], box[2, :10, :10] = 1, 1  # image 1 has no box (p = 0.5 in the script)
-    monkeypatch.setattr(fixmatch, "strong_view",
-                        lambda x: img_u_s1 if torch.equal(x, img_u_w) else img_u_s1_mix)
-    monkeypatch.setattr(fixmatch, "cutmix_boxes", lambda n, shape: box)
+    boxes = [torch.zeros(b, size, size) for _ in range(views)]
+    boxes[0][0, 4:20, 8:30], boxes[0][2, :10, :10] = 1, 1  # image 1: no box (p = 0.5)
+    if views > 1:
+        boxes[1][1, 2:30, 16:28] = 1
+    drawn = {"own": iter(img_u_s), "mix": iter(img_u_s_mix), "box": iter(boxes)}
+    monkeypatch.setattr(fixmatch, "strong_view", lambda x: next(
+        drawn["own" if torch.equal(x, img_u_w) else "mix"]))
+    monkeypatch.setattr(fixmatch, "cutmix_boxes", lambda n, shape: next(drawn["box"]))
 
     torch.manual_seed(2)
     batch = {"image": img_x, "mask": mask_x[:, None].float(),
@@ -281,15 +302,33 @@ def test_one_fixmatch_step_is_the_reduced_unimatch_step(monkeypatch):
     loss, logs = method.training_step(batch, 0.5)
     loss.backward()
     torch.manual_seed(2)
-    expected, ratio = _unimatch_fixmatch_step(theirs, img_x, mask_x, img_u_w, img_u_s1,
-                                              img_u_w_mix, img_u_s1_mix, box, 0.5)
+    expected, ratio = _unimatch_step(theirs, img_x, mask_x, img_u_w, img_u_s, img_u_w_mix,
+                                     img_u_s_mix, boxes, 0.5, fp=views > 1)
     expected.backward()
-
     assert 0.05 < float(ratio) < 0.95  # some pixels kept, some not
     assert float(logs["mask_ratio"]) == pytest.approx(float(ratio))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    ours, reference = dict(method.model.named_parameters()), dict(theirs.named_parameters())
-    for name, p in ours.items():
+    return method.model, theirs
+
+
+def _assert_same_gradients_and_statistics(ours, theirs):
+    reference = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
         assert torch.allclose(p.grad, reference[name].grad, atol=1e-6, rtol=1e-4), name
-    for (name, buf), ref in zip(method.model.named_buffers(), theirs.buffers(), strict=True):
+    for (name, buf), ref in zip(ours.named_buffers(), theirs.buffers(), strict=True):
         assert torch.allclose(buf.float(), ref.float(), atol=1e-6), name
+
+
+def test_one_fixmatch_step_is_the_reduced_unimatch_step(monkeypatch):
+    """The whole step, not its terms: with the same weights, images, strong views, CutMix box
+    and dropout draws, clcc's FixMatch and UniMatch's loop body reduced to FixMatch give the
+    same loss, the same gradients and the same BatchNorm running statistics afterwards (which
+    passes run in eval mode, what is pasted from where, which pixels count)."""
+    _assert_same_gradients_and_statistics(*_one_step_both_ways("fixmatch", 1, monkeypatch))
+
+
+def test_one_unimatch_step_is_the_script_step(monkeypatch):
+    """The same for UniMatch and the script's whole loop body: two strong views in one pass,
+    each with its own box and partner view, and the feature-perturbed decoder pass (the same
+    channel-dropout draws), weighted ¼, ¼, ½."""
+    _assert_same_gradients_and_statistics(*_one_step_both_ways("unimatch", 2, monkeypatch))
