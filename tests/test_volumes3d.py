@@ -560,3 +560,19 @@ def test_torchrun_trains_a_3d_network_in_two_processes(la_set, tmp_path):
     results = json.loads((cfg.run_dir() / "results.json").read_text())
     assert results["world_size"] == 2 and results["ranks_in_sync"] is True
     assert results["steps"] == 2 and "dice_lcc" in results["test"]
+
+
+def test_clcc_trains_the_vnet_without_its_dropout_unless_the_config_sets_one():
+    """Each of CLCC's two passes would drop other channels of the V-Net's maps; by default its
+    V-Net has no dropout (the other methods keep UA-MT's Dropout3d(0.5)), and `model.dropout`
+    still sets one."""
+    from clcc.methods import build_method
+
+    def dropouts(name, **args):
+        method = build_method(name, (32, 32, 32), {"n": 2} if name == "clcc" else None,
+                              in_channels=1, spatial_dims=3, architecture="vnet", **args)
+        return [m.p for m in method.model.modules() if isinstance(m, torch.nn.Dropout3d)]
+
+    assert dropouts("clcc") == []
+    assert dropouts("supervised") == [0.5]
+    assert dropouts("clcc", dropout=[0, 0, 0, 0, 0.5]) == [0.5]

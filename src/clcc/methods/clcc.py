@@ -6,6 +6,9 @@ through the same U-Net (Sec. 2.1). Stage 1 (the first `stage1` fraction of train
 stage 2 adds β·L_consist, eq. (2), between patch predictions and the full-image prediction.
 L_sup = ½(Dice + CE) on the labelled images throughout, eq. (3)–(4).
 
+The network trains without dropout unless the config sets `model.dropout`: the paper's
+U-Net has none, and UA-MT's V-Net, which has, broke under eq. (1) with it (`default_dropout`).
+
 Options beyond the paper, each off by default so that the default is the paper's method:
 - `variant="authors"`: the public implementation's contrastive loss (negatives from the patch
   vectors, patch vectors detached as keys, L1 normalisation) instead of eq. (1).
@@ -43,6 +46,9 @@ VARIANTS = {  # negatives, norm, detach patch vectors
 @register("clcc")
 class CLCC(Method):
     has_unused_parameters = True  # the projection head rests in stage 2
+    default_dropout = (0.0,)  # none, as on the paper's U-Net: each pass would drop other
+    # channels (the V-Net's Dropout3d(0.5)), and eq. (1) between the two then broke training
+    # in 3-D (docs/results.md, "CLCC in 3-D"); `model.dropout` still sets one
     def __init__(
         self,
         model: UNet,
