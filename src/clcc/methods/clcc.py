@@ -46,9 +46,9 @@ VARIANTS = {  # negatives, norm, detach patch vectors
 @register("clcc")
 class CLCC(Method):
     has_unused_parameters = True  # the projection head rests in stage 2
-    default_dropout = (0.0,)  # none, as on the paper's U-Net: each pass would drop other
-    # channels (the V-Net's Dropout3d(0.5)), and eq. (1) between the two then broke training
-    # in 3-D (docs/results.md, "CLCC in 3-D"); `model.dropout` still sets one
+    default_dropout = (0.0,)  # none, as on the paper's U-Net: with the V-Net's Dropout3d(0.5)
+    # CLCC collapsed on LA, without it it trains (docs/results.md, "CLCC in 3-D on LA quick");
+    # `model.dropout` still sets one
     def __init__(
         self,
         model: UNet,

@@ -64,9 +64,8 @@ class VNet(nn.Module):
 
     `features` is that map *before* the channel dropout that feeds the output convolution: the
     dropout belongs to the segmentation head, and a head reading the features (CLCC's
-    projection) sees them as it does on the 2-D U-Nets, which have no dropout there. Read after
-    it, each of CLCC's two passes dropped its own half of the 16 channels and eq. (1) broke
-    training (docs/results.md, "CLCC in 3-D")."""
+    projection) sees them as it does on the 2-D U-Nets, which have no dropout there, not a copy
+    with half the channels dropped, other ones in each of CLCC's two passes."""
 
     extra_prefixes: tuple[str, ...] = ()
     ct: tuple[float, ...] | None = None  # the CT statistics its training volumes were
