@@ -1,6 +1,6 @@
 """The table of 3-D runs, as docs/results.md shows LA quick: per method and labelled selection
-the test metrics of the checkpoint best on validation and of the last weights, then per method
-each one's mean with the Student-t interval over its selections.
+and seed the test metrics of the checkpoint best on validation and of the last weights, then
+per method each one's mean with the Student-t interval over its runs.
 
     python benchmarks/volume_table.py evidence/la-quick/supervised-sel*-seed0
 """
@@ -27,20 +27,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="run folders (results.json inside)")
     args = parser.parse_args()
-    print("| method | selection | best on validation: step | test Dice | IoU | HD95 | ASD | "
+    print("| method | selection | seed | best on validation: step | test Dice | IoU | HD95 | ASD | "
           "Dice, largest component | last weights: test Dice | last: Dice, largest component |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     best: dict[str, list[float]] = {}
     last: dict[str, list[float]] = {}
+    seeds: dict[str, set[int]] = {}
     for run in sorted(args.runs):
         if not (run / "results.json").is_file():  # trained, not yet scored
-            print(f"| {run.name}: not scored yet | | | | | | | | | |")
+            print(f"| {run.name}: not scored yet | | | | | | | | | | |")
             continue
         r = json.loads((run / "results.json").read_text())
         t, tl, method = r["test"], r["test_last"], r["method"]
         best.setdefault(method, []).append(100 * t["dice"]["mean"])
         last.setdefault(method, []).append(100 * tl["dice"]["mean"])
-        print(f"| {method} | {r['selection']} | {best_step(run, r['best_epoch'])} | "
+        seeds.setdefault(method, set()).add(r["seed"])
+        print(f"| {method} | {r['selection']} | {r['seed']} | {best_step(run, r['best_epoch'])} | "
               f"{best[method][-1]:.2f} ± {100 * t['dice']['std']:.2f} | "
               f"{100 * t['iou']['mean']:.2f} | {t['hd95']['mean']:.2f} | "
               f"{t['asd']['mean']:.2f} | {100 * t['dice_lcc']['mean']:.2f} | "
@@ -49,10 +51,11 @@ def main() -> None:
         for name, values in (("best on validation", best[method]),
                              ("last weights", last[method])):
             if len(values) < 2:
-                print(f"\n{method}, {name}: {values[0]:.2f}, one selection (no interval)")
+                print(f"\n{method}, {name}: {values[0]:.2f}, one run (no interval)")
                 continue
             i = selection_interval(values)
-            print(f"\n{method}, {name}: {i['mean_diff']:.2f} over {i['k']} selections, 95 % "
+            over = "selections" if len(seeds[method]) == 1 else "runs (selections and seeds)"
+            print(f"\n{method}, {name}: {i['mean_diff']:.2f} over {i['k']} {over}, 95 % "
                   f"t-interval [{i['ci_low']:.2f}, {i['ci_high']:.2f}]")
 
 
