@@ -30,31 +30,28 @@ def main() -> None:
     print("| method | selection | seed | best on validation: step | test Dice | IoU | HD95 | ASD | "
           "Dice, largest component | last weights: test Dice | last: Dice, largest component |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    best: dict[str, list[float]] = {}
-    last: dict[str, list[float]] = {}
-    seeds: dict[str, set[int]] = {}
+    runs: dict[str, list[tuple[int, float, float]]] = {}  # method: (seed, best, last) each
     for run in sorted(args.runs):
         if not (run / "results.json").is_file():  # trained, not yet scored
             print(f"| {run.name}: not scored yet | | | | | | | | | | |")
             continue
         r = json.loads((run / "results.json").read_text())
         t, tl, method = r["test"], r["test_last"], r["method"]
-        best.setdefault(method, []).append(100 * t["dice"]["mean"])
-        last.setdefault(method, []).append(100 * tl["dice"]["mean"])
-        seeds.setdefault(method, set()).add(r["seed"])
+        best, last = 100 * t["dice"]["mean"], 100 * tl["dice"]["mean"]
+        runs.setdefault(method, []).append((r["seed"], best, last))
         print(f"| {method} | {r['selection']} | {r['seed']} | {best_step(run, r['best_epoch'])} | "
-              f"{best[method][-1]:.2f} ± {100 * t['dice']['std']:.2f} | "
+              f"{best:.2f} ± {100 * t['dice']['std']:.2f} | "
               f"{100 * t['iou']['mean']:.2f} | {t['hd95']['mean']:.2f} | "
               f"{t['asd']['mean']:.2f} | {100 * t['dice_lcc']['mean']:.2f} | "
-              f"{last[method][-1]:.2f} | {100 * tl['dice_lcc']['mean']:.2f} |")
-    for method in best:
-        for name, values in (("best on validation", best[method]),
-                             ("last weights", last[method])):
+              f"{last:.2f} | {100 * tl['dice_lcc']['mean']:.2f} |")
+    for method, found in runs.items():
+        seeds, bests, lasts = zip(*found, strict=True)
+        for name, values in (("best on validation", bests), ("last weights", lasts)):
             if len(values) < 2:
                 print(f"\n{method}, {name}: {values[0]:.2f}, one run (no interval)")
                 continue
-            i = selection_interval(values)
-            over = "selections" if len(seeds[method]) == 1 else "runs (selections and seeds)"
+            i = selection_interval(list(values))
+            over = "selections" if len(set(seeds)) == 1 else "runs (selections and seeds)"
             print(f"\n{method}, {name}: {i['mean_diff']:.2f} over {i['k']} {over}, 95 % "
                   f"t-interval [{i['ci_low']:.2f}, {i['ci_high']:.2f}]")
 
