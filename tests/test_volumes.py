@@ -368,6 +368,48 @@ def test_volume_tables_report_jaccard_and_distances_in_voxels():
     assert "| 70.00 ± 14.14 | 60.00 ± 14.14 | 3.50 ± 0.71 | 1.00 ± 0.00 |" in table
 
 
+def test_the_la_table_reads_each_run_and_intervals_each_method_by_hand(tmp_path, capsys,
+                                                                      monkeypatch):
+    """benchmarks/volume_table.py makes the LA quick table of docs/results.md: each run's best
+    step from its validations, best and last test Dice, and per method a Student-t interval
+    that says when it mixes seeds."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "volume_table.py"
+    spec = importlib.util.spec_from_file_location("volume_table", path)
+    volume_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(volume_table)
+
+    def run(name: str, method: str, selection: int, seed: int, best: float, last: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        metric = {"dice": best, "iou": best / 2, "hd95": 40.0, "asd": 20.0, "dice_lcc": best}
+        results = {"method": method, "selection": selection, "seed": seed, "best_epoch": 2,
+                   "test": {k: {"mean": v, "std": 0.1} for k, v in metric.items()},
+                   "test_last": {"dice": {"mean": last}, "dice_lcc": {"mean": last}}}
+        (folder / "results.json").write_text(json.dumps(results))
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+            {"epoch": 1, "step": 4}, {"epoch": 2, "step": 8, "val_step": 8})))
+        return folder
+
+    runs = [run("a", "supervised", 0, 0, 0.30, 0.20), run("b", "supervised", 1, 0, 0.40, 0.40),
+            run("c", "uamt", 0, 0, 0.41, 0.37), run("d", "bcp", 0, 0, 0.50, 0.50),
+            run("e", "bcp", 0, 1, 0.30, 0.30)]
+    (tmp_path / "f").mkdir()  # trained, not scored
+    monkeypatch.setattr("sys.argv", ["volume_table.py", *map(str, runs), str(tmp_path / "f")])
+    volume_table.main()
+    out = capsys.readouterr().out
+    assert ("| supervised | 1 | 0 | 8 | 40.00 ± 10.00 | 20.00 | 40.00 | 20.00 | 40.00 | 40.00 | "
+            "40.00 |") in out
+    assert "| f: not scored yet |" in out
+    # mean 35, sd 7.071, t(0.975, 1) = 12.706: 35 ± 12.706 · 7.071 / √2 = 35 ± 63.53
+    assert "supervised, best on validation: 35.00 over 2 selections, 95 % t-interval " \
+           "[-28.53, 98.53]" in out
+    assert "supervised, last weights: 30.00 over 2 selections" in out
+    assert "uamt, best on validation: 41.00, one run (no interval)" in out
+    assert "bcp, best on validation: 40.00 over 2 runs (selections and seeds)" in out
+
+
 def test_a_grey_model_exports_with_one_input_channel(volume_run, tmp_path):
     pytest.importorskip("onnxruntime")
     from clcc.engine.evaluate import predict_probabilities
