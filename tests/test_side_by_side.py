@@ -235,3 +235,22 @@ def test_every_recipe_starts_its_script_at_the_protocol(tmp_path, name):
                     "bcp-acdc": ["--seed 7"]}.get(  # its own two stage lengths
             recipe.kind, ["--seed 7", f"--max_iterations {Protocol().iterations}"])
     assert all(text in written for text in expected), (expected, written)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_clcc_trains_in_fp32_as_the_authors_scripts_do(tmp_path, name):
+    """clcc's `auto` precision is bf16 autocast on a CPU with AMX or AVX512-BF16; the authors'
+    scripts train in fp32, so clcc's side asks for fp32 (a caller's `--set` still wins)."""
+    import argparse
+
+    import side_by_side
+
+    from clcc.config import load_config
+
+    args = argparse.Namespace(recipe=name, prepared=tmp_path, seed=0, threads=1,
+                              out=tmp_path / "run", iterations=None, set=[])
+    overrides = side_by_side.clcc_overrides(args)
+    config = side_by_side.HERE.parents[1] / "configs" / RECIPES[name].config
+    assert load_config(config, overrides).train.precision == "fp32"
+    args.set = ["train.precision=bf16"]
+    assert load_config(config, side_by_side.clcc_overrides(args)).train.precision == "bf16"

@@ -34,6 +34,7 @@ def test_fit_writes_checkpoints_logs_and_test_metrics(tiny_config):
     env = json.loads((run / "results.json").read_text())["environment"]
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["hardware"] and env["threads"] == torch.get_num_threads()
+    assert results["precision"] == "fp32"  # what `auto` resolved to is what made the figures
     rows = (run / "test_per_image.csv").read_text().splitlines()
     assert rows[0] == "case,dice,iou,mae,precision,recall,hd95" and len(rows) == 1 + 8
     state = load_checkpoint(run / "last.pt")  # weights_only=True

@@ -159,13 +159,17 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def run_clcc(args: argparse.Namespace) -> None:
+def clcc_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set`s of clcc's side: the recipe's protocol, then the recipe's own, then the
+    caller's. fp32, as every authors' script trains: clcc's `auto` precision is bf16 autocast
+    on a CPU with AMX or AVX512-BF16, which is not the computation being compared."""
     recipe = RECIPES[args.recipe]
     protocol = Protocol(iterations=args.iterations or Protocol.iterations)
     out = args.out.resolve()
     overrides = [f"data.root={args.prepared.resolve()}", f"method.name={recipe.clcc_method}",
                  f"train.seed={args.seed}", f"train.output={out.parent}",
-                 f"train.name={out.name}", f"train.threads={args.threads}"]
+                 f"train.name={out.name}", f"train.threads={args.threads}",
+                 "train.precision=fp32"]
     if recipe.volumetric:  # la-quick.yaml holds the protocol: patch, batches, validation
         overrides.append(f"train.iterations={args.iterations or recipe.volume.iterations}")
     elif recipe.kind != "clcc-semi":  # (CLCC-semi: its config and overrides hold it)
@@ -177,6 +181,13 @@ def run_clcc(args: argparse.Namespace) -> None:
     overrides += [*recipe.clcc_overrides, *args.set]
     if args.iterations and recipe.kind == "clcc-semi":  # a smoke run: epochs, as the authors'
         overrides.append(f"train.epochs={args.iterations}")
+    return overrides
+
+
+def run_clcc(args: argparse.Namespace) -> None:
+    recipe = RECIPES[args.recipe]
+    out = args.out.resolve()
+    overrides = clcc_overrides(args)
     clcc = Path(sys.executable).with_name("clcc")
     config = args.config or HERE.parents[1] / "configs" / recipe.config
     command = [str(clcc), "train", "--config", str(config)]

@@ -22,6 +22,11 @@ class Runtime:
     dtype: torch.dtype  # autocast dtype; float32 means no autocast
     channels_last: bool = False
 
+    @property
+    def precision(self) -> str:
+        """The name `train.precision` resolved to (`auto` is bf16 on a CPU with native bf16)."""
+        return next(name for name, dtype in DTYPES.items() if dtype == self.dtype)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
             return contextlib.nullcontext()

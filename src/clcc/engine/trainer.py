@@ -399,7 +399,7 @@ class Trainer:
             "best_epoch": self.best_epoch, "epochs": self.epochs, "steps": self.step,
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
             "data_fingerprint": self.data_fingerprint,
-            "environment": environment(self.runtime.device),
+            "environment": environment(self.runtime.device), "precision": self.runtime.precision,
         }
         if self.runtime.device.type == "cuda":  # how many runs fit side by side on one GPU
             results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
