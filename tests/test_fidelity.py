@@ -73,5 +73,25 @@ def test_every_run_row_has_its_best_validation_or_says_none_was_logged(tmp_path)
     _run(tmp_path / "la-authors-0", "authors", "uamt-la", 0, 38.97, curve=())
     _run(tmp_path / "la-clcc-0", "clcc", "uamt-la", 0, 37.37, curve=((150, 10.35), (300, 36.12)))
     rows = runs_table(read_runs(tmp_path)).splitlines()[2:]
-    assert rows == ["| uamt-la | authors | 0 | final | 38.97 | — (none logged) | 10.0 |",
-                    "| uamt-la | clcc | 0 | final | 37.37 | 36.12 | 10.0 |"]
+    assert rows == ["| uamt-la | authors | 0 | final | fp32 | 38.97 | — (none logged) | 10.0 |",
+                    "| uamt-la | clcc | 0 | final | auto | 37.37 | 36.12 | 10.0 |"]
+
+
+def test_a_clcc_seed_run_again_in_fp32_counts_once_in_fp32(tmp_path):
+    """clcc's `auto` precision was bf16 autocast on these CPUs and the authors' scripts train
+    in fp32: where a seed was trained both ways, the row pools the fp32 run only; the runs
+    table lists both with their precision."""
+    _run(tmp_path / "a-0", "authors", "fixmatch", 0, 50.0)
+    _run(tmp_path / "a-1", "authors", "fixmatch", 1, 60.0)
+    _run(tmp_path / "c-0", "clcc", "fixmatch", 0, 30.0)  # auto, no fp32 twin: kept
+    _run(tmp_path / "c-1", "clcc", "fixmatch", 1, 20.0)  # auto, superseded
+    _run(tmp_path / "c-1-fp32", "clcc", "fixmatch", 1, 40.0)
+    record = json.loads((tmp_path / "c-1-fp32" / "run.json").read_text())
+    record["command"] = ["clcc", "train", "--set", "train.precision=fp32"]
+    (tmp_path / "c-1-fp32" / "run.json").write_text(json.dumps(record))
+    runs = read_runs(tmp_path)
+    (row,) = fidelity_rows(runs)
+    assert row["clcc"] == f"35.00 ± {np.std([30, 40], ddof=1):.2f} (n = 2)"
+    table = runs_table(runs)
+    assert "| fixmatch | clcc | 1 | final | auto | 20.00 |" in table
+    assert "| fixmatch | clcc | 1 | final | fp32 | 40.00 |" in table

@@ -40,6 +40,17 @@ class SideBySideRun:
         """"" for a run of the code as it stands, else what the run was a step of."""
         return self.record.get("stage", "")
 
+    @property
+    def precision(self) -> str:
+        """What the run computed in: fp32 for the authors' scripts; for clcc the last
+        `train.precision` of its command, else `auto` (bf16 autocast on a CPU with AMX or
+        AVX512-BF16, as every CPU of these runs has)."""
+        if self.side == "authors":
+            return "fp32"
+        sets = [c.split("=", 1)[1] for c in self.record.get("command", [])
+                if c.startswith("train.precision=")]
+        return sets[-1] if sets else "auto"
+
 
 def read_run(folder: Path) -> SideBySideRun | None:
     """One run folder, or None while it has no test score yet."""
@@ -113,9 +124,14 @@ def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None
 def _compared(runs: list[SideBySideRun], recipe: str, shared: dict[str, str]
               ) -> list[SideBySideRun]:
     """A recipe's runs of its code as it stands: the authors' of the recipe, and clcc's of
-    the recipe whose clcc runs it shares (its own by default)."""
+    the recipe whose clcc runs it shares (its own by default); a clcc seed run again in fp32
+    counts once, in fp32 (the authors' precision)."""
+    ours = shared.get(recipe, recipe)
+    fp32 = {r.seed for r in runs if r.side == "clcc" and r.recipe == ours and not r.stage
+            and r.precision == "fp32"}
     return [r for r in runs if not r.stage and (
-        r.recipe == recipe if r.side == "authors" else r.recipe == shared.get(recipe, recipe))]
+        r.recipe == recipe if r.side == "authors"
+        else r.recipe == ours and (r.precision == "fp32" or r.seed not in fp32))]
 
 
 def curves_figure(runs: list[SideBySideRun], path: Path,
@@ -156,11 +172,11 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def runs_table(runs: list[SideBySideRun]) -> str:
-    """Every run: side, seed, test Dice, best validation, wall time, CPU."""
-    lines = ["| recipe | side | seed | stage | test Dice % | best validation % | wall (min) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.stage, r.seed)):
+    """Every run: side, seed, stage, precision, test Dice, best validation, wall time."""
+    lines = ["| recipe | side | seed | stage | precision | test Dice % | best validation % | "
+             "wall (min) |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.stage, r.seed, r.precision)):
         best = f"{max(d for _, d in r.curve):.2f}" if r.curve else "— (none logged)"
         lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.stage or 'final'} | "
-                     f"{r.test_dice:.2f} | {best} | {r.wall_s / 60:.1f} |")
+                     f"{r.precision} | {r.test_dice:.2f} | {best} | {r.wall_s / 60:.1f} |")
     return "\n".join(lines)
