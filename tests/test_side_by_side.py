@@ -254,3 +254,20 @@ def test_clcc_trains_in_fp32_as_the_authors_scripts_do(tmp_path, name):
     assert load_config(config, overrides).train.precision == "fp32"
     args.set = ["train.precision=bf16"]
     assert load_config(config, side_by_side.clcc_overrides(args)).train.precision == "bf16"
+
+
+def test_unlabelled_losses_read_both_logs_by_unimatch_epoch():
+    """benchmarks/authors/unlabelled_losses.py: the script's last running mean of each epoch;
+    clcc's logged epochs (11 steps) grouped by the UniMatch epoch (207 steps) their last step
+    falls in, the last one cut short at the run's end."""
+    from unlabelled_losses import clcc_losses, script_losses
+
+    script = ("===========> Epoch: 0\nIters: 0, Loss x: 1.0, Loss s: 0.750, Mask ratio: 0.0\n"
+              "Iters: 25, Loss x: 0.9, Loss s: 0.740, Mask ratio: 0.1\n"
+              "===========> Epoch: 1\nIters: 0, Loss x: 0.5, Loss s: 0.570, Mask ratio: 0.9\n")
+    assert script_losses(script) == [0.74, 0.57]
+    clcc = "".join(f"epoch {k}  train/loss_u_s1=0.{k:02d}00  train/loss_u_s2=0.{k:02d}00  "
+                   f"train/sup=1.0  (1.0s)\n" for k in range(1, 5))
+    # epochs of 11 steps end at 11, 22, 33, 44 → epochs of 20 steps 0, 1, 1, 1 (a 40-step
+    # run's last logged epoch ends at 40, not 44)
+    assert clcc_losses(clcc, 11, 20, 40) == pytest.approx([0.01, 0.03])
