@@ -55,11 +55,12 @@ def main() -> None:
     # clcc logs an epoch of labelled batches: 68 slices make 11 of 6 (the short one dropped)
     steps = ACDC_LABELLED_SLICES[protocol.labelled_patients] // protocol.labelled_batch
     length = unimatch_epoch_length(protocol)
+    total = length * unimatch_epochs(protocol)
     for run in args.runs:
         record = json.loads((run / "run.json").read_text())
         log = (run / "train.log").read_text(errors="replace")
         means = (script_losses(log) if record["side"] == "authors"
-                 else clcc_losses(log, steps, length, length * unimatch_epochs(protocol)))
+                 else clcc_losses(log, steps, length, total))
         print(f"{run.name}: " + " ".join(f"{m:.2f}" for m in means))
 
 
