@@ -57,6 +57,9 @@ def main() -> None:
     length = unimatch_epoch_length(protocol)
     total = length * unimatch_epochs(protocol)
     for run in args.runs:
+        if not (run / "run.json").is_file():  # e.g. a stopped run's kept log: not a run
+            print(f"{run.name}: no run.json, skipped")
+            continue
         record = json.loads((run / "run.json").read_text())
         log = (run / "train.log").read_text(errors="replace")
         means = (script_losses(log) if record["side"] == "authors"
