@@ -99,6 +99,20 @@ def test_ssl4mis_augmentation_follows_its_generator():
     assert set(out.unique().tolist()) <= {0, 1, 2}  # nearest neighbour: no new values
 
 
+def test_reflections_are_ssl4mis_fixmatchs_weak_view():
+    """`WeakStrongAugment`'s `random_rot_flip` alone: a turn then a flip along one axis, so
+    every image comes out as one of the 4 reflections, each with probability ¼, and never as
+    it went in."""
+    from clcc.data.augment import random_flips_and_turns
+
+    x = torch.arange(4, dtype=torch.uint8).view(1, 2, 2).repeat(4000, 1, 1)
+    reflections = torch.stack([torch.rot90(x[0].flip(1), k) for k in range(4)])
+    (out,) = random_flips_and_turns([x], torch.Generator().manual_seed(0), "reflections")
+    which = (out[:, None] == reflections[None]).flatten(2).all(2)
+    assert which.any(1).all()
+    assert which.float().mean(0).tolist() == pytest.approx([0.25] * 4, abs=0.03)
+
+
 def test_rotation_turns_image_and_mask_alike():
     from clcc.data.augment import rotate
 

@@ -276,8 +276,10 @@ RECIPES: dict[str, Recipe] = {
                            "urpc", "unet_urpc_best_model.pth", "ssl4mis",
                            extra_args=("--model", "unet_urpc"),
                            clcc_overrides=SSL4MIS_RAMP_OVERRIDE),
-    "ssl4mis-fixmatch": Recipe(SSL4MIS, "code/train_fixmatch_standard_augs.py", "fixmatch",
-                               "unet_best_model.pth", "ssl4mis"),
+    # its own recipe (`fixmatch-ssl4mis`): every image's weak view one of the 4 reflections
+    "ssl4mis-fixmatch": Recipe(SSL4MIS, "code/train_fixmatch_standard_augs.py",
+                               "fixmatch-ssl4mis", "unet_best_model.pth", "ssl4mis",
+                               clcc_overrides=(*SSL4MIS_RAMP_OVERRIDE, "train.flips=reflections")),
     "unimatch": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py", "unimatch", "best.pth",
                        "unimatch"),
     "unimatch-fixmatch": Recipe(UNIMATCH, "more-scenarios/medical/unimatch.py", "fixmatch",

@@ -95,9 +95,10 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
-    flips: Literal["dihedral", "authors", "ssl4mis"] = "dihedral"  # uniform over the 8 flips ×
-    # turns; the authors' HFlip, VFlip, RandomRotate90 at p 0.5 each; or SSL4MIS's: turns and a
-    # flip with p 0.5, else with p 0.5 a rotation in [−20°, 20°) (clcc.data.augment)
+    flips: Literal["dihedral", "authors", "ssl4mis", "reflections"] = "dihedral"  # uniform
+    # over the 8 flips × turns; the authors' HFlip, VFlip, RandomRotate90 at p 0.5 each;
+    # SSL4MIS's: turns and a flip with p 0.5, else with p 0.5 a rotation in [−20°, 20°); or
+    # SSL4MIS's FixMatch's: turns and a flip, always (clcc.data.augment)
     recalibrate_bn: bool = False  # before each validation, BatchNorm statistics from full
     # training images only (for methods that also feed patches: see docs/results.md)
     output: str = "runs"

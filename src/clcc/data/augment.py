@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("dihedral", "authors", "ssl4mis")
+AUGMENTATIONS = ("dihedral", "authors", "ssl4mis", "reflections")
 ROTATION_DEGREES = 20  # SSL4MIS's `random_rotate`: an integer angle in [−20, 20)
 
 
@@ -41,14 +41,20 @@ def _ssl4mis_draws(batch: int, generator: torch.Generator
     along one axis: always one of the 4 reflections), else with p 0.5 `random_rotate`; the
     per-sample (flips, turns) and angles in degrees (0: none)."""
     first, second = (torch.rand(2, batch, generator=generator) < 0.5).tolist()
-    turns = torch.randint(0, 4, (batch,), generator=generator).tolist()
-    axes = torch.randint(0, 2, (batch,), generator=generator).tolist()
+    reflections = _reflection_draws(batch, generator)
     angles = torch.randint(-ROTATION_DEGREES, ROTATION_DEGREES, (batch,),
                            generator=generator).tolist()
-    flips = [(a == 1, a == 0, k) if f else (False, False, 0)
-             for f, a, k in zip(first, axes, turns, strict=True)]
+    flips = [r if f else (False, False, 0) for f, r in zip(first, reflections, strict=True)]
     return flips, [0 if f else (d if r else 0)
                    for f, r, d in zip(first, second, angles, strict=True)]
+
+
+def _reflection_draws(batch: int, generator: torch.Generator) -> list[tuple[bool, bool, int]]:
+    """SSL4MIS's `random_rot_flip` alone, as its FixMatch scripts' `WeakStrongAugment` weakly
+    augments every image: 0–3 turns, then a flip along one axis (the identity never)."""
+    turns = torch.randint(0, 4, (batch,), generator=generator).tolist()
+    axes = torch.randint(0, 2, (batch,), generator=generator).tolist()
+    return [(a == 1, a == 0, k) for a, k in zip(axes, turns, strict=True)]
 
 
 def rotate(x: torch.Tensor, degrees: list[int]) -> torch.Tensor:
@@ -80,6 +86,8 @@ def random_flips_and_turns(
     batch = tensors[0].shape[0]
     if kind == "ssl4mis":
         draws, degrees = _ssl4mis_draws(batch, generator)
+    elif kind == "reflections":
+        draws, degrees = _reflection_draws(batch, generator), [0] * batch
     else:
         draws, degrees = _draws(batch, kind, generator), [0] * batch
     outs = [torch.empty_like(x) for x in tensors]

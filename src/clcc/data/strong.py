@@ -146,20 +146,25 @@ def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torc
     return base * (1 - inside) + source * inside
 
 
-def strong_view(x: torch.Tensor) -> torch.Tensor:
+def strong_view(x: torch.Tensor, p: float = 0.8, strength: float = 0.5, hue: float = 0.25,
+                blur: float = 0.5) -> torch.Tensor:
     """Colour jitter and blur of a normalised batch (the CutMix box is drawn apart, since its
-    labels must follow it). Volumes (B, C, D, H, W) hold intensities, not pixels in [0, 1]:
-    each channel of each volume is windowed to [0, 1] by its own range, jittered as grey and
-    blurred, and put back on its scale (clamping z-scores to [0, 1] would erase most of it)."""
+    labels must follow it); by default UniMatch's, `colour_jitter`'s arguments and the blur's
+    probability otherwise (0: no blur, nothing drawn for it). Volumes (B, C, D, H, W) hold
+    intensities, not pixels in [0, 1]: each channel of each volume is windowed to [0, 1] by its
+    own range, jittered as grey and blurred, and put back on its scale (clamping z-scores to
+    [0, 1] would erase most of it)."""
+    def perturb(pixels: torch.Tensor) -> torch.Tensor:
+        pixels = colour_jitter(pixels, p, strength, hue)
+        return gaussian_blur(pixels, blur) if blur else pixels
+
     if x.dim() == 5:
         flat = x.reshape(-1, 1, *x.shape[2:])
         low = flat.amin(dim=(2, 3, 4), keepdim=True)
         span = (flat.amax(dim=(2, 3, 4), keepdim=True) - low).clamp_min(1e-6)
-        pixels = gaussian_blur(colour_jitter((flat - low) / span))
-        return (pixels * span + low).reshape(x.shape)
+        return (perturb((flat - low) / span) * span + low).reshape(x.shape)
     mean, std = (t.to(x) for t in pixel_statistics(x.shape[1], x.dim() - 2))
-    pixels = (x * std + mean).clamp(0, 1)
-    pixels = gaussian_blur(colour_jitter(pixels))
+    pixels = perturb((x * std + mean).clamp(0, 1))
     return ((pixels - mean) / std).contiguous(memory_format=_memory_format(x))
 
 

@@ -2,7 +2,7 @@
 
 # Importing the modules registers the methods.
 from clcc.methods import (  # noqa: E402, F401, I001
-    bcp, clcc, fixmatch, mean_teacher, supervised, uamt, unimatch, urpc,
+    bcp, clcc, fixmatch, fixmatch_ssl4mis, mean_teacher, supervised, uamt, unimatch, urpc,
 )
 from clcc.methods.base import (
     METHODS, Method, build_method, check_parameters, register, resolved_parameters,
