@@ -3,7 +3,7 @@ branch (LiheYoung/UniMatch, `more-scenarios/medical/unimatch.py` without its sec
 and its feature-perturbation branch; UniMatch's own `fixmatch.py` is its natural-image script,
 and SSL4MIS's `train_fixmatch_standard_augs.py` / `_cta.py` train a different recipe: a weak
 and a strong view of every image, argmax of min-max-normalised probabilities, a complementary
-loss, and a consistency weight ramped over 200 × 150 iterations).
+loss, and a consistency weight ramped over 200 × 150 iterations: `fixmatch-ssl4mis`).
 
 Per step: the labelled images `img_x` and the weakly augmented unlabelled images `img_u_w`
 (the engine's flips and rotations) go through the network together; the weak prediction,
