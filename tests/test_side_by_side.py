@@ -4,6 +4,7 @@ else (or fail an hour in). Skips without the checkouts beside the project."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -271,3 +272,27 @@ def test_unlabelled_losses_read_both_logs_by_unimatch_epoch():
     # epochs of 11 steps end at 11, 22, 33, 44 → epochs of 20 steps 0, 1, 1, 1 (a 40-step
     # run's last logged epoch ends at 40, not 44)
     assert clcc_losses(clcc, 11, 20, 40) == pytest.approx([0.01, 0.03])
+
+
+def test_a_clcc_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
+    """A run trains the code of its start; a commit made while it trains (an hour here) is
+    not its code, so the commit is read before the training starts."""
+    import argparse
+    import subprocess
+
+    import side_by_side
+
+    ran = []
+    monkeypatch.setattr(side_by_side, "commit_of", lambda path: "later" if ran else "started")
+
+    def train(command, **kwargs):
+        ran.append(command)
+        (tmp_path / "run").mkdir()
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(side_by_side.subprocess, "run", train)
+    args = argparse.Namespace(recipe="ssl4mis-supervised", prepared=tmp_path, seed=0,
+                              threads=1, out=tmp_path / "run", iterations=None, set=[],
+                              config=None)
+    side_by_side.run_clcc(args)
+    assert ran and json.loads((tmp_path / "run" / "run.json").read_text())["commit"] == "started"

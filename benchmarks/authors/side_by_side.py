@@ -116,6 +116,7 @@ def run_authors(args: argparse.Namespace) -> None:
     runnable = patched_script(script, recipe, work, launch.root)
     command = [str(args.python), str(runnable), *launch.args]
     note(" ".join(command))
+    commit = commit_of(checkout)
     start = time.time()
     with open(out / "train.log", "w") as log:
         log.write("".join(f"{line}\n" for line in NOTES))
@@ -128,7 +129,7 @@ def run_authors(args: argparse.Namespace) -> None:
         recipe.checkpoint.format(iterations=volume.iterations)))
     record = {
         "side": "authors", "recipe": args.recipe, "repo": recipe.repo, "script": recipe.script,
-        "commit": commit_of(checkout), "command": command, "seed": args.seed,
+        "commit": commit, "command": command, "seed": args.seed,
         "threads": args.threads, "protocol": launch.protocol,
         "shim": [line for line in log_text.splitlines()
                  if line.startswith(("[shim]", "[harness]"))],
@@ -194,6 +195,7 @@ def run_clcc(args: argparse.Namespace) -> None:
     for item in overrides:
         command += ["--set", item]
     print("[harness] " + " ".join(command), file=sys.stderr)
+    commit = commit_of(HERE)  # the code the run trains: a commit made while it runs is not
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.time() - start
@@ -206,7 +208,7 @@ def run_clcc(args: argparse.Namespace) -> None:
     write_validation(out, curve)
     record = {"side": "clcc", "recipe": args.recipe, "method": recipe.clcc_method,
               "command": command, "seed": args.seed, "threads": args.threads,
-              "commit": commit_of(HERE), "returncode": result.returncode,
+              "commit": commit, "returncode": result.returncode,
               "wall_s": round(wall, 1), "cpu": cpu_model(),
               # UA-MT tests its last weights; the others their best on validation
               "checkpoint": str(out / recipe.clcc_checkpoint)}
