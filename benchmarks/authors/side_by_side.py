@@ -195,7 +195,7 @@ def run_clcc(args: argparse.Namespace) -> None:
     for item in overrides:
         command += ["--set", item]
     print("[harness] " + " ".join(command), file=sys.stderr)
-    commit = commit_of(HERE)  # the code the run trains: a commit made while it runs is not
+    commit = commit_of(HERE)  # read before the run: a commit made while it trains is not its code
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.time() - start
