@@ -20,7 +20,7 @@ def test_pseudo_labels_are_the_argmax_of_min_max_normalised_classes_else_backgro
     # (p − min) / max per pixel: 0.6 | 0.94 | 0.857 | 0.786 for the best class
     prob = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.85, 0.05], [0.2, 0.7, 0.1],
                          [0.15, 0.15, 0.7]]).T.reshape(1, 3, 1, 4)
-    labels = ssl4mis_fixmatch.normalised_pseudo_labels(prob, 0.8, CLASSES)
+    labels = ssl4mis_fixmatch.normalised_pseudo_labels(prob, 0.8)
     # class 1 kept at p = 0.7 (normalised 0.857); class 2 at p = 0.7 not (0.786): background
     assert labels.flatten().tolist() == [0, 1, 1, 0]
 

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 
 from clcc.data.strong import strong_view
-from clcc.labels import LabelSpace
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.methods.ramps import sigmoid_rampup
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
@@ -44,11 +43,9 @@ JITTER = {"p": 1.0, "strength": 0.8, "hue": 0.2, "blur": 0.0}
 """`ColorJitter(0.8, 0.8, 0.8, 0.2)` on every image, nothing else."""
 
 
-def normalised_pseudo_labels(prob: torch.Tensor, threshold: float, labels: LabelSpace
-                             ) -> torch.Tensor:
-    """(B, 1, …) label map: the argmax of the class probabilities whose (p − min) / max over
-    the classes exceeds `threshold`, background where none does."""
-    full = labels.distribution(prob)
+def normalised_pseudo_labels(full: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, 1, …) label map from (B, C, …) class probabilities: the argmax of those whose
+    (p − min) / max over the classes exceeds `threshold`, background where none does."""
     low, high = full.amin(1, keepdim=True), full.amax(1, keepdim=True)
     kept = full * ((full - low) / high > threshold)
     return kept.argmax(1, keepdim=True).float()
@@ -81,12 +78,12 @@ class SSL4MISFixMatch(Method):
         img_w = all_images(batch)
         img_s = strong_view(img_w, **JITTER)
         logits_w, logits_s = self.model(img_w).logits, self.model(img_s).logits
-        prob_w = self.labels.probabilities(logits_w).detach()
+        full_w = self.labels.distribution(self.labels.probabilities(logits_w).detach())
         full_s = self.labels.distribution(self.labels.probabilities(logits_s))
-        mask_u_w = normalised_pseudo_labels(prob_w[n_x:], self.threshold, self.labels)
+        mask_u_w = normalised_pseudo_labels(full_w[n_x:], self.threshold)
         loss_x = 2 * self.supervised_loss(logits_w[:n_x], batch["mask"])
         loss_u_s = 2 * self.supervised_loss(logits_s[n_x:], mask_u_w)
-        least_likely = self.labels.distribution(prob_w).argmin(1)
+        least_likely = full_w.argmin(1)
         weight_s = sharpness_weight(full_s)
         loss_comp = weight_s ** 2 * F.cross_entropy(1 - full_s, least_likely)
         weight = self.consistency * sigmoid_rampup(progress, self.rampup)
