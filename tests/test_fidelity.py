@@ -33,11 +33,14 @@ def test_verdicts():
     assert verdict([44.0, 44.5, 45.0, 44.2], [44.3, 44.8, 44.6, 44.1])[1] == "same (within ±5)"
 
 
-def _run(folder, side, recipe, seed, dice, curve=((100, 10.0), (200, 20.0))):
+def _run(folder, side, recipe, seed, dice, curve=((100, 10.0), (200, 20.0)), recalibrated=None):
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps(
         {"side": side, "recipe": recipe, "seed": seed, "wall_s": 600, "cpu": "test CPU"}))
-    (folder / "summary.json").write_text(json.dumps({"dice": {"mean": dice / 100}}))
+    summary = {"dice": {"mean": dice / 100}}
+    if recalibrated is not None:
+        summary["recalibrated_bn"] = {"dice": {"mean": recalibrated / 100}}
+    (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "validation.csv").write_text(
         "iteration,val_dice\n" + "".join(f"{i},{d}\n" for i, d in curve))
 
@@ -71,10 +74,11 @@ def test_rows_group_runs_by_recipe_and_side(tmp_path):
 def test_every_run_row_has_its_best_validation_or_says_none_was_logged(tmp_path):
     """UA-MT's LA scripts never validate: their row says so rather than 'nan'."""
     _run(tmp_path / "la-authors-0", "authors", "uamt-la", 0, 38.97, curve=())
-    _run(tmp_path / "la-clcc-0", "clcc", "uamt-la", 0, 37.37, curve=((150, 10.35), (300, 36.12)))
+    _run(tmp_path / "la-clcc-0", "clcc", "uamt-la", 0, 37.37, curve=((150, 10.35), (300, 36.12)),
+         recalibrated=41.5)
     rows = runs_table(read_runs(tmp_path)).splitlines()[2:]
-    assert rows == ["| uamt-la | authors | 0 | final | fp32 | 38.97 | — (none logged) | 10.0 |",
-                    "| uamt-la | clcc | 0 | final | auto | 37.37 | 36.12 | 10.0 |"]
+    assert rows == ["| uamt-la | authors | 0 | final | fp32 | 38.97 | — | — (none logged) | 10.0 |",
+                    "| uamt-la | clcc | 0 | final | auto | 37.37 | 41.50 | 36.12 | 10.0 |"]
 
 
 def test_a_clcc_seed_run_again_in_fp32_counts_once_in_fp32(tmp_path):
@@ -93,5 +97,5 @@ def test_a_clcc_seed_run_again_in_fp32_counts_once_in_fp32(tmp_path):
     (row,) = fidelity_rows(runs)
     assert row["clcc"] == f"35.00 ± {np.std([30, 40], ddof=1):.2f} (n = 2)"
     table = runs_table(runs)
-    assert "| fixmatch | clcc | 1 | final | auto | 20.00 |" in table
-    assert "| fixmatch | clcc | 1 | final | fp32 | 40.00 |" in table
+    assert "| fixmatch | clcc | 1 | final | auto | 20.00 | — |" in table
+    assert "| fixmatch | clcc | 1 | final | fp32 | 40.00 | — |" in table

@@ -296,3 +296,35 @@ def test_a_clcc_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
                               config=None)
     side_by_side.run_clcc(args)
     assert ran and json.loads((tmp_path / "run" / "run.json").read_text())["commit"] == "started"
+
+
+def test_score_with_batchnorm_re_estimated_is_clcc_evaluates(checkpoint, synth_prepared,
+                                                            tmp_path, monkeypatch):
+    """`score --recalibrate-bn` tells a run's weights from its running statistics: its first
+    figure is the plain score, its second the one `clcc evaluate --recalibrate-bn` gives."""
+    import argparse
+    import dataclasses
+
+    import side_by_side
+
+    from clcc.cli import main
+
+    kind = side_by_side.KINDS["ssl4mis"]
+    monkeypatch.setitem(side_by_side.KINDS, "ssl4mis", dataclasses.replace(kind, size=32))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"side": "clcc", "recipe": "ssl4mis-supervised",
+                                              "checkpoint": str(checkpoint)}))
+    side_by_side.score(argparse.Namespace(run=run, prepared=synth_prepared, threads=1,
+                                          recalibrate_bn=True))
+    summary = json.loads((run / "summary.json").read_text())
+    figures = {}
+    for flag in ([], ["--recalibrate-bn"]):
+        out = tmp_path / f"evaluate{len(flag)}"
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(synth_prepared),
+                     "--device", "cpu", "--output", str(out), *flag]) == 0
+        figures[bool(flag)] = json.loads((out / "summary.json").read_text())["dice"]["mean"]
+    assert figures[False] != figures[True]  # the statistics matter on this checkpoint
+    assert summary["dice"]["mean"] == pytest.approx(figures[False])
+    assert summary["recalibrated_bn"]["dice"]["mean"] == pytest.approx(figures[True])
+    assert (run / side_by_side.RECALIBRATED_CSV).is_file()

@@ -14,7 +14,9 @@
 The authors' code runs unedited from its checkout (never copied into this repository); the
 shim in `shim/` changes device, threads, distribution and protocol arguments and prints each
 change into the run's log. Every run folder gets `run.json` (command, commit, shim changes,
-wall time, validation curve) beside the log; `score` adds `per_volume.csv` and `summary.json`.
+wall time, validation curve) beside the log; `score` adds `per_volume.csv` and `summary.json`
+(with `--recalibrate-bn`, also the score with BatchNorm statistics re-estimated on the training
+pool, the same for both sides).
 `collect` copies those small files (never checkpoints) into the repository's evidence folder.
 """
 
@@ -37,8 +39,9 @@ from kinds import KINDS, NOTES, Run, note  # noqa: E402
 from recipes import KVASIR_SBS, RECIPES, Protocol, Recipe, bcp_la_reduction  # noqa: E402
 
 SHIM = HERE / "shim"
+RECALIBRATED_CSV = "per_volume_recalibrated_bn.csv"
 EVIDENCE_FILES = ("run.json", "train.log", "per_volume.csv", "summary.json", "validation.csv",
-                  "script.diff", "config.yaml")
+                  "script.diff", "config.yaml", RECALIBRATED_CSV)
 
 
 def commit_of(checkout: Path) -> str:
@@ -236,7 +239,11 @@ def score(args: argparse.Namespace) -> None:
     from clcc.config import load_config
     from clcc.data.prepare import PreparedData
     from clcc.data.volume_data import open_prepared
-    from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
+    from clcc.engine.evaluate import (
+        evaluate_prepared,
+        recalibrate_batchnorm,
+        write_per_image_csv,
+    )
     from clcc.engine.predict import load_trained_model
     from clcc.engine.runtime import make_runtime
     from clcc.models.authors_weights import load_authors_model
@@ -254,6 +261,8 @@ def score(args: argparse.Namespace) -> None:
         write_validation(args.run, KINDS[recipe.kind].curve(log_text, recipe))  # as clcc's
         runtime = make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
+    if recipe.volumetric and args.recalibrate_bn:
+        raise SystemExit(f"{args.run}: --recalibrate-bn scores slices and images, not volumes")
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
         patch = cfg.data.patch if run["side"] == "clcc" else recipe.volume.clcc_patch
         data = open_prepared(args.prepared, 3, 0, patch=tuple(patch),
@@ -264,10 +273,18 @@ def score(args: argparse.Namespace) -> None:
         model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
-    (args.run / "summary.json").write_text(json.dumps({**summary, "resample": resample},
-                                                      indent=2) + "\n")
     unit = "volumes" if data.volumes else "images"
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
+    summary = {**summary, "resample": resample}
+    if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool
+        recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
+        model.eval()
+        rows, summary["recalibrated_bn"] = evaluate_prepared(model, data, data.subset("test"),
+                                                             runtime)
+        write_per_image_csv(args.run / RECALIBRATED_CSV, rows)
+        print(f"{args.run.name}: with BatchNorm re-estimated on the training pool "
+              f"{100 * summary['recalibrated_bn']['dice']['mean']:.2f}")
+    (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -345,6 +362,9 @@ def main() -> None:
     scorer.add_argument("run", type=Path)
     scorer.add_argument("--prepared", type=Path, required=True)
     scorer.add_argument("--threads", type=int, default=1)
+    scorer.add_argument("--recalibrate-bn", action="store_true",
+                        help="also score the weights with BatchNorm statistics re-estimated on "
+                             "the training pool (tells the weights from the running statistics)")
     keeper = verbs.add_parser("collect", help="copy a run's small files into the evidence")
     keeper.add_argument("run", type=Path)
     keeper.add_argument("--evidence", type=Path,

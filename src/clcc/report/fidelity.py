@@ -3,7 +3,9 @@
 Each run folder (`benchmarks/authors/side_by_side.py collect` copies them into
 `evidence/side-by-side/`) holds `run.json` (side, recipe, seed, command, commit, shim changes,
 wall time), `summary.json` (clcc's per-volume test metrics of the checkpoint the run chose) and
-`validation.csv` (the run's own validation curve). A run may name a `stage` (a step of an
+`validation.csv` (the run's own validation curve); scored with `--recalibrate-bn`, the summary
+also holds the test metrics with BatchNorm statistics re-estimated on the training pool. A run
+may name a `stage` (a step of an
 investigation, made with code before a fix): it is listed, never pooled. Runs of one recipe
 are grouped by side; the
 difference authors − clcc gets Welch's interval over seeds, and the verdict reads "differs"
@@ -34,6 +36,7 @@ class SideBySideRun:
     wall_s: float
     curve: list[tuple[int, float]]  # (iteration, validation Dice %)
     record: dict
+    recalibrated_dice: float | None = None  # %, BatchNorm re-estimated on the training pool
 
     @property
     def stage(self) -> str:
@@ -63,9 +66,11 @@ def read_run(folder: Path) -> SideBySideRun | None:
     if (folder / "validation.csv").is_file():
         with open(folder / "validation.csv") as f:
             curve = [(int(r["iteration"]), float(r["val_dice"])) for r in csv.DictReader(f)]
+    recalibrated = summary.get("recalibrated_bn")
     return SideBySideRun(folder, record["side"], record["recipe"], int(record["seed"]),
                          100 * float(summary["dice"]["mean"]), float(record["wall_s"]), curve,
-                         record)
+                         record, 100 * float(recalibrated["dice"]["mean"]) if recalibrated
+                         else None)
 
 
 def read_runs(evidence: Path) -> list[SideBySideRun]:
@@ -172,11 +177,14 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def runs_table(runs: list[SideBySideRun]) -> str:
-    """Every run: side, seed, stage, precision, test Dice, best validation, wall time."""
-    lines = ["| recipe | side | seed | stage | precision | test Dice % | best validation % | "
-             "wall (min) |", "|---|---|---|---|---|---|---|---|"]
+    """Every run: side, seed, stage, precision, test Dice (and with BatchNorm re-estimated,
+    where scored so), best validation, wall time."""
+    lines = ["| recipe | side | seed | stage | precision | test Dice % | BN re-estimated % | "
+             "best validation % | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r.recipe, r.side, r.stage, r.seed, r.precision)):
         best = f"{max(d for _, d in r.curve):.2f}" if r.curve else "— (none logged)"
+        again = "—" if r.recalibrated_dice is None else f"{r.recalibrated_dice:.2f}"
         lines.append(f"| {r.recipe} | {r.side} | {r.seed} | {r.stage or 'final'} | "
-                     f"{r.precision} | {r.test_dice:.2f} | {best} | {r.wall_s / 60:.1f} |")
+                     f"{r.precision} | {r.test_dice:.2f} | {again} | {best} | "
+                     f"{r.wall_s / 60:.1f} |")
     return "\n".join(lines)
