@@ -328,3 +328,18 @@ def test_score_with_batchnorm_re_estimated_is_clcc_evaluates(checkpoint, synth_p
     assert summary["dice"]["mean"] == pytest.approx(figures[False])
     assert summary["recalibrated_bn"]["dice"]["mean"] == pytest.approx(figures[True])
     assert (run / side_by_side.RECALIBRATED_CSV).is_file()
+
+
+def test_training_losses_read_both_logs_by_window():
+    """benchmarks/authors/training_losses.py: the script's per-iteration losses averaged over
+    each window, clcc's logged epochs grouped by the window their last step falls in."""
+    from training_losses import CLCC_LOSS, script_losses
+    from unlabelled_losses import clcc_losses
+
+    script = "".join(f"iteration {i} : model loss : {i / 10:f}\n" for i in range(1, 7))
+    script += "iteration 6 : model_mean_dice : 0.500000 model_mean_hd95 : 9.0\n"
+    assert script_losses(script, 4) == pytest.approx([0.25, 0.55])  # 1–4, then 5–6
+    clcc = "".join(f"epoch {k}  train/loss={k}.0000  train/loss_u_s=9.0000  (1.0s)\n"
+                   for k in range(1, 5))
+    # epochs of 3 steps end at 3, 6, 9, 12 → windows of 6 steps 0, 0, 1, 1
+    assert clcc_losses(clcc, 3, 6, 12, CLCC_LOSS) == pytest.approx([1.5, 3.5])

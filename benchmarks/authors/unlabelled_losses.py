@@ -34,13 +34,14 @@ def script_losses(log: str) -> list[float]:
     return means
 
 
-def clcc_losses(log: str, steps_per_logged_epoch: int, epoch_length: int, total: int
-                ) -> list[float]:
-    """Per UniMatch epoch, the mean of the logged epochs' strong-view terms (the run's last
-    logged epoch is cut short at `total` steps)."""
+def clcc_losses(log: str, steps_per_logged_epoch: int, epoch_length: int, total: int,
+                term: re.Pattern[str] = CLCC_TERM) -> list[float]:
+    """Per UniMatch epoch (or any window of `epoch_length` steps), the mean of the logged
+    epochs' `term`s, by default the strong-view ones (the run's last logged epoch is cut short
+    at `total` steps)."""
     groups: dict[int, list[float]] = {}
     for line in CLCC_LINE.finditer(log):
-        terms = [float(t) for t in CLCC_TERM.findall(line.group(0))]
+        terms = [float(t) for t in term.findall(line.group(0))]
         if terms:
             last_step = min(int(line.group(1)) * steps_per_logged_epoch, total)
             groups.setdefault((last_step - 1) // epoch_length, []).append(sum(terms) / len(terms))
