@@ -276,7 +276,8 @@ def score(args: argparse.Namespace) -> None:
     unit = "volumes" if data.volumes else "images"
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
     summary = {**summary, "resample": resample}
-    if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool
+    if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool,
+        torch.manual_seed(0)  # estimated in training mode: the same dropout draws every time
         recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
         model.eval()
         rows, summary["recalibrated_bn"] = evaluate_prepared(model, data, data.subset("test"),
