@@ -232,54 +232,71 @@ def clcc_validation(out: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def score(args: argparse.Namespace) -> None:
-    """clcc's per-volume test metrics of the checkpoint the run chose."""
-    import torch
-
+def open_run(folder: Path, prepared: Path, recalibrating: bool = False) -> tuple:
+    """(record, recipe, model, data, runtime, resample) of a run folder: the checkpoint it
+    chose, loaded into clcc's network, and the prepared set at the size both sides trained."""
     from clcc.config import load_config
     from clcc.data.prepare import PreparedData
     from clcc.data.volume_data import open_prepared
-    from clcc.engine.evaluate import (
-        evaluate_prepared,
-        recalibrate_batchnorm,
-        write_per_image_csv,
-    )
     from clcc.engine.predict import load_trained_model
     from clcc.engine.runtime import make_runtime
     from clcc.models.authors_weights import load_authors_model
 
-    run = json.loads((args.run / "run.json").read_text())
-    recipe = RECIPES[run["recipe"]]
-    torch.set_num_threads(args.threads)
-    if run["side"] == "clcc":
-        cfg, model, runtime = load_trained_model(Path(run["checkpoint"]), "cpu")
+    record = json.loads((folder / "run.json").read_text())
+    recipe = RECIPES[record["recipe"]]
+    if recipe.volumetric and recalibrating:
+        raise SystemExit(f"{folder}: BatchNorm is re-estimated on slices and images, not volumes")
+    if record["side"] == "clcc":
+        cfg, model, runtime = load_trained_model(Path(record["checkpoint"]), "cpu")
         resample = cfg.data.resample
-        write_validation(args.run, clcc_validation(args.run))  # from the run's own log
     else:
         resample = KINDS[recipe.kind].resample
-        log_text = (args.run / "train.log").read_text(errors="replace")
-        write_validation(args.run, KINDS[recipe.kind].curve(log_text, recipe))  # as clcc's
         runtime = make_runtime("cpu", "fp32")
         cfg = load_config(HERE.parents[1] / "configs" / recipe.config)
-    if recipe.volumetric and args.recalibrate_bn:
-        raise SystemExit(f"{args.run}: --recalibrate-bn scores slices and images, not volumes")
     if recipe.volumetric:  # whole volumes, clcc's sliding window of the la-quick patch
-        patch = cfg.data.patch if run["side"] == "clcc" else recipe.volume.clcc_patch
-        data = open_prepared(args.prepared, 3, 0, patch=tuple(patch),
+        patch = cfg.data.patch if record["side"] == "clcc" else recipe.volume.clcc_patch
+        data = open_prepared(prepared, 3, 0, patch=tuple(patch),
                              overlap=cfg.data.window_overlap)
     else:  # slices of volumes (ACDC) or images (Kvasir-SEG), at the size both trained
-        data = PreparedData.open(args.prepared, KINDS[recipe.kind].size, resample)
-    if run["side"] != "clcc":
-        model = load_authors_model(Path(run["checkpoint"]), data.labels, data.channels)
+        data = PreparedData.open(prepared, KINDS[recipe.kind].size, resample)
+    if record["side"] != "clcc":
+        model = load_authors_model(Path(record["checkpoint"]), data.labels, data.channels)
+    return record, recipe, model, data, runtime, resample
+
+
+def re_estimate_batchnorm(model, images, runtime) -> None:
+    """Every BatchNorm's statistics as the plain average over `images`, in training mode as
+    the runs estimated them, with the same dropout draws every time; then eval mode."""
+    import torch
+
+    from clcc.engine.evaluate import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    recalibrate_batchnorm(model, images, runtime)
+    model.eval()
+
+
+def score(args: argparse.Namespace) -> None:
+    """clcc's per-volume test metrics of the checkpoint the run chose."""
+    import torch
+
+    from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
+
+    torch.set_num_threads(args.threads)
+    record, recipe, model, data, runtime, resample = open_run(args.run, args.prepared,
+                                                              args.recalibrate_bn)
+    if record["side"] == "clcc":
+        write_validation(args.run, clcc_validation(args.run))  # from the run's own log
+    else:
+        log_text = (args.run / "train.log").read_text(errors="replace")
+        write_validation(args.run, KINDS[recipe.kind].curve(log_text, recipe))  # as clcc's
     rows, summary = evaluate_prepared(model, data, data.subset("test"), runtime)
     write_per_image_csv(args.run / "per_volume.csv", rows)
     unit = "volumes" if data.volumes else "images"
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
     summary = {**summary, "resample": resample}
-    if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool,
-        torch.manual_seed(0)  # estimated in training mode: the same dropout draws every time
-        recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
-        model.eval()
+    if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool
+        re_estimate_batchnorm(model, data.images[data.training_pool()], runtime)
         rows, summary["recalibrated_bn"] = evaluate_prepared(model, data, data.subset("test"),
                                                              runtime)
         write_per_image_csv(args.run / RECALIBRATED_CSV, rows)

@@ -1,0 +1,48 @@
+"""A run's chosen checkpoint scored with BatchNorm statistics re-estimated on different parts
+of the training pool: where `score --recalibrate-bn` moves a figure a long way, whether the
+labelled slices' statistics or the unlabelled ones' (or the dropout's variance shift) make it.
+
+    python benchmarks/authors/batchnorm_sources.py RUN --prepared ../sbs/acdc-3-128
+
+Prints test Dice (%) on the prepared set's test split: as saved; statistics of the selection-0
+labelled slices; of the rest of the pool; of the whole pool with every dropout off.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from side_by_side import open_run, re_estimate_batchnorm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--prepared", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from clcc.engine.evaluate import evaluate_prepared
+
+    def test_dice(model: torch.nn.Module) -> float:
+        model.eval()
+        return 100 * evaluate_prepared(model, data, data.subset("test"), runtime)[1]["dice"]["mean"]
+
+    _, _, model, data, runtime, _ = open_run(args.run, args.prepared, recalibrating=True)
+    print(f"as saved: {test_dice(model):.2f}")
+    pool, labelled = data.training_pool(), data.labelled(0)
+    for name, slices, dropout in (("labelled (selection 0)", labelled, True),
+                                  ("unlabelled", np.setdiff1d(pool, labelled), True),
+                                  ("the whole pool, dropout off", pool, False)):
+        model = open_run(args.run, args.prepared, recalibrating=True)[2]
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.dropout._DropoutNd) and not dropout:
+                module.p = 0.0
+        re_estimate_batchnorm(model, data.images[slices], runtime)
+        print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")
+
+
+if __name__ == "__main__":
+    main()
