@@ -99,3 +99,19 @@ def test_a_clcc_seed_run_again_in_fp32_counts_once_in_fp32(tmp_path):
     table = runs_table(runs)
     assert "| fixmatch | clcc | 1 | final | auto | 20.00 | — |" in table
     assert "| fixmatch | clcc | 1 | final | fp32 | 40.00 | — |" in table
+
+
+def test_the_re_estimated_rows_pool_only_the_runs_scored_so(tmp_path):
+    _run(tmp_path / "a-0", "authors", "fixmatch", 0, 36.0, recalibrated=43.0)
+    _run(tmp_path / "a-1", "authors", "fixmatch", 1, 30.0)  # scored before the option
+    _run(tmp_path / "c-0", "clcc", "fixmatch", 0, 27.0, recalibrated=34.0)
+    _run(tmp_path / "u-0", "authors", "urpc", 0, 32.0, recalibrated=54.6)
+    runs = read_runs(tmp_path)
+    rows = {r["recipe"]: r for r in fidelity_rows(runs, recalibrated=True)}
+    assert rows["fixmatch"]["authors"] == "43.00 (n = 1)" and rows["fixmatch"]["clcc"] == (
+        "34.00 (n = 1)")
+    assert rows["fixmatch"]["difference"] == "+9.00"
+    assert rows["urpc"]["verdict"] == "one side not run yet"
+    assert {r["recipe"]: r for r in fidelity_rows(runs)}["fixmatch"]["authors"].startswith(
+        "33.00 ± ")  # the as-trained row keeps both authors' runs
+

@@ -336,7 +336,11 @@ def report(args: argparse.Namespace) -> None:
     shared = {name: r.clcc_runs_of for name, r in RECIPES.items() if r.clcc_runs_of}
     if args.figure:
         curves_figure(runs, args.figure, shared)
-    block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)), "Every run:",
+    block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)),
+                          "The same with BatchNorm statistics re-estimated on the training "
+                          "pool (`score --recalibrate-bn`; the runs scored so, session 17 on):",
+                          markdown_table(fidelity_rows(runs, shared, recalibrated=True)),
+                          "Every run:",
                           runs_table(runs), "Validation curves: `side_by_side.py report "
                           "--figure PATH` draws them (a figure of real-data runs, not kept "
                           "here).", END])

@@ -104,16 +104,20 @@ def _mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (n = {len(values)})"
 
 
-def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None = None
-                  ) -> list[dict[str, str]]:
+def fidelity_rows(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None = None,
+                  recalibrated: bool = False) -> list[dict[str, str]]:
     """One row per recipe with both sides' test Dice, the difference and the verdict.
     `clcc_runs_of` maps a recipe to another whose clcc runs it shares (two reductions of one
-    authors' script, compared with the same clcc method and command)."""
+    authors' script, compared with the same clcc method and command); `recalibrated`: the
+    figures with BatchNorm re-estimated, of the runs scored so."""
+    if recalibrated:
+        runs = [r for r in runs if r.recalibrated_dice is not None]
     rows = []
     for recipe in sorted({r.recipe for r in runs if not r.stage}):
         compared = _compared(runs, recipe, clcc_runs_of or {})
-        authors = [r.test_dice for r in compared if r.side == "authors"]
-        ours = [r.test_dice for r in compared if r.side == "clcc"]
+        dice = [(r.side, r.recalibrated_dice if recalibrated else r.test_dice) for r in compared]
+        authors = [d for side, d in dice if side == "authors"]
+        ours = [d for side, d in dice if side == "clcc"]
         if authors and ours:
             interval, said = verdict(authors, ours)
             low, high = interval["ci_low"], interval["ci_high"]
