@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from side_by_side import open_run, re_estimate_batchnorm
 
+DROPOUTS = (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Dropout3d)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,7 +40,7 @@ def main() -> None:
                                   ("the whole pool, dropout off", pool, False)):
         model = open_run(args.run, args.prepared, recalibrating=True)[2]
         for module in model.modules():
-            if isinstance(module, torch.nn.modules.dropout._DropoutNd) and not dropout:
+            if isinstance(module, DROPOUTS) and not dropout:
                 module.p = 0.0
         re_estimate_batchnorm(model, data.images[slices], runtime)
         print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")

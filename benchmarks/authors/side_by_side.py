@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -264,7 +265,7 @@ def open_run(folder: Path, prepared: Path, recalibrating: bool = False) -> tuple
     return record, recipe, model, data, runtime, resample
 
 
-def re_estimate_batchnorm(model, images, runtime) -> None:
+def re_estimate_batchnorm(model: Any, images: Any, runtime: Any) -> None:
     """Every BatchNorm's statistics as the plain average over `images`, in training mode as
     the runs estimated them, with the same dropout draws every time; then eval mode."""
     import torch

@@ -5,13 +5,12 @@ Each run folder (`benchmarks/authors/side_by_side.py collect` copies them into
 wall time), `summary.json` (clcc's per-volume test metrics of the checkpoint the run chose) and
 `validation.csv` (the run's own validation curve); scored with `--recalibrate-bn`, the summary
 also holds the test metrics with BatchNorm statistics re-estimated on the training pool. A run
-may name a `stage` (a step of an
-investigation, made with code before a fix): it is listed, never pooled. Runs of one recipe
-are grouped by side; the
-difference authors − clcc gets Welch's interval over seeds, and the verdict reads "differs"
-when that interval leaves 0 out, "same (within ±5)" when it lies inside ±`MARGIN` Dice points
-(an equivalence margin declared before the runs), "not decided" when it holds 0 but is wider,
-and "1 seed on one side: not decided" (or "1 seed a side") when a side has a single run.
+may name a `stage` (a step of an investigation, made with code before a fix): it is listed,
+never pooled. Runs of one recipe are grouped by side; the difference authors − clcc gets
+Welch's interval over seeds, and the verdict reads "differs" when that interval leaves 0 out,
+"same (within ±5)" when it lies inside ±`MARGIN` Dice points (an equivalence margin declared
+before the runs), "not decided" when it holds 0 but is wider, and "1 seed on one side: not
+decided" (or "1 seed a side") when a side has a single run.
 """
 
 from __future__ import annotations
