@@ -5,7 +5,9 @@ labelled slices' statistics or the unlabelled ones' (or the dropout's variance s
     python benchmarks/authors/batchnorm_sources.py RUN --prepared ../sbs/acdc-3-128
 
 Prints test Dice (%) on the prepared set's test split: as saved; statistics of the selection-0
-labelled slices; of the rest of the pool; of the whole pool with every dropout off.
+labelled slices; of the rest of the pool; of the whole pool with every dropout off; of the
+whole pool in random order (`score --recalibrate-bn` averages batches of 16 slices in the
+pool's order, mostly one patient's each; training's batches mix patients).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ def main() -> None:
     _, _, model, data, runtime, _ = open_run(args.run, args.prepared, recalibrating=True)
     print(f"as saved: {test_dice(model):.2f}")
     pool, labelled = data.training_pool(), data.labelled(0)
+    shuffled = np.random.default_rng(0).permutation(pool)  # batches of many patients
     for name, slices, dropout in (("labelled (selection 0)", labelled, True),
                                   ("unlabelled", np.setdiff1d(pool, labelled), True),
-                                  ("the whole pool, dropout off", pool, False)):
+                                  ("the whole pool, dropout off", pool, False),
+                                  ("the whole pool in random order", shuffled, True)):
         model = open_run(args.run, args.prepared, recalibrating=True)[2]
         for module in model.modules():
             if isinstance(module, DROPOUTS) and not dropout:
