@@ -115,16 +115,14 @@ def test_predict_says_which_files_it_skipped(checkpoint, tmp_path, capsys):
 
 
 def test_batchnorm_recalibration_is_the_plain_average():
+    from clcc.data.loaders import to_input
     from clcc.engine.evaluate import recalibrate_batchnorm
-    from clcc.engine.runtime import make_runtime
     from clcc.models.unet import UNet
 
     torch.manual_seed(0)
     model = UNet(widths=(4, 8, 16)).eval()
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
-    recalibrate_batchnorm(model, images, make_runtime("cpu", "fp32"), batch_size=3)
-    from clcc.data.loaders import to_input
-
+    recalibrate_batchnorm(model, (to_input(torch.from_numpy(images[i : i + 3])) for i in (0, 3)))
     conv, bn = model.encoder[0][0], model.encoder[0][1]
     features = conv(to_input(torch.from_numpy(images)))
     batch_means = [features[:3].mean((0, 2, 3)), features[3:].mean((0, 2, 3))]

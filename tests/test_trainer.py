@@ -137,7 +137,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(tiny_config, tmp_path, me
 
 def test_validation_with_recalibrated_batchnorm(tiny_config):
     from clcc.data.prepare import PreparedData
-    from clcc.engine.evaluate import recalibrate_batchnorm
+    from clcc.engine.evaluate import pool_inputs, recalibrate_batchnorm
     from clcc.engine.predict import load_trained_model
 
     cfg = tiny_config("train.recalibrate_bn=true", "train.epochs=1")
@@ -145,7 +145,7 @@ def test_validation_with_recalibrated_batchnorm(tiny_config):
     _, model, runtime = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
     saved = model.encoder[0][1].running_mean.clone()
     data = PreparedData.open(cfg.data.root, cfg.data.size)
-    recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
+    recalibrate_batchnorm(model, pool_inputs(data, runtime))
     assert torch.allclose(model.encoder[0][1].running_mean, saved, atol=1e-6)
 
 

@@ -576,3 +576,39 @@ def test_clcc_trains_the_vnet_without_its_dropout_unless_the_config_sets_one():
     assert dropouts("clcc") == []
     assert dropouts("supervised") == [0.5]
     assert dropouts("clcc", dropout=[0, 0, 0, 0, 0.5]) == [0.5]
+
+
+def test_batchnorm_of_a_3d_network_is_re_estimated_on_training_patches(la_set, tmp_path):
+    """`train.recalibrate_bn` and `clcc evaluate --recalibrate-bn` on volumes: the statistics
+    come from random patches of the training pool's volumes only (a test volume made very
+    bright would show in the first layer's mean), the same patches every time."""
+    from clcc.cli import main
+    from clcc.data.volume_data import open_prepared
+    from clcc.engine.evaluate import PATCHES_PER_VOLUME, pool_inputs, recalibrate_batchnorm
+    from clcc.engine.predict import load_trained_model
+    from clcc.engine.runtime import make_runtime
+    from clcc.engine.trainer import train
+
+    cfg = load_config(None, [*TINY, "model.name=vnet", "model.widths=[2,4,8,16,32]",
+                             "model.spatial_dims=3", "data.patch=[16,16,16]",
+                             f"data.root={la_set}", f"train.output={tmp_path}",
+                             "train.iterations=2", "train.eval_every=2",
+                             "train.recalibrate_bn=true"])
+    train(cfg)  # re-estimates before its validation (a list of memory maps, not an array)
+    data = open_prepared(la_set, 3, 0, patch=(16, 16, 16))
+    runtime = make_runtime("cpu", "fp32")
+    batches = list(pool_inputs(data, runtime))
+    assert sum(len(b) for b in batches) == PATCHES_PER_VOLUME * len(data.training_pool())
+    assert batches[0].shape[1:] == (1, 16, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(batches, pool_inputs(data, runtime),
+                                                 strict=True))
+    test = data.subset("test")
+    for name in test:
+        data.images[data.names.index(name)] = np.full((18, 20, 24), 1e4, np.float32)
+    _, model, _ = load_trained_model(cfg.run_dir() / "best.pt", "cpu")
+    recalibrate_batchnorm(model, pool_inputs(data, runtime))
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    assert 0 < first.running_mean.abs().max() < 100  # ~1e3 with a bright volume among them
+    assert main(["evaluate", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--recalibrate-bn",
+                 "--output", str(tmp_path / "ev")]) == 0
+    assert "dice" in json.loads((tmp_path / "ev" / "summary.json").read_text())

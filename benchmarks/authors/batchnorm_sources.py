@@ -34,7 +34,7 @@ def main() -> None:
         model.eval()
         return 100 * evaluate_prepared(model, data, data.subset("test"), runtime)[1]["dice"]["mean"]
 
-    _, _, model, data, runtime, _ = open_run(args.run, args.prepared, recalibrating=True)
+    _, _, model, data, runtime, _ = open_run(args.run, args.prepared)
     print(f"as saved: {test_dice(model):.2f}")
     pool, labelled = data.training_pool(), data.labelled(0)
     shuffled = np.random.default_rng(0).permutation(pool)  # batches of many patients
@@ -42,11 +42,11 @@ def main() -> None:
                                   ("unlabelled", np.setdiff1d(pool, labelled), True),
                                   ("the whole pool, dropout off", pool, False),
                                   ("the whole pool in random order", shuffled, True)):
-        model = open_run(args.run, args.prepared, recalibrating=True)[2]
+        model = open_run(args.run, args.prepared)[2]
         for module in model.modules():
             if isinstance(module, DROPOUTS) and not dropout:
                 module.p = 0.0
-        re_estimate_batchnorm(model, data.images[slices], runtime)
+        re_estimate_batchnorm(model, data, runtime, slices)
         print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")
 
 

@@ -233,7 +233,7 @@ def clcc_validation(out: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def open_run(folder: Path, prepared: Path, recalibrating: bool = False) -> tuple:
+def open_run(folder: Path, prepared: Path) -> tuple:
     """(record, recipe, model, data, runtime, resample) of a run folder: the checkpoint it
     chose, loaded into clcc's network, and the prepared set at the size both sides trained."""
     from clcc.config import load_config
@@ -245,8 +245,6 @@ def open_run(folder: Path, prepared: Path, recalibrating: bool = False) -> tuple
 
     record = json.loads((folder / "run.json").read_text())
     recipe = RECIPES[record["recipe"]]
-    if recipe.volumetric and recalibrating:
-        raise SystemExit(f"{folder}: BatchNorm is re-estimated on slices and images, not volumes")
     if record["side"] == "clcc":
         cfg, model, runtime = load_trained_model(Path(record["checkpoint"]), "cpu")
         resample = cfg.data.resample
@@ -265,15 +263,16 @@ def open_run(folder: Path, prepared: Path, recalibrating: bool = False) -> tuple
     return record, recipe, model, data, runtime, resample
 
 
-def re_estimate_batchnorm(model: Any, images: Any, runtime: Any) -> None:
-    """Every BatchNorm's statistics as the plain average over `images`, in training mode as
-    the runs estimated them, with the same dropout draws every time; then eval mode."""
+def re_estimate_batchnorm(model: Any, data: Any, runtime: Any, cases: Any = None) -> None:
+    """Every BatchNorm's statistics as the plain average over the training pool (or `cases`),
+    in training mode as the runs estimated them, with the same dropout draws every time; then
+    eval mode."""
     import torch
 
-    from clcc.engine.evaluate import recalibrate_batchnorm
+    from clcc.engine.evaluate import pool_inputs, recalibrate_batchnorm
 
     torch.manual_seed(0)
-    recalibrate_batchnorm(model, images, runtime)
+    recalibrate_batchnorm(model, pool_inputs(data, runtime, cases))
     model.eval()
 
 
@@ -284,8 +283,7 @@ def score(args: argparse.Namespace) -> None:
     from clcc.engine.evaluate import evaluate_prepared, write_per_image_csv
 
     torch.set_num_threads(args.threads)
-    record, recipe, model, data, runtime, resample = open_run(args.run, args.prepared,
-                                                              args.recalibrate_bn)
+    record, recipe, model, data, runtime, resample = open_run(args.run, args.prepared)
     if record["side"] == "clcc":
         write_validation(args.run, clcc_validation(args.run))  # from the run's own log
     else:
@@ -297,7 +295,7 @@ def score(args: argparse.Namespace) -> None:
     print(f"{args.run.name}: test Dice {100 * summary['dice']['mean']:.2f} over {len(rows)} {unit}")
     summary = {**summary, "resample": resample}
     if args.recalibrate_bn:  # the weights alone: BatchNorm statistics of the training pool
-        re_estimate_batchnorm(model, data.images[data.training_pool()], runtime)
+        re_estimate_batchnorm(model, data, runtime)
         rows, summary["recalibrated_bn"] = evaluate_prepared(model, data, data.subset("test"),
                                                              runtime)
         write_per_image_csv(args.run / RECALIBRATED_CSV, rows)

@@ -169,6 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.engine.evaluate import (
         check_fits,
         evaluate_prepared,
+        pool_inputs,
         recalibrate_batchnorm,
         write_per_image_csv,
     )
@@ -192,11 +193,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                              tuple(cfg.data.patch or ()), cfg.data.window_overlap,
                              cfg.data.spacing)
         check_fits(model, data, args.checkpoint, root)
-    if cfg.model.spatial_dims == 3 and (args.images is not None or args.recalibrate_bn):
+    if cfg.model.spatial_dims == 3 and args.images is not None:
         raise ClccError(f"{args.checkpoint}: a 3-D model is evaluated on a prepared set's "
-                        "volumes (--data), without --images or --recalibrate-bn")
+                        "volumes (--data), without --images")
     if args.recalibrate_bn:
-        recalibrate_batchnorm(model, data.images[data.training_pool()], runtime)
+        recalibrate_batchnorm(model, pool_inputs(data, runtime))
         model.eval()
     if args.images is not None:
         cases = labelled_pairs(args.images, args.masks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
-from clcc.data.volume_data import VolumeData, to_shape
+from clcc.data.volume_data import VolumeData, random_crop, to_shape
 from clcc.engine.runtime import Runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
@@ -48,14 +49,18 @@ def predict_probabilities(
     return torch.cat(out) if out else torch.empty(0)
 
 
+PATCHES_PER_VOLUME = 4
+"""Random patches of each training volume that re-estimate a 3-D network's statistics."""
+
+
 @torch.no_grad()
-def recalibrate_batchnorm(
-    model: nn.Module, images: np.ndarray, runtime: Runtime, batch_size: int = 16
-) -> None:
-    """Re-estimate every BatchNorm's running statistics as the plain average over `images`.
+def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm's running statistics as the plain average over the
+    batches `inputs` (network inputs, in training mode as training estimated them).
 
     A diagnostic (and a remedy) for training schemes that also push other inputs through the
-    network, such as CLCC's patches: afterwards the statistics describe full images only.
+    network, such as CLCC's patches, or whose running average follows a few small batches:
+    afterwards the statistics describe the given inputs only.
     """
     was_training = model.training
     model.train()
@@ -63,11 +68,29 @@ def recalibrate_batchnorm(
         with bn_momentum(model, None) as layers:  # None: cumulative average over all batches
             for m in layers:
                 m.reset_running_stats()
-            for start in range(0, len(images), batch_size):
-                chunk = torch.from_numpy(np.array(images[start : start + batch_size]))
-                model(to_input(chunk.to(runtime.device)))
+            for x in inputs:
+                model(x)
     finally:
         model.train(was_training)
+
+
+def pool_inputs(data: PreparedData, runtime: Runtime, cases: np.ndarray | None = None,
+                batch_size: int = 16) -> Iterator[torch.Tensor]:
+    """Network inputs of the training pool (or of the image / case indices `cases`): images
+    or slices (B, C, H, W) in batches of `batch_size`; for a volume set, `PATCHES_PER_VOLUME`
+    random patches (B, C, D, H, W) of its window from each volume (seeded: the same every
+    time), in batches of 2."""
+    cases = data.training_pool() if cases is None else cases
+    if not isinstance(data, VolumeData):
+        for start in range(0, len(cases), batch_size):
+            chunk = torch.from_numpy(np.array(data.images[cases[start : start + batch_size]]))
+            yield to_input(chunk.to(runtime.device))
+        return
+    rng = np.random.default_rng(0)
+    patches = [random_crop([data.image(int(i))], data.window, rng)[0]
+               for i in cases for _ in range(PATCHES_PER_VOLUME)]
+    for start in range(0, len(patches), 2):
+        yield torch.from_numpy(np.stack(patches[start : start + 2])).to(runtime.device)
 
 
 def evaluate(

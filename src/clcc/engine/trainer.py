@@ -40,7 +40,12 @@ from clcc.engine.distributed import (
     init_distributed,
     parameters_in_sync,
 )
-from clcc.engine.evaluate import evaluate_prepared, recalibrate_batchnorm, write_per_image_csv
+from clcc.engine.evaluate import (
+    evaluate_prepared,
+    pool_inputs,
+    recalibrate_batchnorm,
+    write_per_image_csv,
+)
 from clcc.engine.logging import MetricsLog
 from clcc.engine.predict import load_trained_model
 from clcc.engine.run_folder import claim_run_dir
@@ -336,8 +341,7 @@ class Trainer:
         """Mean validation metrics; with several ranks each scores a shard, then all-reduce."""
         names = val[self.dist.rank :: self.dist.world]
         if self.cfg.train.recalibrate_bn:  # identical on every rank: all see all images
-            pool = self.data.images[self.data.training_pool()]
-            recalibrate_batchnorm(self.method.eval_model(), pool, self.runtime)
+            recalibrate_batchnorm(self.method.eval_model(), pool_inputs(self.data, self.runtime))
         rows, _ = evaluate_prepared(self.method.eval_model(), self.data, names, self.runtime,
                                     False)
         keys = [k for k in rows[0] if k != "case"] if rows else []
