@@ -13,6 +13,7 @@ pool's order, mostly one patient's each; training's batches mix patients).
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -30,25 +31,25 @@ def main() -> None:
     torch.set_num_threads(1)
     from clcc.engine.evaluate import evaluate_prepared
 
+    _, _, saved, data, runtime, _ = open_run(args.run, args.prepared)
+
     def test_dice(model: torch.nn.Module) -> float:
         model.eval()
         return 100 * evaluate_prepared(model, data, data.subset("test"), runtime)[1]["dice"]["mean"]
 
-    _, _, model, data, runtime, _ = open_run(args.run, args.prepared)
-    print(f"as saved: {test_dice(model):.2f}")
+    print(f"as saved: {test_dice(saved):.2f}")
     pool, labelled = data.training_pool(), data.labelled(0)
     shuffled = np.random.default_rng(0).permutation(pool)  # batches of many patients
     for name, slices, dropout in (("labelled (selection 0)", labelled, True),
                                   ("unlabelled", np.setdiff1d(pool, labelled), True),
                                   ("the whole pool, dropout off", pool, False),
                                   ("the whole pool in random order", shuffled, True)):
-        model = open_run(args.run, args.prepared)[2]
+        model = copy.deepcopy(saved)  # the checkpoint's weights and statistics, each time
         for module in model.modules():
             if isinstance(module, DROPOUTS) and not dropout:
                 module.p = 0.0
         re_estimate_batchnorm(model, data, runtime, slices)
         print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")
-
 
 if __name__ == "__main__":
     main()
