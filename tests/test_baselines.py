@@ -222,3 +222,61 @@ def test_uamt_four_classes_as_ssl4mis_2d_script():
     dist = (student - passes[0]) ** 2
     assert loss.item() == pytest.approx((torch.sum(mask * dist) / (2 * torch.sum(mask))).item(),
                                         rel=1e-5)
+
+
+def _urpc_script_step(model, volume_batch, label_batch, labeled_bs, consistency_weight):
+    """The loop body of SSL4MIS's `train_uncertainty_rectified_pyramid_consistency_2D.py`,
+    written out (its four heads' terms as one loop; `kl_distance` is `KLDivLoss(reduction=
+    'none')`)."""
+    from test_fixmatch_ssl4mis import ssl4mis_dice_loss
+
+    ce_loss, kl_distance = torch.nn.CrossEntropyLoss(), torch.nn.KLDivLoss(reduction="none")
+    out = model(volume_batch)
+    heads = [out.logits, *out.aux]  # outputs, outputs_aux1 … 3 (their order does not matter)
+    softs = [torch.softmax(h, dim=1) for h in heads]
+    labels = label_batch[:labeled_bs]
+    supervised_loss = sum(ce_loss(h[:labeled_bs], labels.long()) for h in heads) + sum(
+        ssl4mis_dice_loss(s[:labeled_bs], labels.unsqueeze(1)) for s in softs)
+    supervised_loss = supervised_loss / 8
+    preds = sum(softs) / 4
+    consistency = 0.0
+    for soft in softs:
+        variance = torch.sum(kl_distance(torch.log(soft[labeled_bs:]), preds[labeled_bs:]),
+                             dim=1, keepdim=True)
+        exp_variance = torch.exp(-variance)
+        dist = (preds[labeled_bs:] - soft[labeled_bs:]) ** 2
+        consistency = consistency + torch.mean(dist * exp_variance) / (
+            torch.mean(exp_variance) + 1e-8) + torch.mean(variance)
+    return supervised_loss + consistency_weight * consistency / 4
+
+
+def test_one_urpc_step_is_the_script_step():
+    """Same weights, images and perturbation draws, 4 classes, SSL4MIS's pyramid U-Net, the
+    consistency at full weight: clcc's `urpc` step gives the script's loss, every gradient and
+    every BatchNorm buffer afterwards (one pass over labelled + unlabelled images, the
+    supervised terms of four heads over 8, the rectified consistency on the unlabelled ones)."""
+    from copy import deepcopy
+
+    from test_strong import _assert_same_gradients_and_statistics
+
+    from clcc.labels import LabelSpace
+
+    torch.manual_seed(0)
+    size, n_x, n_u = 32, 3, 3
+    method = build_method("urpc", size, {"consistency": 1.0, "rampup": 0.0}, in_channels=1,
+                          architecture="ssl4mis", labels=LabelSpace(("rv", "myo", "lv")))
+    theirs = deepcopy(method.model)
+    g = torch.Generator().manual_seed(1)
+    img_x, img_u = (torch.rand(k, 1, size, size, generator=g) for k in (n_x, n_u))
+    mask_x = torch.randint(0, 4, (n_x, size, size), generator=g)
+    torch.manual_seed(2)
+    loss, logs = method.training_step({"image": img_x, "mask": mask_x[:, None].float(),
+                                       "image_u": img_u}, 0.5)
+    loss.backward()
+    torch.manual_seed(2)
+    expected = _urpc_script_step(theirs, torch.cat([img_x, img_u]), mask_x, n_x, 1.0)
+    expected.backward()
+    assert float(logs["consist"]) > 0.01  # the consistency term is there to be compared
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    _assert_same_gradients_and_statistics(method.model, theirs)
+

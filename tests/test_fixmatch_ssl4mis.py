@@ -31,21 +31,24 @@ def test_sharpness_weight_by_hand():
     assert float(ssl4mis_fixmatch.sharpness_weight(full)) == pytest.approx(1 - 0.75)
 
 
+def ssl4mis_dice_loss(inputs, target, num_classes=4):
+    """SSL4MIS's `losses.DiceLoss(num_classes)` on probabilities: every class, background
+    included, squared sums in the denominator, averaged."""
+    target = torch.cat([(target == i).float() for i in range(num_classes)], dim=1)
+    loss = 0.0
+    for i in range(num_classes):
+        score, t = inputs[:, i], target[:, i]
+        intersect, y_sum, z_sum = (score * t).sum(), (t * t).sum(), (score * score).sum()
+        loss += 1 - (2 * intersect + 1e-5) / (z_sum + y_sum + 1e-5)
+    return loss / num_classes
+
+
 def _script_step(model, weak_batch, strong_batch, label_batch, labeled_bs, conf_thresh,
                  consistency_weight):
     """The loop body of SSL4MIS's `train_fixmatch_standard_augs.py`, line by line, with its
     `DiceLoss(num_classes)`, `normalize` and `get_comp_loss` written out."""
-    num_classes = 4
     ce_loss = torch.nn.CrossEntropyLoss()
-
-    def dice_loss(inputs, target):
-        target = torch.cat([(target == i).float() for i in range(num_classes)], dim=1)
-        loss = 0.0
-        for i in range(num_classes):
-            score, t = inputs[:, i], target[:, i]
-            intersect, y_sum, z_sum = (score * t).sum(), (t * t).sum(), (score * score).sum()
-            loss += 1 - (2 * intersect + 1e-5) / (z_sum + y_sum + 1e-5)
-        return loss / num_classes
+    dice_loss = ssl4mis_dice_loss
 
     def normalize(tensor):
         min_val = tensor.min(1, keepdim=True)[0]
