@@ -130,6 +130,30 @@ def test_batchnorm_recalibration_is_the_plain_average():
     assert bn.momentum == 0.1 and not model.training
 
 
+def test_a_seeded_recalibration_repeats_its_dropout_and_leaves_the_stream_alone():
+    """With dropout in the network the re-estimated statistics depend on its draws: a seed makes
+    them the same every time and leaves the caller's stream where it was; without one the
+    draws come from that stream (what training's `recalibrate_bn` keeps)."""
+    from clcc.engine.evaluate import recalibrate_batchnorm
+    from clcc.models.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(widths=(4, 8, 16), dropout=[0.5, 0.5, 0.5]).eval()
+    batches = [torch.randn(3, 3, 16, 16) for _ in range(2)]
+
+    def statistics(seed):
+        recalibrate_batchnorm(model, iter(batches), seed=seed)
+        return torch.cat([b.clone() for b in model.buffers() if b.is_floating_point()])
+
+    torch.manual_seed(5)
+    seeded = statistics(0)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)  # the stream did not move
+    assert torch.equal(statistics(0), seeded)
+    assert not torch.equal(statistics(None), statistics(None))
+
+
 def test_evaluate_with_recalibration(checkpoint, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--recalibrate-bn",
                  "--output", str(tmp_path / "e"), "--device", "cpu"]) == 0

@@ -267,12 +267,9 @@ def re_estimate_batchnorm(model: Any, data: Any, runtime: Any, cases: Any = None
     """Every BatchNorm's statistics as the plain average over the training pool (or `cases`),
     in training mode as the runs estimated them, with the same dropout draws every time; then
     eval mode."""
-    import torch
-
     from clcc.engine.evaluate import pool_inputs, recalibrate_batchnorm
 
-    torch.manual_seed(0)
-    recalibrate_batchnorm(model, pool_inputs(data, runtime, cases))
+    recalibrate_batchnorm(model, pool_inputs(data, runtime, cases), seed=0)
     model.eval()
 
 

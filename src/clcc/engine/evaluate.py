@@ -54,18 +54,23 @@ PATCHES_PER_VOLUME = 4
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor],
+                          seed: int | None = None) -> None:
     """Re-estimate every BatchNorm's running statistics as the plain average over the
     batches `inputs` (network inputs, in training mode as training estimated them).
 
     A diagnostic (and a remedy) for training schemes that also push other inputs through the
     network, such as CLCC's patches, or whose running average follows a few small batches:
-    afterwards the statistics describe the given inputs only.
+    afterwards the statistics describe the given inputs only. The passes draw dropout: with a
+    `seed` the same draws every time (an evaluation repeats its figure) and the caller's
+    random stream is left as it was; without one they come from that stream (training's).
     """
     was_training = model.training
     model.train()
     try:
-        with bn_momentum(model, None) as layers:  # None: cumulative average over all batches
+        with (torch.random.fork_rng(enabled=seed is not None), bn_momentum(model, None) as layers):
+            if seed is not None:
+                torch.manual_seed(seed)
             for m in layers:
                 m.reset_running_stats()
             for x in inputs:
