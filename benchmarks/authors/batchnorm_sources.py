@@ -5,9 +5,9 @@ labelled slices' statistics or the unlabelled ones' (or the dropout's variance s
     python benchmarks/authors/batchnorm_sources.py RUN --prepared ../sbs/acdc-3-128
 
 Prints test Dice (%) on the prepared set's test split: as saved; statistics of the selection-0
-labelled slices; of the rest of the pool; of the whole pool with every dropout off; of the
-whole pool in random order (`score --recalibrate-bn` averages batches of 16 slices in the
-pool's order, mostly one patient's each; training's batches mix patients).
+labelled slices; of the rest of the pool; of the whole pool in random order (`score
+--recalibrate-bn` averages batches of 16 slices in the pool's order, mostly one patient's each;
+training's batches mix patients). Every estimate with dropout off, as `recalibrate_batchnorm`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from side_by_side import open_run, re_estimate_batchnorm
-
-DROPOUTS = (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Dropout3d)
 
 
 def main() -> None:
@@ -40,14 +38,10 @@ def main() -> None:
     print(f"as saved: {test_dice(saved):.2f}")
     pool, labelled = data.training_pool(), data.labelled(0)
     shuffled = np.random.default_rng(0).permutation(pool)  # batches of many patients
-    for name, slices, dropout in (("labelled (selection 0)", labelled, True),
-                                  ("unlabelled", np.setdiff1d(pool, labelled), True),
-                                  ("the whole pool, dropout off", pool, False),
-                                  ("the whole pool in random order", shuffled, True)):
+    for name, slices in (("labelled (selection 0)", labelled),
+                         ("unlabelled", np.setdiff1d(pool, labelled)),
+                         ("the whole pool in random order", shuffled)):
         model = copy.deepcopy(saved)  # the checkpoint's weights and statistics, each time
-        for module in model.modules():
-            if isinstance(module, DROPOUTS) and not dropout:
-                module.p = 0.0
         re_estimate_batchnorm(model, data, runtime, slices)
         print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")
 

@@ -265,11 +265,11 @@ def open_run(folder: Path, prepared: Path) -> tuple:
 
 def re_estimate_batchnorm(model: Any, data: Any, runtime: Any, cases: Any = None) -> None:
     """Every BatchNorm's statistics as the plain average over the training pool (or `cases`),
-    in training mode as the runs estimated them, with the same dropout draws every time; then
-    eval mode."""
+    dropout off (`recalibrate_batchnorm`): the same for an authors' checkpoint, loaded without
+    dropout layers, as for clcc's, which has them; then eval mode."""
     from clcc.engine.evaluate import pool_inputs, recalibrate_batchnorm
 
-    recalibrate_batchnorm(model, pool_inputs(data, runtime, cases), seed=0)
+    recalibrate_batchnorm(model, pool_inputs(data, runtime, cases))
     model.eval()
 
 

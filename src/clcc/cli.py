@@ -197,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ClccError(f"{args.checkpoint}: a 3-D model is evaluated on a prepared set's "
                         "volumes (--data), without --images")
     if args.recalibrate_bn:
-        recalibrate_batchnorm(model, pool_inputs(data, runtime), seed=0)
+        recalibrate_batchnorm(model, pool_inputs(data, runtime))
         model.eval()
     if args.images is not None:
         cases = labelled_pairs(args.images, args.masks)

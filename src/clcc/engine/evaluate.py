@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
@@ -54,23 +55,24 @@ PATCHES_PER_VOLUME = 4
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor],
-                          seed: int | None = None) -> None:
+def recalibrate_batchnorm(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
     """Re-estimate every BatchNorm's running statistics as the plain average over the
-    batches `inputs` (network inputs, in training mode as training estimated them).
+    batches `inputs` (network inputs), with dropout off: the statistics of the network that
+    predicts.
 
     A diagnostic (and a remedy) for training schemes that also push other inputs through the
     network, such as CLCC's patches, or whose running average follows a few small batches:
-    afterwards the statistics describe the given inputs only. The passes draw dropout: with a
-    `seed` the same draws every time (an evaluation repeats its figure) and the caller's
-    random stream is left as it was; without one they come from that stream (training's).
+    afterwards the statistics describe the given inputs only. Training's averages also carry
+    dropout's variance (×1/(1 − p) after a dropout of rate p, SSL4MIS's 0.5 before its
+    bottleneck's second convolution), which evaluation, without dropout, never sees.
     """
     was_training = model.training
     model.train()
+    for m in model.modules():
+        if isinstance(m, _DropoutNd):
+            m.eval()
     try:
-        with (torch.random.fork_rng(enabled=seed is not None), bn_momentum(model, None) as layers):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with bn_momentum(model, None) as layers:  # None: cumulative average over all batches
             for m in layers:
                 m.reset_running_stats()
             for x in inputs:
