@@ -1,6 +1,6 @@
 """A run's chosen checkpoint scored with BatchNorm statistics re-estimated on different parts
 of the training pool: where `score --recalibrate-bn` moves a figure a long way, whether the
-labelled slices' statistics or the unlabelled ones' (or the dropout's variance shift) make it.
+labelled slices' statistics or the unlabelled ones' make it, or the order of the batches.
 
     python benchmarks/authors/batchnorm_sources.py RUN --prepared ../sbs/acdc-3-128
 
