@@ -498,6 +498,41 @@ def test_ctrl_c_during_prepare_ends_it_and_its_workers(tmp_path):
                 and "zombie" not in Path(f"/proc/{w}/status").read_text().lower()]
 
 
+def test_a_worker_starts_with_ctrl_c_held_and_the_main_process_gets_it_after():
+    """The race the test above once lost on a loaded machine: Ctrl-C between a worker's fork
+    and its initializer killed the worker with a traceback. Started inside `ctrl_c_held`, a
+    process begins with SIGINT blocked; a Ctrl-C sent to this thread meanwhile reaches it as
+    the block ends, and its mask is as before."""
+    import multiprocessing
+    import signal
+    import threading
+
+    from clcc.data.prepare import ctrl_c_held
+
+    def report_mask(queue) -> None:
+        queue.put(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    # as a shell's foreground command has it, whatever pytest inherited
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    before = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    context = multiprocessing.get_context("fork")
+    queue, reached = context.Queue(), False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_held():
+                child = context.Process(target=report_mask, args=(queue,))
+                child.start()
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # held here
+                reached = True
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        signal.signal(signal.SIGINT, handler)
+    child.join(10)
+    assert reached and queue.get(timeout=10) is True
+    assert signal.SIGINT not in mask
+
+
 def test_an_empty_labelled_list_is_one_line_at_train(synth_prepared, tmp_path, capsys):
     import shutil
 

@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -389,11 +390,30 @@ def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bil
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back (SIGINT blocked) in this thread and in the processes it starts: a
+    worker caught between its fork and `die_with_parent` would otherwise die printing a
+    traceback on the user's terminal. The main process still gets it, as the block ends (or
+    at once, through another of its threads)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def die_with_parent() -> None:
     """Worker initializer: on Linux the kernel ends a decoding worker when the process that
     started it dies (even by kill -9), so no worker is left decoding for nobody. A worker
-    ignores Ctrl-C: the main process gets it and ends the pool (`decode_all`)."""
+    ignores Ctrl-C (held back until now, `ctrl_c_held`): the main process gets it and ends
+    the pool (`decode_all`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -405,16 +425,20 @@ def decode_all(jobs: list[tuple], workers: int) -> list[Decoded | str]:
     could wait forever on a worker blocked writing to its result pipe."""
     if workers <= 1:
         return [_load_case_or_error(job) for job in jobs]
-    pool = multiprocessing.Pool(workers, initializer=die_with_parent)
+    pool = None
     try:
+        with ctrl_c_held():
+            pool = multiprocessing.Pool(workers, initializer=die_with_parent)
         results = pool.map(_load_case_or_error, jobs, chunksize=8)
         pool.close()
         return results
     except BaseException:
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
         raise
     finally:
-        pool.join()
+        if pool is not None:
+            pool.join()
 
 
 def _load_case_or_error(args: tuple[Case, int, dict[str, int] | None, int, str]
