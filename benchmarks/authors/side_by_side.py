@@ -334,7 +334,8 @@ def report(args: argparse.Namespace) -> None:
         curves_figure(runs, args.figure, shared)
     block = "\n\n".join([BEGIN, markdown_table(fidelity_rows(runs, shared)),
                           "The same with BatchNorm statistics re-estimated on the training "
-                          "pool (`score --recalibrate-bn`; the runs scored so, session 17 on):",
+                          "pool, dropout off (`score --recalibrate-bn`; the runs scored so, "
+                          "session 17 on):",
                           markdown_table(fidelity_rows(runs, shared, recalibrated=True)),
                           "Every run:",
                           runs_table(runs), "Validation curves: `side_by_side.py report "
