@@ -279,4 +279,3 @@ def test_one_urpc_step_is_the_script_step():
     assert float(logs["consist"]) > 0.01  # the consistency term is there to be compared
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     _assert_same_gradients_and_statistics(method.model, theirs)
-
