@@ -45,5 +45,6 @@ def main() -> None:
         re_estimate_batchnorm(model, data, runtime, slices)
         print(f"statistics of {name}, {len(slices)} slices: {test_dice(model):.2f}")
 
+
 if __name__ == "__main__":
     main()

@@ -50,6 +50,7 @@ from clcc.labels import BINARY, LabelSpace
 
 MANIFEST = "manifest.json"
 PR_SET_PDEATHSIG = 1  # prctl(2)
+SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # not on Windows
 MASK_RESAMPLING = "nearest"  # part of the cache fingerprint: caches of bilinear masks rebuild
 DEFAULT_SELECTIONS = (0, 1, 2)
 
@@ -396,7 +397,7 @@ def ctrl_c_held() -> Iterator[None]:
     worker caught between its fork and `die_with_parent` would otherwise die printing a
     traceback on the user's terminal. The main process still gets it, as the block ends (or
     at once, through another of its threads)."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+    if not SIGNAL_MASKS:
         yield
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -412,7 +413,7 @@ def die_with_parent() -> None:
     ignores Ctrl-C (held back until now, `ctrl_c_held`): the main process gets it and ends
     the pool (`decode_all`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
+    if SIGNAL_MASKS:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
