@@ -135,24 +135,20 @@ def staged_into(target: Path, last: str | None = None) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(target)
     try:
-        tmp.mkdir()
-        yield tmp
-        earlier = _marked_files(target)
-        files = sorted((p for p in tmp.rglob("*") if p.is_file()),
-                       key=lambda p: (p.relative_to(tmp).as_posix() == last, str(p)))
-        written = {p.relative_to(tmp).as_posix() for p in files}
-        target.mkdir(exist_ok=True)
-        for path in files:
-            dest = target / path.relative_to(tmp)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-        for stale in set(earlier) - written:
-            (target / stale).unlink(missing_ok=True)
-    except OSError as err:
-        named = _as_users(err, tmp, target)
-        if named is err:
-            raise
-        raise named from err
+        with _users_paths_in_errors(tmp, target):
+            tmp.mkdir()
+            yield tmp
+            earlier = _marked_files(target)
+            files = sorted((p for p in tmp.rglob("*") if p.is_file()),
+                           key=lambda p: (p.relative_to(tmp).as_posix() == last, str(p)))
+            written = {p.relative_to(tmp).as_posix() for p in files}
+            target.mkdir(exist_ok=True)
+            for path in files:
+                dest = target / path.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+            for stale in set(earlier) - written:
+                (target / stale).unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -164,24 +160,24 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(target)
     try:
-        yield tmp
-        os.replace(tmp, target)
-    except OSError as err:
-        named = _as_users(err, tmp, target)
-        if named is err:
-            raise
-        raise named from err
+        with _users_paths_in_errors(tmp, target):
+            yield tmp
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _as_users(err: OSError, tmp: Path, target: Path) -> OSError:
-    """The error of a staged write, naming the user's path instead of the hidden staging
+@contextlib.contextmanager
+def _users_paths_in_errors(tmp: Path, target: Path) -> Iterator[None]:
+    """Re-raise a staged write's OSError naming the user's path instead of the hidden staging
     name (a read-only folder said `.name.<hex>.tmp: Read-only file system`)."""
-    name = str(err.filename or "")
-    if not name or not name.startswith(str(tmp)):
-        return err
-    return OSError(err.errno, err.strerror, str(target) + name[len(str(tmp)):])
+    try:
+        yield
+    except OSError as err:
+        name = str(err.filename or "")
+        if not name or not name.startswith(str(tmp)):
+            raise
+        raise OSError(err.errno, err.strerror, str(target) + name[len(str(tmp)):]) from err
 
 
 def write_text(path: Path, text: str) -> None:
