@@ -32,9 +32,11 @@ def per_image(path: Path) -> dict[str, float]:
 
 
 def as_saved(run: Path, checkpoint: str) -> dict[str, float]:
-    """The trainer's own scoring of the checkpoint (its per-image CSV)."""
-    return per_image(run / ("test_per_image.csv" if checkpoint == "best"
-                            else "test_last_per_image.csv"))
+    """The trainer's own scoring of the checkpoint (its per-image CSV; a run whose last weights
+    are its best scores them once)."""
+    last = run / "test_last_per_image.csv"
+    return per_image(last if checkpoint == "last" and last.is_file() else
+                     run / "test_per_image.csv")
 
 
 def re_estimated(run: Path, checkpoint: str, reest: Path) -> dict[str, float]:
