@@ -522,3 +522,38 @@ def test_off_a_terminal_the_grid_prints_progress_once_a_minute(tmp_path: Path, m
             scheduler.poll(run)
     lines = [line for line in printed.getvalue().splitlines() if ": epoch " in line]
     assert [line.split(": epoch ")[1].split()[0] for line in lines] == ["1/20", "7/20", "13/20"]
+
+
+def test_the_recalibrated_table_pairs_each_way_by_hand(tmp_path, capsys, monkeypatch):
+    """benchmarks/recalibrated_table.py: each checkpoint as the trainer scored it and as `clcc
+    evaluate --recalibrate-bn` did, a run whose last weights are its best read once, and the
+    paired difference against the reference each way."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recalibrated_table.py"
+    spec = importlib.util.spec_from_file_location("recalibrated_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def csv_of(path: Path, dice: list[float]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("case,dice\n" + "".join(f"v{i},{d}\n" for i, d in enumerate(dice)))
+
+    runs, reest = tmp_path / "experiment", tmp_path / "reest"
+    for name, best, last, best_re, last_re in (
+            ("supervised-sel0", [0.4, 0.6], [0.3, 0.5], [0.5, 0.5], [0.6, 0.6]),
+            ("fixmatch-sel0", [0.5, 0.7], None, [0.8, 0.6], [0.7, 0.7])):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.json").write_text("{}")
+        csv_of(runs / name / "test_per_image.csv", best)
+        if last is not None:
+            csv_of(runs / name / "test_last_per_image.csv", last)
+        csv_of(reest / f"{name}-best" / "per_image.csv", best_re)
+        csv_of(reest / f"{name}-last" / "per_image.csv", last_re)
+    monkeypatch.setattr("sys.argv", ["recalibrated_table.py", str(runs), str(reest)])
+    table.main()
+    out = capsys.readouterr().out
+    assert "| supervised-sel0 | 50.00 | 50.00 | 40.00 | 60.00 | — | — |" in out
+    # differences 0.1, 0.1 as saved; 0.3, 0.1 re-estimated: every bootstrap mean in [10, 30]
+    assert ("| fixmatch-sel0 | 60.00 | 70.00 | 60.00 | 70.00 | +10.00 [+10.00, +10.00] | "
+            "+20.00 [+10.00, +30.00] |") in out
