@@ -14,39 +14,40 @@ for each checkpoint that has none yet in REEST.
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from clcc.report.compare import per_image_dice
 from clcc.report.stats import paired_comparison
 
 CHECKPOINTS = ("best", "last")
 
 
-def per_image(path: Path) -> dict[str, float]:
-    with open(path) as f:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(f)}
+def scored(run: Path, checkpoint: str) -> str:
+    """The checkpoint whose scores stand for `checkpoint`: a run whose last weights are its
+    best (no `test_last_per_image.csv`) scores them once, as `best`."""
+    last_apart = (run / "test_last_per_image.csv").is_file()
+    return checkpoint if checkpoint == "best" or last_apart else "best"
 
 
 def as_saved(run: Path, checkpoint: str) -> dict[str, float]:
-    """The trainer's own scoring of the checkpoint (its per-image CSV; a run whose last weights
-    are its best scores them once)."""
-    last = run / "test_last_per_image.csv"
-    return per_image(last if checkpoint == "last" and last.is_file() else
-                     run / "test_per_image.csv")
+    """The trainer's own scoring of the checkpoint (its per-image CSV)."""
+    return per_image_dice(run, "test_per_image.csv" if scored(run, checkpoint) == "best"
+                          else "test_last_per_image.csv")
 
 
 def re_estimated(run: Path, checkpoint: str, reest: Path) -> dict[str, float]:
     """The checkpoint scored after `clcc evaluate --recalibrate-bn` (made here when missing)."""
+    checkpoint = scored(run, checkpoint)
     out = reest / f"{run.name}-{checkpoint}"
     if not (out / "per_image.csv").is_file():
         subprocess.run([sys.executable, "-m", "clcc", "evaluate", "--checkpoint",
                         str(run / f"{checkpoint}.pt"), "--recalibrate-bn", "--split", "test",
                         "--output", str(out)], check=True)
-    return per_image(out / "per_image.csv")
+    return per_image_dice(out, "per_image.csv")
 
 
 def difference(run: dict[str, float], reference: dict[str, float]) -> str:

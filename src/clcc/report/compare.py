@@ -15,9 +15,9 @@ from clcc.errors import ClccError
 from clcc.report.stats import hierarchical_bootstrap, paired_comparison, selection_interval
 
 
-def per_image_dice(run: Path) -> dict[str, float]:
-    """Test Dice of each image of a run (its `test_per_image.csv`)."""
-    path = Path(run) / "test_per_image.csv"
+def per_image_dice(run: Path, name: str = "test_per_image.csv") -> dict[str, float]:
+    """Dice of each image of a run's per-image CSV `name` (by default its test)."""
+    path = Path(run) / name
     if not path.exists():
         raise ClccError(f"{path}: missing; the run has not finished")
     with open(path) as f:
