@@ -340,6 +340,13 @@ class _MethodsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 + "\n\n")
 
 
+def _add_device_and_threshold(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs a trained model on images."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threshold", type=probability, metavar="P",
+                   help="a binary model's foreground from probability > P (default 0.5)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from clcc.data.layouts import LAYOUTS
 
@@ -418,10 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path,
                    help="folder for per_image.csv and summary.json (default: beside the "
                         "checkpoint, evaluate-SPLIT)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 (autocast)")
-    p.add_argument("--threshold", type=probability, metavar="P",
-                   help="a binary model's foreground from probability > P (default 0.5)")
+    _add_device_and_threshold(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="masks for a folder of new images")
@@ -434,9 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write overlays/ (2-D images)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write probabilities/ (a PNG or a float32 NIfTI per class)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--threshold", type=probability, metavar="P",
-                   help="a binary model's foreground from probability > P (default 0.5)")
+    _add_device_and_threshold(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("experiment", help="methods × labelled selections → runs → tables")
