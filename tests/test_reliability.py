@@ -98,6 +98,24 @@ def test_a_resume_notices_data_re_prepared_under_the_same_path(tmp_path):
         train(longer, resume=True)
 
 
+def test_a_resume_names_a_copy_that_lost_modification_times(tmp_path):
+    """The same bytes with a new modification time (a `cp` without `-p`) read as changed: the
+    message says so rather than claiming the images changed."""
+    import os
+
+    from clcc.engine.trainer import train
+
+    _raw(tmp_path / "raw", n=20)
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=4, selections=(0,), size=32)
+    cfg = load_config(None, [*TINY, f"data.root={tmp_path / 'p'}", "train.epochs=1",
+                             f"train.output={tmp_path / 'runs'}"])
+    train(cfg)
+    first = sorted((tmp_path / "raw" / "images").iterdir())[0]
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ClccError, match=r"modification time: a copy that did not keep them"):
+        train(cfg, resume=True)
+
+
 def test_case_names_with_edge_spaces_are_refused(tmp_path):
     _raw(tmp_path / "raw")
     write_pair(tmp_path / "raw" / "images" / " c9 .png", tmp_path / "raw" / "masks" / " c9 .png")

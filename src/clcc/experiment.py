@@ -119,7 +119,8 @@ def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite:
         done = _results(cfg.run_dir())
         if done and done.get("data_fingerprint", "") not in ("", data_fingerprint(
                 cfg.data.root, cfg.data.size, cfg.data.selection, cfg.data.resample)):
-            diffs.append(f"the prepared data (re-prepared under {cfg.data.root})")
+            diffs.append(f"the prepared data (re-prepared under {cfg.data.root}, or its "
+                         "source files copied without their modification times)")
         if not diffs:
             continue
         if not overwrite:

@@ -247,8 +247,9 @@ class Trainer:
         _check_resumable(state["config"], self.cfg, path)
         if state.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:
             raise ClccError(f"{path}: cannot resume, the prepared data {self.cfg.data.root} "
-                            "changed since this run started (its images or split lists); pass "
-                            "--overwrite to train it anew")
+                            "changed since this run started (its split lists, or a source "
+                            "file's path, size or modification time: a copy that did not keep "
+                            "them counts); pass --overwrite to train it anew")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
