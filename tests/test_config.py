@@ -116,3 +116,15 @@ def test_method_parameters_compare_one_by_one():
     assert config_differences(saved, cfg) == []
     saved["method"]["params"] = {"passes": "joint", "consistency": "mean"}  # a parameter since
     assert config_differences(saved, cfg) == ["method.params.consistency"]  # renamed
+
+
+def test_a_data_root_spelled_otherwise_is_the_same_root(tmp_path, monkeypatch):
+    """A run saved with an absolute data.root, asked for again with the relative spelling of
+    the same folder (a grid re-run or a resume): no difference; another folder is one."""
+    (tmp_path / "p").mkdir()
+    (tmp_path / "q").mkdir()
+    saved = load_config(None, [f"data.root={tmp_path / 'p'}"]).to_dict()
+    monkeypatch.chdir(tmp_path)
+    assert config_differences(saved, load_config(None, ["data.root=p"])) == []
+    assert config_differences(saved, load_config(None, ["data.root=./q/../p"])) == []
+    assert config_differences(saved, load_config(None, ["data.root=q"])) == ["data.root"]

@@ -344,8 +344,17 @@ def config_differences(
     return [
         key for key in [*now, *gone]
         if key not in ignored
-        and old.get(key, defaults.get(key, now.get(key))) != now.get(key)
+        and not _same(key, old.get(key, defaults.get(key, now.get(key))), now.get(key))
     ]
+
+
+def _same(key: str, saved: Any, now: Any) -> bool:
+    """Equal values; for `data.root`, also two spellings of one folder (relative and absolute):
+    the data's fingerprint, not its path's spelling, tells a run on other data."""
+    if saved == now:
+        return True
+    return (key == "data.root" and isinstance(saved, str) and isinstance(now, str)
+            and Path(saved).resolve() == Path(now).resolve())
 
 
 def dump_config(cfg: Config) -> str:
