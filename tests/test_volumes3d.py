@@ -574,8 +574,8 @@ def test_clcc_trains_the_vnet_without_its_dropout_unless_the_config_sets_one():
         return [m.p for m in method.model.modules() if isinstance(m, torch.nn.Dropout3d)]
 
     assert dropouts("clcc") == []
-    assert dropouts("supervised") == [0.5]
-    assert dropouts("clcc", dropout=[0, 0, 0, 0, 0.5]) == [0.5]
+    assert dropouts("supervised") == [0.5, 0.5]  # the bottleneck's and the last map's
+    assert dropouts("clcc", dropout=[0, 0, 0, 0, 0.5]) == [0.5, 0.5]
 
 
 def test_batchnorm_of_a_3d_network_is_re_estimated_on_training_patches(la_set, tmp_path):
@@ -612,3 +612,38 @@ def test_batchnorm_of_a_3d_network_is_re_estimated_on_training_patches(la_set, t
     assert main(["evaluate", "--checkpoint", str(cfg.run_dir() / "best.pt"), "--recalibrate-bn",
                  "--output", str(tmp_path / "ev")]) == 0
     assert "dice" in json.loads((tmp_path / "ev" / "summary.json").read_text())
+
+
+def test_the_dropout_probe_trains_clcc_with_one_vnet_dropout_removed(la_set, tmp_path,
+                                                                    monkeypatch):
+    """benchmarks/vnet_dropout_probe.py: the kept layer still drops channels, the other is an
+    identity from the first step on, and the run folder says which."""
+    import importlib.util
+
+    from clcc.engine.trainer import Trainer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vnet_dropout_probe.py"
+    spec = importlib.util.spec_from_file_location("vnet_dropout_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    seen = {}
+    fit = Trainer.fit
+
+    def fit_and_look(trainer):
+        model = trainer.method.model
+        seen.update(head=type(model.head_dropout), bottleneck=type(model.bottleneck_dropout))
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", fit_and_look)
+    sets = [*TINY, "model.name=vnet", "model.widths=[2,4,8,16,32]", "model.spatial_dims=3",
+            "data.patch=[32,32,32]", f"data.root={la_set}", f"train.output={tmp_path}",
+            "train.iterations=1", "train.eval_every=1", "method.name=clcc", "method.params.n=2",
+            "model.dropout=[0,0,0,0,0.5]", "train.name=probe"]
+    probe.main(["--keep", "head", *[a for s in sets for a in ("--set", s)]])
+    assert seen == {"head": torch.nn.Dropout3d, "bottleneck": torch.nn.Identity}
+    assert json.loads((tmp_path / "probe" / "probe.json").read_text()) == {
+        "kept": "head_dropout", "removed": "bottleneck_dropout"}
+    assert (tmp_path / "probe" / "results.json").exists()
+    with pytest.raises(SystemExit, match="no head_dropout to keep"):
+        probe.main(["--keep", "head", *[a for s in sets[:-2] for a in ("--set", s)],
+                    "--set", "train.name=probe2"])

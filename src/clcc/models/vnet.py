@@ -6,7 +6,8 @@ Five levels of 1, 2, 3, 3, 3 convolutions 3×3×3 → BatchNorm → ReLU (16, 32
 channels); a level is entered by a stride-2 convolution of kernel 2 and left, on the way up, by
 a stride-2 transposed convolution of kernel 2, each followed by BatchNorm and ReLU; skip
 connections are *added*; a 1×1×1 head. Channel dropout (Dropout3d, `dropout`, 0.5 in every UA-MT
-training script) on the bottleneck and on the last decoder map, active in training only. No
+training script) on the bottleneck and on the last decoder map (two modules of one rate, so
+that a diagnostic can remove either), active in training only. No
 residual connections (UA-MT's `ConvBlock`, not its unused `ResidualConvBlock`) and PyTorch's
 default initialisation. Module names are UA-MT's, so its checkpoints load as they are.
 """
@@ -95,7 +96,9 @@ class VNet(nn.Module):
                                                         spatial_dims))
         self.block_nine = _Stage(1, w[0], w[0], spatial_dims)
         self.out_conv = layers(spatial_dims).conv(w[0], labels.heads, 1)
-        self.dropout = layers(spatial_dims).channel_dropout(p) if p > 0 else nn.Identity()
+        drop = layers(spatial_dims).channel_dropout
+        self.bottleneck_dropout = drop(p) if p > 0 else nn.Identity()
+        self.head_dropout = drop(p) if p > 0 else nn.Identity()
 
     @property
     def divisor(self) -> int:
@@ -114,12 +117,12 @@ class VNet(nn.Module):
             if i < 4:
                 skips.append(x)
                 x = getattr(self, f"block_{name}_dw")(x)
-        x = self.dropout(x)
+        x = self.bottleneck_dropout(x)
         for name in NAMES[4:8]:  # up, add the skip, convolve
             x = getattr(self, f"block_{name}_up")(x) + skips.pop()
             following = NAMES[NAMES.index(name) + 1]
             x = getattr(self, f"block_{following}")(x)
-        return SegOutput(logits=self.out_conv(self.dropout(x)), features=x)
+        return SegOutput(logits=self.out_conv(self.head_dropout(x)), features=x)
 
 
 def network(model_class: type[nn.Module], architecture: str, **args) -> nn.Module:
