@@ -182,3 +182,29 @@ def test_hand_edited_splits_are_checked_on_opening(tmp_path, edit, message):
         f.write(extra)
     with pytest.raises(ClccError, match=message):
         PreparedData.open(tmp_path / "p", 16)
+
+
+def test_source_files_are_read_for_their_digest_once_until_touched(tmp_path):
+    """`data_fingerprint(contents=True)` keeps each source file's SHA-256 in the set's cache by
+    path, size and modification time: the kept digest is what it uses (so a file is not read
+    again), and a touched file is read anew."""
+    import hashlib
+    import json
+
+    from clcc.data.prepare import FILE_DIGESTS, data_fingerprint
+
+    _raw(tmp_path / "raw")
+    prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=2, size=16)
+    first = data_fingerprint(tmp_path / "p", 16, 0, contents=True)
+    memo_path = tmp_path / "p" / "cache" / FILE_DIGESTS
+    memo = json.loads(memo_path.read_text())
+    image = sorted((tmp_path / "raw" / "images").iterdir())[0]
+    assert memo[str(image)][2] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert len(memo) == 2 * 10  # every image and mask
+    memo[str(image)][2] = "0" * 64  # a kept digest is trusted while size and time hold
+    memo_path.write_text(json.dumps(memo))
+    assert data_fingerprint(tmp_path / "p", 16, 0, contents=True) != first
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert data_fingerprint(tmp_path / "p", 16, 0, contents=True) == first  # read again
+    assert data_fingerprint(tmp_path / "p", 16, 0) != data_fingerprint(tmp_path / "p", 16, 0,
+                                                                      contents=True)

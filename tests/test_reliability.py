@@ -98,22 +98,33 @@ def test_a_resume_notices_data_re_prepared_under_the_same_path(tmp_path):
         train(longer, resume=True)
 
 
-def test_a_resume_names_a_copy_that_lost_modification_times(tmp_path):
-    """The same bytes with a new modification time (a `cp` without `-p`) read as changed: the
-    message says so rather than claiming the images changed."""
+def test_a_copy_of_the_same_bytes_is_the_same_data_for_a_resume_and_a_grid(tmp_path, capsys):
+    """Source files given new modification times (a `cp` without `-p`, a fresh checkout) are
+    the same data: a resume goes on and a grid counts its run as done. A changed byte is not."""
     import os
 
     from clcc.engine.trainer import train
+    from clcc.experiment import run_grid
 
     _raw(tmp_path / "raw", n=20)
     prepare("folder", tmp_path / "raw", tmp_path / "p", labelled=4, selections=(0,), size=32)
-    cfg = load_config(None, [*TINY, f"data.root={tmp_path / 'p'}", "train.epochs=1",
-                             f"train.output={tmp_path / 'runs'}"])
+    sets = [*TINY, f"data.root={tmp_path / 'p'}", "train.epochs=1"]
+    run_grid(None, sets, ["supervised"], [0], tmp_path / "grid", report=False, poll_s=0.2)
+    cfg = load_config(None, [*sets, f"train.output={tmp_path / 'runs'}"])
     train(cfg)
+    for image in (tmp_path / "raw" / "images").iterdir():
+        st = image.stat()
+        os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    capsys.readouterr()
+    run_grid(None, sets, ["supervised"], [0], tmp_path / "grid", report=False, poll_s=0.2)
+    assert "1 already done" in capsys.readouterr().out
+    assert train(cfg, resume=True)["steps"] > 0  # one epoch done already: nothing to refuse
     first = sorted((tmp_path / "raw" / "images").iterdir())[0]
-    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
-    with pytest.raises(ClccError, match=r"modification time: a copy that did not keep them"):
+    first.write_bytes(first.read_bytes()[:-1] + bytes([first.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ClccError, match=r"cannot resume, the prepared data .* changed since"):
         train(cfg, resume=True)
+    with pytest.raises(ClccError, match=r"differs in the prepared data \(re-prepared under"):
+        run_grid(None, sets, ["supervised"], [0], tmp_path / "grid", report=False, poll_s=0.2)
 
 
 def test_case_names_with_edge_spaces_are_refused(tmp_path):

@@ -33,9 +33,10 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ from clcc.files import claim, staged_into, write_json, write_text
 from clcc.labels import BINARY, LabelSpace
 
 MANIFEST = "manifest.json"
+FILE_DIGESTS = "file-digests.json"  # in cache/: `_FileDigests`
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # not on Windows
 MASK_RESAMPLING = "nearest"  # part of the cache fingerprint: caches of bilinear masks rebuild
@@ -357,10 +359,12 @@ def _cases(manifest: dict) -> list[Case]:
     ]
 
 
-def _fingerprint(cases: list[Case], size: int, resample: str = "bilinear") -> str:
+def _fingerprint(cases: list[Case], size: int, resample: str = "bilinear",
+                 known_by: Callable[[Path], str] | None = None) -> str:
     """Changes when any source file is replaced, touched, added or removed, or the size or the
     image resampling changes (bilinear caches keep the digest they had before it was a
-    choice)."""
+    choice). `known_by` names a file otherwise than by its path, size and modification time
+    (`data_fingerprint`'s contents)."""
     images = "" if resample == "bilinear" else f"|images={resample}"
     h = hashlib.sha256(f"size={size}|masks={MASK_RESAMPLING}{images}".encode())
     for case in cases:
@@ -372,23 +376,73 @@ def _fingerprint(cases: list[Case], size: int, resample: str = "bilinear") -> st
                 st = path.stat()
             except FileNotFoundError as err:
                 raise ClccError(f"{path}: source file of case {case.name!r} is missing") from err
-            h.update(f"{case.name}|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+            name = known_by(path) if known_by else f"{path}|{st.st_size}|{st.st_mtime_ns}"
+            h.update(f"{case.name}|{name}".encode())
     return h.hexdigest()
 
 
-def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bilinear") -> str:
+def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bilinear",
+                     contents: bool = False) -> str:
     """What a run trains and is scored on, in one digest: the source files (paths, sizes,
     modification times), the resolution, and the split lists of `selection`. A run remembers
-    it, so a resume or a grid notices a set re-prepared under the same path."""
+    it, so a resume or a grid notices a set re-prepared under the same path. With `contents`
+    the files are known by their bytes instead, so that a copy (new times, another folder)
+    reads as the same data (`same_data`)."""
     root = Path(root)
     manifest = _manifest(root)
-    h = hashlib.sha256(_fingerprint(_cases(manifest), size, resample).encode())
+    known_by = _FileDigests(root / "cache" / FILE_DIGESTS) if contents else None
+    h = hashlib.sha256(_fingerprint(_cases(manifest), size, resample, known_by).encode())
+    if known_by:
+        known_by.save()
     if manifest.get("labels"):  # a binary set's digest stays what it was before classes
         h.update(json.dumps(manifest["labels"], sort_keys=True).encode())
     for name in ("train", "val", "test", "unlabelled", f"labelled-{selection}"):
         h.update(f"\n{name}:".encode() + "\n".join(_read_list(root / "splits" / f"{name}.txt"))
                  .encode())
     return h.hexdigest()
+
+
+def same_data(saved: dict[str, Any], root: Path, size: int, selection: int,
+              resample: str = "bilinear") -> bool:
+    """Whether the run or checkpoint `saved` (its `data_fingerprint` and, from session 20 on,
+    `data_contents`) was made on the data now under `root`: the same files, or a copy of them
+    with the same bytes. One that recorded neither is taken as it is."""
+    fingerprint = saved.get("data_fingerprint", "")
+    if fingerprint in ("", data_fingerprint(root, size, selection, resample)):
+        return True
+    return saved.get("data_contents", "") == data_fingerprint(root, size, selection, resample,
+                                                              contents=True)
+
+
+class _FileDigests:
+    """SHA-256 of each source file, kept by path, size and modification time in the set's
+    cache, so that a file is read again only when it is new or touched (a missing or unwritable
+    cache costs a re-read, nothing else)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.changed = path, False
+        try:
+            self.known: dict[str, list] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+
+    def __call__(self, file: Path) -> str:
+        st = file.stat()
+        key = [st.st_size, st.st_mtime_ns]
+        entry = self.known.get(str(file))
+        if entry is None or entry[:2] != key:
+            digest = hashlib.sha256()
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            entry = self.known[str(file)] = [*key, digest.hexdigest()]
+            self.changed = True
+        return entry[2]
+
+    def save(self) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):
+                write_json(self.path, self.known)
 
 
 @contextlib.contextmanager
