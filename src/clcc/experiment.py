@@ -109,7 +109,7 @@ def _results(run_dir: Path) -> dict[str, Any] | None:
 def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite: bool) -> None:
     """A run folder made with another config would mix its numbers into this table: refuse it,
     naming the keys, or (with `overwrite`) delete it so that it trains anew."""
-    from clcc.data.prepare import same_data
+    from clcc.data.prepare import DataIdentity
 
     for _, _, cfg, _ in grid:
         saved_path = cfg.run_dir() / "config.yaml"
@@ -117,8 +117,8 @@ def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite:
             continue
         diffs = config_differences(yaml.safe_load(saved_path.read_text()) or {}, cfg)
         done = _results(cfg.run_dir())
-        if done and not same_data(done, cfg.data.root, cfg.data.size, cfg.data.selection,
-                                  cfg.data.resample):
+        if done and not DataIdentity(cfg.data.root, cfg.data.size, cfg.data.selection,
+                                     cfg.data.resample).matches(done):
             diffs.append(f"the prepared data (re-prepared under {cfg.data.root})")
         if not diffs:
             continue

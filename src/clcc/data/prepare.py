@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -387,7 +388,7 @@ def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bil
     modification times), the resolution, and the split lists of `selection`. A run remembers
     it, so a resume or a grid notices a set re-prepared under the same path. With `contents`
     the files are known by their bytes instead, so that a copy (new times, another folder)
-    reads as the same data (`same_data`)."""
+    reads as the same data (`DataIdentity`)."""
     root = Path(root)
     manifest = _manifest(root)
     known_by = _FileDigests(root / "cache" / FILE_DIGESTS) if contents else None
@@ -402,16 +403,33 @@ def data_fingerprint(root: Path, size: int, selection: int, resample: str = "bil
     return h.hexdigest()
 
 
-def same_data(saved: dict[str, Any], root: Path, size: int, selection: int,
-              resample: str = "bilinear") -> bool:
-    """Whether the run or checkpoint `saved` (its `data_fingerprint` and, from session 20 on,
-    `data_contents`) was made on the data now under `root`: the same files, or a copy of them
-    with the same bytes. One that recorded neither is taken as it is."""
-    fingerprint = saved.get("data_fingerprint", "")
-    if fingerprint in ("", data_fingerprint(root, size, selection, resample)):
-        return True
-    return saved.get("data_contents", "") == data_fingerprint(root, size, selection, resample,
-                                                              contents=True)
+class DataIdentity:
+    """The data a run trains on, as the run records it: `fingerprint` (source paths, sizes,
+    modification times, split lists: cheap) and `contents` (the files known by their bytes),
+    each worked out once, and only when asked for. `matches` tells a run made on this data, or
+    on a copy of it with the same bytes."""
+
+    def __init__(self, root: Path, size: int, selection: int, resample: str = "bilinear") -> None:
+        self.where = (Path(root), size, selection, resample)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return data_fingerprint(*self.where)
+
+    @functools.cached_property
+    def contents(self) -> str:
+        return data_fingerprint(*self.where, contents=True)
+
+    def record(self) -> dict[str, str]:
+        """What a checkpoint and results.json keep of the data, for `matches` later."""
+        return {"data_fingerprint": self.fingerprint, "data_contents": self.contents}
+
+    def matches(self, saved: dict[str, Any]) -> bool:
+        """Whether the run or checkpoint `saved` (its `data_fingerprint` and, from session 20
+        on, `data_contents`) was made on this data; one that recorded neither is taken as it
+        is. The bytes are read only when the cheap fingerprint differs."""
+        return (saved.get("data_fingerprint", "") in ("", self.fingerprint)
+                or saved.get("data_contents", "") == self.contents)
 
 
 class _FileDigests:

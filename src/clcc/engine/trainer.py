@@ -29,7 +29,7 @@ from tqdm import tqdm
 from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
-from clcc.data.prepare import data_fingerprint, same_data
+from clcc.data.prepare import DataIdentity
 from clcc.data.volume_data import PatchBatches, open_prepared
 from clcc.data.volume_data import to_device as to_volume_device
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -177,9 +177,9 @@ class Trainer:
         self.data = open_prepared(Path(cfg.data.root), cfg.model.spatial_dims, cfg.data.size,
                                   cfg.data.resample, tuple(cfg.data.patch or ()),
                                   cfg.data.window_overlap, cfg.data.spacing)
-        where = (cfg.data.root, cfg.data.size, cfg.data.selection, cfg.data.resample)
-        self.data_fingerprint = data_fingerprint(*where)
-        self.data_contents = data_fingerprint(*where, contents=True)
+        self.data_identity = DataIdentity(cfg.data.root, cfg.data.size, cfg.data.selection,
+                                          cfg.data.resample)
+        self.data_record = self.data_identity.record()  # the data as training starts
         torch.manual_seed(t.seed)
         self.method: Method = build_method(
             cfg.method.name, cfg.input_size(), cfg.method.params, cfg.loss.supervised,
@@ -246,11 +246,10 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         _check_resumable(state["config"], self.cfg, path)
-        data = self.cfg.data
-        if not same_data(state, data.root, data.size, data.selection, data.resample):
-            raise ClccError(f"{path}: cannot resume, the prepared data {data.root} changed "
-                            "since this run started (its split lists, or a source file's "
-                            "bytes); pass --overwrite to train it anew")
+        if not self.data_identity.matches(state):
+            raise ClccError(f"{path}: cannot resume, the prepared data {self.cfg.data.root} "
+                            "changed since this run started (its split lists, or a source "
+                            "file's bytes); pass --overwrite to train it anew")
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -386,8 +385,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "data_fingerprint": self.data_fingerprint,
-            "data_contents": self.data_contents,
+            **self.data_record,
             "step": self.step,
             "best_dice": self.best_dice,
             "best_epoch": self.best_epoch,
@@ -405,7 +403,7 @@ class Trainer:
             "selection": self.cfg.data.selection, "seed": self.cfg.train.seed,
             "best_epoch": self.best_epoch, "epochs": self.epochs, "steps": self.step,
             "world_size": self.dist.world, "ranks_in_sync": ranks_in_sync,
-            "data_fingerprint": self.data_fingerprint, "data_contents": self.data_contents,
+            **self.data_record,
             "environment": environment(self.runtime.device), "precision": self.runtime.precision,
         }
         if self.runtime.device.type == "cuda":  # how many runs fit side by side on one GPU
