@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from clcc.report.fidelity import curves_figure, fidelity_rows, read_runs, runs_table, verdict
+from clcc.report.fidelity import (
+    curves_figure,
+    curves_table,
+    fidelity_rows,
+    read_runs,
+    runs_table,
+    verdict,
+)
 from clcc.report.stats import welch_interval
 
 
@@ -79,6 +86,20 @@ def test_every_run_row_has_its_best_validation_or_says_none_was_logged(tmp_path)
     rows = runs_table(read_runs(tmp_path)).splitlines()[2:]
     assert rows == ["| uamt-la | authors | 0 | final | fp32 | 38.97 | — | — (none logged) | 10.0 |",
                     "| uamt-la | clcc | 0 | final | auto | 37.37 | 41.50 | 36.12 | 10.0 |"]
+
+
+def test_the_page_carries_each_pooled_runs_curve_as_text_with_its_best_in_bold(tmp_path):
+    _run(tmp_path / "la-authors-0", "authors", "uamt-la", 0, 38.97, curve=())
+    _run(tmp_path / "la-clcc-1", "clcc", "uamt-la", 1, 33.0, curve=((150, 10.34), (300, 36.12),
+                                                                    (450, 30.0)))
+    _run(tmp_path / "la-clcc-0", "clcc", "uamt-la", 0, 37.37, curve=((150, 40.0), (300, 36.0)))
+    _run(tmp_path / "la-clcc-old", "clcc", "uamt-la", 0, 9.0, curve=((150, 1.0),))
+    record = json.loads((tmp_path / "la-clcc-old" / "run.json").read_text())
+    (tmp_path / "la-clcc-old" / "run.json").write_text(json.dumps({**record, "stage": "before"}))
+    rows = curves_table(read_runs(tmp_path)).splitlines()[2:]
+    assert rows == ["| uamt-la | authors | 0 | — (none logged) |",
+                    "| uamt-la | clcc | 0 | 150: **40.0** · 300: 36.0 |",
+                    "| uamt-la | clcc | 1 | 150: 10.3 · 300: **36.1** · 450: 30.0 |"]
 
 
 def test_a_clcc_seed_run_again_in_fp32_counts_once_in_fp32(tmp_path):

@@ -322,6 +322,7 @@ def report(args: argparse.Namespace) -> None:
     of the repository: a figure made from real data)."""
     from clcc.report.fidelity import (
         curves_figure,
+        curves_table,
         fidelity_rows,
         markdown_table,
         read_runs,
@@ -338,9 +339,9 @@ def report(args: argparse.Namespace) -> None:
                           "session 17 on):",
                           markdown_table(fidelity_rows(runs, shared, recalibrated=True)),
                           "Every run:",
-                          runs_table(runs), "Validation curves: `side_by_side.py report "
-                          "--figure PATH` draws them (a figure of real-data runs, not kept "
-                          "here).", END])
+                          runs_table(runs), "The validation curves of the pooled runs "
+                          "(`side_by_side.py report --figure PATH` draws them; a figure of "
+                          "real-data runs, not kept here):", curves_table(runs, shared), END])
     text = args.doc.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{args.doc}: no {BEGIN} … {END} block to fill")

@@ -171,6 +171,21 @@ def curves_figure(runs: list[SideBySideRun], path: Path,
     plt.close(fig)
 
 
+def curves_table(runs: list[SideBySideRun], clcc_runs_of: dict[str, str] | None = None) -> str:
+    """The figure's curves as text, so the page carries them: per recipe, each pooled run's
+    validation Dice (%) at each iteration it validated, the best in bold."""
+    lines = ["| recipe | side | seed | validation Dice % at iteration |", "|---|---|---|---|"]
+    for recipe in sorted({r.recipe for r in runs if not r.stage}):
+        for run in sorted(_compared(runs, recipe, clcc_runs_of or {}),
+                          key=lambda r: (r.side, r.seed)):
+            best = max((d for _, d in run.curve), default=None)
+            points = " · ".join(f"{it}: **{d:.1f}**" if d == best else f"{it}: {d:.1f}"
+                                for it, d in run.curve)
+            lines.append(f"| {recipe} | {run.side} | {run.seed} | "
+                         f"{points or '— (none logged)'} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[dict[str, str]]) -> str:
     lines = ["| recipe | authors' code: test Dice % | clcc: test Dice % | authors − clcc "
              "[95 % interval over seeds] | verdict |", "|---|---|---|---|---|"]
