@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, args.set)
     with exclusive(cfg.run_dir()):
         trainer = Trainer(cfg)
+        trainer.initialize()
         removed = next(name for keep, name in LAYERS.items() if keep != args.keep)
         model = trainer.method.model
         if not isinstance(getattr(model, LAYERS[args.keep], None), nn.Dropout3d):

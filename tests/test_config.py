@@ -59,6 +59,7 @@ def test_wrong_value_types_are_refused(override, message):
     with pytest.raises(ClccError, match=message):
         load_config(None, [override])
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0
+    assert load_config(None, ["optim.lr=1e-3"]).optim.lr == 0.001  # a string to YAML 1.1
 
 
 @pytest.mark.parametrize("override,message", [
@@ -69,8 +70,9 @@ def test_wrong_value_types_are_refused(override, message):
     ("train.eval_every=0", "train.eval_every must be at least 1, got 0"),
     ("optim.lr=0", "optim.lr must be a positive number, got 0.0"),
     ("model.widths=[16,0,32]", r"model.widths must be two or more positive counts"),
-    ("train.compile_mode=fast", r"train.compile_mode must be one of default, reduce-overhead"),
-    ("optim.schedule_unit=iteration", r"optim.schedule_unit must be step or epoch"),
+    ("train.compile_mode=fast", r"train.compile_mode must be one of default\|reduce-overhead"),
+    ("optim.schedule_unit=iteration", r"optim.schedule_unit must be one of step\|epoch, got"),
+    ("train.precision=fp64", r"train.precision must be one of auto\|fp32\|bf16\|fp16, got"),
 ])
 def test_counts_and_sizes_out_of_range_are_refused(override, message):
     with pytest.raises(ClccError, match=message):

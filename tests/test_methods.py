@@ -54,6 +54,16 @@ def test_clcc_parameters_are_checked_when_built(params, message):
         build_method("clcc", SIZE, params, widths=WIDTHS)
 
 
+def test_a_float_parameter_written_1e_1_is_the_float_it_means():
+    """YAML 1.1 reads `1e-1` as a string: config keys took it as the float it means, method
+    parameters refused it (`--set method.params.tau=1e-1`: "must be float")."""
+    from clcc.methods import resolved_parameters
+
+    method = build_method("clcc", SIZE, {"n": 2, "tau": "1e-1", "alpha": 1}, widths=WIDTHS)
+    assert method.tau == 0.1 and method.alpha == 1.0 and isinstance(method.alpha, float)
+    assert resolved_parameters("clcc", {"tau": "1e-1"})["tau"] == 0.1
+
+
 def test_inherited_parameters_are_checked_too():
     from clcc.errors import ClccError
 

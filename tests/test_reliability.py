@@ -332,7 +332,7 @@ def test_a_semi_supervised_method_without_unlabelled_images_is_refused(tiny_conf
 
     with pytest.raises(ClccError, match="learns from unlabelled images, but "
                                         "train.unlabelled_batch is 0"):
-        Trainer(cfg)
+        Trainer(cfg).initialize()
 
 
 def test_a_loss_that_becomes_nan_stops_the_run_naming_the_step(tiny_config, monkeypatch):

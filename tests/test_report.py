@@ -17,6 +17,7 @@ from clcc.data.prepare import prepare
 from clcc.data.synthetic import write_synthetic
 from clcc.errors import ClccError
 from clcc.experiment import (
+    PlannedRun,
     Variant,
     _Scheduler,
     markdown_table,
@@ -339,17 +340,17 @@ def test_a_run_trained_by_another_experiment_is_left_to_it(tmp_path: Path):
     grid = plan_grid(None, list(TINY), [Variant("supervised")], [0], tmp_path, "methods")
     scheduler = _Scheduler(grid, len(grid), None, jobs=1)
     printed = io.StringIO()
-    with locked_elsewhere(grid[0][2].run_dir()), contextlib.redirect_stdout(printed):
+    with locked_elsewhere(grid[0].cfg.run_dir()), contextlib.redirect_stdout(printed):
         scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
     assert "busy  supervised-sel0: another process is training it" in printed.getvalue()
-    assert scheduler.running == [] and not grid[0][2].run_dir().exists()
+    assert scheduler.running == [] and not grid[0].cfg.run_dir().exists()
     assert scheduler.status().startswith("[0/1 runs done")  # not counted as done here
-    grid[0][2].run_dir().mkdir(parents=True)
-    (grid[0][2].run_dir() / "results.json").write_text("{}")  # finished by the other one
+    grid[0].cfg.run_dir().mkdir(parents=True)
+    (grid[0].cfg.run_dir() / "results.json").write_text("{}")  # finished by the other one
     scheduler = _Scheduler(grid, len(grid), None, jobs=1)
     with contextlib.redirect_stdout(io.StringIO()):
         scheduler.run(poll_s=0.01, deadline=time.perf_counter() + 60.0)
-    assert scheduler.running == [] and not (grid[0][2].run_dir() / "train.log").exists()
+    assert scheduler.running == [] and not (grid[0].cfg.run_dir() / "train.log").exists()
 
 
 @pytest.mark.slow
@@ -372,8 +373,10 @@ def test_a_zero_time_budget_tables_what_finished_and_trains_nothing(experiment: 
 
 
 def test_selection_order_puts_every_method_of_a_selection_first():
-    grid = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-    assert order_grid(grid, "selections") == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    a0, a1, b0, b1 = (PlannedRun(Variant(m), s, None, []) for m, s in
+                      [("clcc", 0), ("clcc", 1), ("supervised", 0), ("supervised", 1)])
+    grid = [a0, a1, b0, b1]
+    assert order_grid(grid, "selections") == [a0, b0, a1, b1]
     assert order_grid(grid, "methods") == grid
     with pytest.raises(ClccError, match="unknown order 'random'"):
         order_grid(grid, "random")

@@ -184,6 +184,7 @@ def test_the_engine_draws_the_second_batch(tiny_config):
     from clcc.engine.trainer import Trainer
 
     trainer = Trainer(tiny_config("method.name=fixmatch"))
+    trainer.initialize()
     batch = next(iter(trainer.batches.epoch(0)))
     assert len(batch["image_u"]) == 2 * trainer.cfg.train.unlabelled_batch
 

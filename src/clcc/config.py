@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from clcc.errors import ClccError
+from clcc.hints import conform, kind
 
 
 @dataclass
@@ -72,7 +72,8 @@ class OptimConfig:
     warmup_steps: int = 0  # warm-up, in optimiser steps ...
     warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
     warmup_shape: Literal["linear", "authors"] = "linear"  # or the authors' cosine × T/W
-    schedule_unit: str = "step"  # step: the schedule advances every step; epoch: once per
+    schedule_unit: Literal["step", "epoch"] = "step"  # step: the schedule advances every step;
+    # epoch: once per
     # epoch, as the authors' code does
 
 
@@ -88,10 +89,13 @@ class TrainConfig:
     eval_every: int = 5  # validate every N epochs (and after the last)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (fp16 on older
+    # GPUs) on CUDA and on CPUs with AMX or AVX512-BF16, else fp32
     channels_last: bool = False
     compile: bool = False  # torch.compile the U-Net (minutes of compilation first)
-    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"  # reduce-overhead: CUDA
+    # graphs
     checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
@@ -142,40 +146,12 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                 raise ClccError(f"config {where}{name} must be a mapping, got {value!r}")
             kwargs[name] = _build(hints[name], value, f"{where}{name}.")
         else:
-            kwargs[name] = _checked(hints[name], value, f"{where}{name}")
+            try:
+                kwargs[name] = conform(hints[name], value)
+            except ValueError:
+                raise ClccError(f"config {where}{name} must be {kind(hints[name])}, got "
+                                f"{value!r}") from None
     return cls(**kwargs)
-
-
-def _checked(hint: Any, value: Any, key: str) -> Any:
-    """Refuse a value of the wrong scalar type (`train.epochs=ten`) or outside its choices
-    before anything runs."""
-    if typing.get_origin(hint) is Literal:
-        if value not in typing.get_args(hint):
-            raise ClccError(f"config {key} must be one of "
-                            f"{', '.join(map(str, typing.get_args(hint)))}, got {value!r}")
-        return value
-    options = [h for h in typing.get_args(hint) if h is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and value is None:
-        return value  # an optional key left unset
-    if options and typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = options[0]
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ClccError(f"config {key} must be a list of {item.__name__}, got {value!r}")
-        return [_checked(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if typing.get_origin(hint) is dict and not isinstance(value, dict):
-        raise ClccError(f"config {key} must be a mapping (key: value), got {value!r}")
-    if hint is float and isinstance(value, str):  # YAML reads 1e-3 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
-    is_bool = isinstance(value, bool)  # YAML's true is an int to Python; not to us
-    if expected and not (isinstance(value, expected) and is_bool == (hint is bool)):
-        raise ClccError(f"config {key} must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
@@ -238,13 +214,6 @@ def _check_ranges(cfg: Config) -> Config:
         section, key = dotted.split(".")
         if values[section][key] < least:
             raise ClccError(f"config {dotted} must be at least {least}, got {values[section][key]}")
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if cfg.train.compile_mode not in modes:
-        raise ClccError(f"config train.compile_mode must be one of {', '.join(modes)}, got "
-                        f"{cfg.train.compile_mode!r}")
-    if cfg.optim.schedule_unit not in ("step", "epoch"):
-        raise ClccError(f"config optim.schedule_unit must be step or epoch, got "
-                        f"{cfg.optim.schedule_unit!r}")
     if not (math.isfinite(cfg.optim.lr) and cfg.optim.lr > 0):
         raise ClccError(f"config optim.lr must be a positive number, got {cfg.optim.lr}")
     if not (math.isfinite(cfg.optim.momentum) and 0 <= cfg.optim.momentum < 1):

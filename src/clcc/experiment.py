@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import yaml
@@ -39,6 +39,16 @@ VOLUME_COLUMNS = (("dice", "Dice", 100), ("iou", "Jaccard", 100), ("hd95", "HD95
                   ("asd", "ASD (voxels)", 1))
 """(metric, heading, scale) of a table: per image as the CLCC paper reports (×100), or per 3-D
 volume as the ACDC papers report (Dice and Jaccard ×100, distances in voxels)."""
+
+
+class PlannedRun(NamedTuple):
+    """One run of a grid: its method entry, labelled selection, config, and the `--set`
+    overrides that make that config (its training process's command line)."""
+
+    variant: Variant
+    selection: int
+    cfg: Config
+    sets: list[str]
 
 
 def table_columns(results: list[dict[str, Any]]) -> tuple[tuple[str, str, int], ...]:
@@ -106,12 +116,12 @@ def _results(run_dir: Path) -> dict[str, Any] | None:
         raise ClccError(f"{path}: unreadable ({err}); remove it to train the run again") from err
 
 
-def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite: bool) -> None:
+def _refuse_stale(grid: list[PlannedRun], overwrite: bool) -> None:
     """A run folder made with another config would mix its numbers into this table: refuse it,
     naming the keys, or (with `overwrite`) delete it so that it trains anew."""
     from clcc.data.prepare import DataIdentity
 
-    for _, _, cfg, _ in grid:
+    for cfg in (run.cfg for run in grid):
         saved_path = cfg.run_dir() / "config.yaml"
         if not saved_path.exists():
             continue
@@ -130,7 +140,7 @@ def _refuse_stale(grid: list[tuple[Variant, int, Config, list[str]]], overwrite:
         clear_run(cfg.run_dir())
 
 
-def order_grid(grid: list, order: str) -> list:
+def order_grid(grid: list[PlannedRun], order: str) -> list[PlannedRun]:
     """`methods`: every selection of the first method, then the next method; `selections`:
     every method on the first selection, then the next (a deadline then leaves whole rows of
     one selection rather than some methods with none)."""
@@ -138,7 +148,7 @@ def order_grid(grid: list, order: str) -> list:
         return grid
     if order != "selections":
         raise ClccError(f"unknown order {order!r}; choose methods or selections")
-    return sorted(grid, key=lambda g: g[1])  # stable: methods keep their order
+    return sorted(grid, key=lambda run: run.selection)  # stable: methods keep their order
 
 
 def _threads_per_run(cfg: Config, jobs: int) -> int:
@@ -180,7 +190,7 @@ class _Scheduler:
     left. Before the deadline it starts only runs that its finished runs of the same method say
     can finish in time; at the deadline it stops the running ones (they resume from last.pt)."""
 
-    def __init__(self, todo: list, total: int, config: Path | None, jobs: int,
+    def __init__(self, todo: list[PlannedRun], total: int, config: Path | None, jobs: int,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.todo, self.total, self.config, self.jobs = list(todo), total, config, jobs
         self.clock = clock  # seconds; tests give a clock of their own
@@ -192,23 +202,22 @@ class _Scheduler:
         self.others = 0  # runs left to another process training them
         self.durations: dict[str, list[float]] = {}  # whole-run seconds of finished runs
         self.started = self.clock()
-        self.threads = _threads_per_run(todo[0][2], jobs) if todo and jobs > 1 else 0
+        self.threads = _threads_per_run(todo[0].cfg, jobs) if todo and jobs > 1 else 0
 
-    def estimate_s(self, item: tuple) -> float | None:
-        """Seconds the run `item` (variant, selection, cfg, sets) should take: the mean of this
-        method entry's finished runs, less what the run has already done."""
-        variant, _, cfg, _ = item
-        timed = self.durations.get(variant.entry)
+    def estimate_s(self, run: PlannedRun) -> float | None:
+        """Seconds `run` should take: the mean of its method entry's finished runs, less what
+        the run has already done."""
+        timed = self.durations.get(run.variant.entry)
         if not timed:
             return None
-        return float(np.mean(timed)) * (_length(cfg) - _done(cfg)) / _length(cfg)
+        return float(np.mean(timed)) * (_length(run.cfg) - _done(run.cfg)) / _length(run.cfg)
 
-    def next_fitting(self, left_s: float) -> tuple | None:
+    def next_fitting(self, left_s: float) -> PlannedRun | None:
         """The first waiting run that can finish in `left_s` (it leaves the queue), else None."""
-        for item in self.todo:
-            if run_fits(self.estimate_s(item), left_s):
-                self.todo.remove(item)
-                return item
+        for run in self.todo:
+            if run_fits(self.estimate_s(run), left_s):
+                self.todo.remove(run)
+                return run
         return None
 
     def run(self, poll_s: float, deadline: float) -> None:
@@ -226,8 +235,9 @@ class _Scheduler:
             if now > deadline:
                 self.stop_all("time budget spent")
                 return
-            while len(self.running) < self.jobs and (item := self.next_fitting(deadline - now)):
-                self.start(item)
+            while len(self.running) < self.jobs and (
+                    planned := self.next_fitting(deadline - now)):
+                self.start(planned)
             if not self.running:
                 self.leave_unfitting(deadline - now)
                 return
@@ -236,12 +246,12 @@ class _Scheduler:
                 self.poll(run)
 
     def leave_unfitting(self, left_s: float) -> None:
-        for item in self.todo:
-            print(f"  leave {item[2].run_dir().name}: needs about {_fmt(self.estimate_s(item))}, "
+        for run in self.todo:
+            print(f"  leave {run.cfg.run_dir().name}: needs about {_fmt(self.estimate_s(run))}, "
                   f"{_fmt(max(0.0, left_s))} left (a later call runs it)", flush=True)
 
-    def start(self, item: tuple) -> None:
-        variant, _, cfg, sets = item
+    def start(self, planned: PlannedRun) -> None:
+        cfg = planned.cfg
         if (cfg.run_dir() / "results.json").exists() or is_locked(cfg.run_dir()):
             print(f"  busy  {cfg.run_dir().name}: another process is training it or has "
                   f"finished it; left to it", flush=True)
@@ -250,7 +260,7 @@ class _Scheduler:
         cfg.run_dir().mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "clcc", "train", "--resume", "--set", "train.progress=false"]
         cmd += ["--config", str(self.config)] if self.config is not None else []
-        cmd += [a for s in sets for a in ("--set", s)]
+        cmd += [a for s in planned.sets for a in ("--set", s)]
         env = dict(os.environ)
         if self.threads:
             cmd += ["--set", f"train.threads={self.threads}"]
@@ -258,7 +268,7 @@ class _Scheduler:
         log = open(cfg.run_dir() / "train.log", "a")
         epoch = _done(cfg)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.running.append(_Run(variant.entry, cfg, proc, log, self.clock(), epoch,
+        self.running.append(_Run(planned.variant.entry, cfg, proc, log, self.clock(), epoch,
                                  epoch))
         print(f"  start {cfg.run_dir().name}", flush=True)
 
@@ -311,8 +321,8 @@ class _Scheduler:
 
 
 def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant],
-              selections: list[int], output: Path, order: str) -> list:
-    """(variant, selection, config, overrides) of every run, in the order they should run;
+              selections: list[int], output: Path, order: str) -> list[PlannedRun]:
+    """Every run of the grid, in the order they should run;
     every entry's method parameters are checked first (before any run starts)."""
     from clcc.engine.trainer import with_resolved_parameters  # (torch: when a grid runs)
     from clcc.methods import build_method, check_parameters
@@ -329,7 +339,7 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
     for variant in variants:
         for selection in selections:
             cfg, sets = run_config(config, overrides, variant, selection, output)
-            grid.append((variant, selection, with_resolved_parameters(cfg), sets))
+            grid.append(PlannedRun(variant, selection, with_resolved_parameters(cfg), sets))
         # the whole method once, as its first run will build it: parameters that do not fit
         # the image size or the network end the call here, before any run starts
         build_method(cfg.method.name, cfg.input_size(), cfg.method.params, cfg.loss.supervised,
@@ -338,13 +348,13 @@ def plan_grid(config: Path | None, overrides: list[str], variants: list[Variant]
     return order_grid(grid, order)
 
 
-def check_data(grid: list) -> None:
+def check_data(grid: list[PlannedRun]) -> None:
     """Every run's data.root is a prepared set holding its selection (before any run starts,
     rather than as the first run's failure)."""
     from clcc.data.prepare import is_prepared
 
-    selections = sorted({g[1] for g in grid})
-    for root, selection in sorted({(g[2].data.root, g[1]) for g in grid}):
+    selections = sorted({run.selection for run in grid})
+    for root, selection in sorted({(run.cfg.data.root, run.selection) for run in grid}):
         if not is_prepared(Path(root)):
             raise ClccError(f"{root}: not a prepared data set (data.root); run `clcc data "
                             "prepare` first, or set data.root")
@@ -360,13 +370,13 @@ def is_grid(folder: Path) -> bool:
                                                      if p.is_dir())
 
 
-def claim_grid(output: Path, grid: list) -> None:
+def claim_grid(output: Path, grid: list[PlannedRun]) -> None:
     """Refuse, before any run starts, an output folder or run folder that is not this
     command's own (or lies in the prepared data), then mark the output as a grid."""
-    roots = {Path(cfg.data.root) for _, _, cfg, _ in grid}
+    roots = {Path(run.cfg.data.root) for run in grid}
     claim(output, "experiment", inputs=roots, ours=is_grid)
-    for _, _, cfg, _ in grid:
-        claim_run_dir(cfg.run_dir(), roots, resume=True, overwrite=False)
+    for run in grid:
+        claim_run_dir(run.cfg.run_dir(), roots, resume=True, overwrite=False)
     if made_by(output) != "experiment":
         mark(output, "experiment", listing=False)
 
@@ -419,7 +429,7 @@ def run_grid(
     check_data(grid)
     claim_grid(output, grid)
     _refuse_stale(grid, overwrite)
-    todo = [g for g in grid if not (g[2].run_dir() / "results.json").exists()]
+    todo = [run for run in grid if not (run.cfg.run_dir() / "results.json").exists()]
     print(f"experiment: {len(grid)} runs, {len(grid) - len(todo)} already done → {output}")
     scheduler = _Scheduler(todo, len(grid), config, jobs, clock)
     budget = time_budget_s if time_budget_s is not None else float("inf")
@@ -427,15 +437,16 @@ def run_grid(
     return tabulate(grid, output, reference, report)
 
 
-def tabulate(grid: list, output: Path, reference: str | None, report: bool) -> dict[str, Any]:
+def tabulate(grid: list[PlannedRun], output: Path, reference: str | None, report: bool
+             ) -> dict[str, Any]:
     """Tables of the finished runs of `grid` (and the report, when every run has finished)."""
-    done = [g for g in grid if (g[2].run_dir() / "results.json").exists()]
-    missing = [g[2].run_dir().name for g in grid if g not in done]
+    done = [run for run in grid if (run.cfg.run_dir() / "results.json").exists()]
+    missing = [run.cfg.run_dir().name for run in grid if run not in done]
     if not done:
         raise ClccError(f"{output}: no run finished within the time budget; rerun to resume")
-    results = [json.loads((g[2].run_dir() / "results.json").read_text()) for g in done]
-    for r, g in zip(results, done, strict=True):
-        r["variant"], r["label"] = g[0].entry, g[0].label
+    results = [json.loads((run.cfg.run_dir() / "results.json").read_text()) for run in done]
+    for r, run in zip(results, done, strict=True):
+        r["variant"], r["label"] = run.variant.entry, run.variant.label
     summary = write_tables(results, output, reference)
     if missing:
         print(f"experiment: {len(missing)} run(s) not finished, not in the tables (rerun the "

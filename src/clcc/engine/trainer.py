@@ -157,92 +157,130 @@ def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
 
 
 class Trainer:
+    """One run, in named steps as nnU-Net's trainer: `__init__` keeps the config and claims the
+    run folder; `initialize()` opens the data and builds the method, batches and optimiser
+    (and restores `last.pt` on a resume); `fit()` trains, validates and evaluates."""
+
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
-        cfg = with_resolved_parameters(cfg)  # saved whole: a later default change shows
-        self.cfg = cfg
+        self.cfg = with_resolved_parameters(cfg)  # saved whole: a later default change shows
+        self.resume = resume
         self.dist = init_distributed()
-        self.run_dir = cfg.run_dir()
-        last = self.run_dir / "last.pt"
+        self.run_dir = self.cfg.run_dir()
         if self.dist.is_main:
-            claim_run_dir(self.run_dir, [Path(cfg.data.root)], resume, overwrite)
+            claim_run_dir(self.run_dir, [Path(self.cfg.data.root)], resume, overwrite)
         barrier(self.dist)
-        t = cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        self.initialized = False
+
+    def initialize(self) -> None:
+        """Everything a step needs, once: data, method, batches, optimiser, state, log."""
+        if self.initialized:
+            return
+        if self.cfg.train.threads:
+            torch.set_num_threads(self.cfg.train.threads)
+        self.runtime = self._make_runtime()
+        self._open_data()
+        self.method = self._build_method()
+        self.batches, self.to_device = self._make_batches()
+        self.step_module = self._wrap_for_steps()
+        self._make_optimisation()
+        self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
+        self.best_step = -1  # the step best.pt was taken at
+        last = self.run_dir / "last.pt"
+        if self.resume and last.exists():
+            self._restore(load_checkpoint(last), last)  # mapped to CPU: RNG states stay there
+        self.log = self._open_log()
+        self.initialized = True
+
+    def _make_runtime(self) -> Runtime:
+        t = self.cfg.train
         device = t.device
         if self.dist.enabled and torch.cuda.is_available() and device in ("auto", "cuda"):
             device = f"cuda:{self.dist.local_rank}"
-        self.runtime = make_runtime(device, t.precision, t.channels_last)
-        volumes = cfg.model.spatial_dims == 3
-        self.data = open_prepared(Path(cfg.data.root), cfg.model.spatial_dims, cfg.data.size,
-                                  cfg.data.resample, tuple(cfg.data.patch or ()),
-                                  cfg.data.window_overlap, cfg.data.spacing)
-        self.data_identity = DataIdentity(cfg.data.root, cfg.data.size, cfg.data.selection,
-                                          cfg.data.resample)
+        return make_runtime(device, t.precision, t.channels_last)
+
+    def _open_data(self) -> None:
+        data = self.cfg.data
+        self.data = open_prepared(Path(data.root), self.cfg.model.spatial_dims, data.size,
+                                  data.resample, tuple(data.patch or ()), data.window_overlap,
+                                  data.spacing)
+        self.data_identity = DataIdentity(data.root, data.size, data.selection, data.resample)
         self.data_record = self.data_identity.record()  # the data as training starts
+
+    def _build_method(self) -> Method:
+        cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
-        self.method: Method = build_method(
+        method = build_method(
             cfg.method.name, cfg.input_size(), cfg.method.params, cfg.loss.supervised,
             widths=cfg.model.widths, dropout=cfg.model.dropout, architecture=cfg.model.name,
             labels=self.data.labels, in_channels=self.data.channels,
             spatial_dims=cfg.model.spatial_dims,
         )
-        self.method.to(self.runtime.device, memory_format=self.runtime.memory_format())
-        if self.method.uses_unlabelled and (
+        method.to(self.runtime.device, memory_format=self.runtime.memory_format())
+        if method.uses_unlabelled and (
                 t.unlabelled_batch == 0 or not len(self.data.unlabelled(cfg.data.selection))):
             raise ClccError(f"method {cfg.method.name!r} learns from unlabelled images, but "
                             + ("train.unlabelled_batch is 0" if t.unlabelled_batch == 0 else
                                f"selection {cfg.data.selection} leaves none")
                             + "; give it some (e.g. train.unlabelled_batch=4) or train "
                             "`supervised`")
-        unlabelled = (
-            self.data.unlabelled(cfg.data.selection)
-            if self.method.uses_unlabelled
-            else np.empty(0, np.int64)
+        return method
+
+    def _make_batches(self) -> tuple[TrainBatches | PatchBatches, Any]:
+        """The epoch's batches on the host and the function that puts one on the device:
+        patches of whole volumes augmented on the host, or slices and images augmented on
+        the device."""
+        cfg, t = self.cfg, self.cfg.train
+        selection = cfg.data.selection
+        unlabelled = (self.data.unlabelled(selection) if self.method.uses_unlabelled
+                      else np.empty(0, np.int64))
+        labelled = self.data.labelled(selection)
+        unlabelled_batch = t.unlabelled_batch * self.method.unlabelled_batches
+        if cfg.model.spatial_dims == 3:
+            patches = PatchBatches(self.data, labelled, unlabelled, tuple(cfg.data.patch),
+                                   t.labelled_batch, unlabelled_batch, t.seed, t.augment,
+                                   t.drop_last, cfg.data.foreground, self.dist.rank,
+                                   self.dist.world)
+            return patches, lambda host, gen: to_volume_device(host, self.runtime.device)
+        images = TrainBatches(
+            self.data.images, self.data.masks, labelled, unlabelled, t.labelled_batch,
+            unlabelled_batch, t.seed, rank=self.dist.rank, world=self.dist.world,
+            pin_memory=self.runtime.device.type == "cuda", drop_last=t.drop_last,
         )
-        labelled, unlabelled_batch = (self.data.labelled(cfg.data.selection),
-                                      t.unlabelled_batch * self.method.unlabelled_batches)
-        self.batches: TrainBatches | PatchBatches
-        if volumes:  # patches of whole volumes, augmented on the host
-            self.batches = PatchBatches(self.data, labelled, unlabelled, tuple(cfg.data.patch),
-                                        t.labelled_batch, unlabelled_batch, t.seed, t.augment,
-                                        t.drop_last, cfg.data.foreground, self.dist.rank,
-                                        self.dist.world)
-            self.to_device = lambda host, gen: to_volume_device(host, self.runtime.device)
-        else:  # slices or images, augmented on the device
-            self.batches = TrainBatches(
-                self.data.images, self.data.masks, labelled, unlabelled, t.labelled_batch,
-                unlabelled_batch, t.seed, rank=self.dist.rank, world=self.dist.world,
-                pin_memory=self.runtime.device.type == "cuda", drop_last=t.drop_last,
-            )
-            self.to_device = lambda host, gen: to_device_batch(host, self.runtime, gen, t.flips)
-        self.step_module: torch.nn.Module = self.method
+        return images, lambda host, gen: to_device_batch(host, self.runtime, gen, t.flips)
+
+    def _wrap_for_steps(self) -> torch.nn.Module:
+        """What a step calls: the method, under DistributedDataParallel with several ranks;
+        its U-Net compiled when asked (static shapes; the step branches on progress)."""
+        module: torch.nn.Module = self.method
         if self.dist.enabled:
-            self.step_module = DistributedDataParallel(
+            module = DistributedDataParallel(
                 self.method, find_unused_parameters=self.method.has_unused_parameters
             )
-        if t.compile:  # the U-Net only: its shapes are static, the step branches on progress
-            self.method.model.compile(mode=t.compile_mode, dynamic=False)
+        if self.cfg.train.compile:
+            self.method.model.compile(mode=self.cfg.train.compile_mode, dynamic=False)
+        return module
+
+    def _make_optimisation(self) -> None:
+        """The run's length in steps and epochs, the validation interval, the optimiser, its
+        schedule and the gradient scaler."""
+        cfg, t = self.cfg, self.cfg.train
         self.total_steps = t.iterations or t.epochs * len(self.batches)
         self.epochs = math.ceil(self.total_steps / len(self.batches))
         self.eval_steps = t.eval_every * (1 if t.iterations else len(self.batches))
         self.optimizer = make_optimizer(cfg.optim, self.method.trainable_parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            schedule_for(cfg.optim, t.epochs, len(self.batches), t.iterations),
-        )
+            self.optimizer, schedule_for(cfg.optim, t.epochs, len(self.batches), t.iterations))
         self.scaler = torch.amp.GradScaler(
             self.runtime.device.type, enabled=self.runtime.needs_scaler
         )
-        self.epoch, self.step, self.best_dice, self.best_epoch = 0, 0, -1.0, 0
-        self.best_step = -1  # the step best.pt was taken at
-        if resume and last.exists():
-            self._restore(load_checkpoint(last), last)  # mapped to CPU: RNG states stay there
-        self.log: MetricsLog | None = None
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", dump_config(cfg))
-            self.log = MetricsLog(self.run_dir / "metrics.jsonl", t.tensorboard, self.epoch)
+
+    def _open_log(self) -> MetricsLog | None:
+        """The config beside the run and its metrics log (the first rank's alone)."""
+        if not self.dist.is_main:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+        return MetricsLog(self.run_dir / "metrics.jsonl", self.cfg.train.tensorboard, self.epoch)
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         _check_resumable(state["config"], self.cfg, path)
@@ -352,31 +390,35 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured length, then evaluate the best model on the test set."""
-        cfg = self.cfg.train
+        self.initialize()
         val = self.data.subset("val")
         while self.epoch < self.epochs:
-            started = time.perf_counter()
-            record: dict[str, Any] = {"epoch": self.epoch + 1}
-            before = self.step
-            means, validated = self._train_epoch(val)
-            record.update(means)
-            self.epoch += 1
-            if not cfg.iterations and self._validation_due(before):
-                validated = self._validate_and_keep_best(val, self.epoch)
-            record["step"], record["lr"] = self.step, self.scheduler.get_last_lr()[0]
-            record.update(validated)
-            record["time_s"] = round(time.perf_counter() - started, 3)
-            if self.log is not None:
-                self.log.write(record)
-                if self.epoch % cfg.checkpoint_every == 0 or self.epoch == self.epochs:
-                    save_checkpoint(self.run_dir / "last.pt", self._full_state())
-                tqdm.write(_epoch_line(record))
+            self._run_epoch(val)
         if self.log is not None:
             self.log.close()
         in_sync = parameters_in_sync(self.method, self.dist)
-        results = self.final_evaluation(in_sync) if self.dist.is_main else {}
-        close_distributed(self.dist)
-        return results
+        return self.final_evaluation(in_sync) if self.dist.is_main else {}
+
+    def _run_epoch(self, val: list[str]) -> None:
+        """One epoch: its steps (and the validations due during them), then its log line and
+        `last.pt`."""
+        cfg = self.cfg.train
+        started = time.perf_counter()
+        record: dict[str, Any] = {"epoch": self.epoch + 1}
+        before = self.step
+        means, validated = self._train_epoch(val)
+        record.update(means)
+        self.epoch += 1
+        if not cfg.iterations and self._validation_due(before):
+            validated = self._validate_and_keep_best(val, self.epoch)
+        record["step"], record["lr"] = self.step, self.scheduler.get_last_lr()[0]
+        record.update(validated)
+        record["time_s"] = round(time.perf_counter() - started, 3)
+        if self.log is not None:
+            self.log.write(record)
+            if self.epoch % cfg.checkpoint_every == 0 or self.epoch == self.epochs:
+                save_checkpoint(self.run_dir / "last.pt", self._full_state())
+            tqdm.write(_epoch_line(record))
 
     def _full_state(self) -> dict[str, Any]:
         return {
@@ -435,5 +477,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[st
     torchrun), so a second process training the same run is refused at once."""
     first_rank = int(os.environ.get("RANK", "0")) == 0
     with exclusive(cfg.run_dir()) if first_rank else contextlib.nullcontext():
-        return Trainer(cfg, resume=resume, overwrite=overwrite).fit()
+        trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+        results = trainer.fit()
+        close_distributed(trainer.dist)
+        return results
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from clcc.errors import ClccError
+from clcc.hints import conform, kind
 from clcc.models.unet import UNet
 from clcc.models.vnet import network
 
@@ -109,7 +110,7 @@ def build_method(
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
-    check_parameters(name, params or {})
+    params = check_parameters(name, params or {})
     if model_args.get("dropout") is None and cls.default_dropout is not None:
         levels = len(model_args.get("widths") or UNet().widths)
         padded = [*cls.default_dropout, *[cls.default_dropout[-1]] * levels]
@@ -138,26 +139,10 @@ def method_parameters(cls: type[Method]) -> dict[str, inspect.Parameter]:
     return found
 
 
-def _accepts(hint: Any, value: Any) -> bool:
-    if typing.get_origin(hint) is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return not isinstance(hint, type) or isinstance(value, hint)
-
-
-def _kind(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + "|".join(map(str, typing.get_args(hint)))
-    return getattr(hint, "__name__", str(hint))
-
-
 def describe(parameter: inspect.Parameter, hint: Any) -> str:
     default = parameter.default
     shown = f"{default:.4g}" if isinstance(default, float) else repr(default)
-    return f"{parameter.name} ({_kind(hint)}, default {shown})"
+    return f"{parameter.name} ({kind(hint)}, default {shown})"
 
 
 def _hints(cls: type[Method]) -> dict[str, Any]:
@@ -176,25 +161,30 @@ def parameter_listing(name: str) -> str:
         "none")
 
 
-def check_parameters(name: str, params: dict[str, Any]) -> None:
-    """Refuse, before anything runs, a parameter the method does not have or a value of the
-    wrong type or outside its choices; the message lists what the method takes."""
+def check_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` as the method takes them (`clcc.hints.conform`: YAML's `1e-3` a float);
+    refused, before anything runs, a parameter the method does not have or a value of the
+    wrong type or outside its choices, with a message that lists what the method takes."""
     if name not in METHODS:
         raise ClccError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
     cls = METHODS[name]
     known, hints = method_parameters(cls), _hints(cls)
+    conformed = {}
     for key, value in params.items():
         if key not in known:
             raise ClccError(f"method {name!r} has no parameter {key!r}; it takes: "
                             f"{parameter_listing(name)}")
         hint = hints.get(key)
-        if hint is not None and not _accepts(hint, value):
-            raise ClccError(f"method {name!r}: parameter {key}={value!r} must be {_kind(hint)}")
+        try:
+            conformed[key] = value if hint is None else conform(hint, value)
+        except ValueError:
+            raise ClccError(f"method {name!r}: parameter {key}={value!r} must be "
+                            f"{kind(hint)}") from None
+    return conformed
 
 
 def resolved_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """`params` (checked) completed with the method's defaults: what a run saves, so that a
     later change of a default reads as a difference rather than as the same run."""
-    check_parameters(name, params)
     defaults = {n: p.default for n, p in method_parameters(METHODS[name]).items()}
-    return {**defaults, **params}
+    return {**defaults, **check_parameters(name, params)}
