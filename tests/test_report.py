@@ -20,16 +20,13 @@ from clcc.experiment import (
     PlannedRun,
     Variant,
     _Scheduler,
-    markdown_table,
     order_grid,
     plan_grid,
     run_config,
     run_grid,
     run_left_s,
-    summarise_runs,
     time_left_s,
     whole_run_s,
-    write_tables,
 )
 from clcc.report.stats import (
     hierarchical_bootstrap,
@@ -37,6 +34,7 @@ from clcc.report.stats import (
     selection_interval,
     sign_flip_p,
 )
+from clcc.report.tables import markdown_table, summarise_runs, write_tables
 
 from conftest import TINY
 from helpers import locked_elsewhere

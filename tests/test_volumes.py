@@ -353,7 +353,7 @@ def test_grey_jitter_changes_brightness_and_contrast_only():
 
 
 def test_volume_tables_report_jaccard_and_distances_in_voxels():
-    from clcc.experiment import markdown_table, summarise_runs
+    from clcc.report.tables import markdown_table, summarise_runs
 
     def result(selection: int, dice: float) -> dict:
         metric = {"dice": dice, "iou": dice - 0.1, "hd95": 3.0 + selection, "asd": 1.0}

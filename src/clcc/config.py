@@ -304,10 +304,10 @@ def config_differences(
 ) -> list[str]:
     """Dotted keys whose value in `saved` (a run's config) differs from `cfg`. A key newer than
     the saved run counts as its default, so runs made before an option existed still match; so
-    does a method parameter the saved run lacks (runs before session 6 saved only the ones
-    given), while one only the saved run has differs. Runs save every method parameter with
-    its default (`clcc.methods.resolved_parameters`): compare against a `cfg` completed alike,
-    and a changed default shows as a difference."""
+    does a method parameter the saved run lacks (older versions saved only the ones given),
+    while one only the saved run has differs. Runs save every method parameter with its
+    default (`clcc.methods.resolved_parameters`): compare against a `cfg` completed alike, and
+    a changed default shows as a difference."""
     now, old, defaults = _flat(cfg.to_dict()), _flat(upgraded(saved)), _flat(Config().to_dict())
     gone = [k for k in old if k.startswith("method.params.") and k not in now]
     return [

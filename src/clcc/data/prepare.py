@@ -425,9 +425,9 @@ class DataIdentity:
         return {"data_fingerprint": self.fingerprint, "data_contents": self.contents}
 
     def matches(self, saved: dict[str, Any]) -> bool:
-        """Whether the run or checkpoint `saved` (its `data_fingerprint` and, from session 20
-        on, `data_contents`) was made on this data; one that recorded neither is taken as it
-        is. The bytes are read only when the cheap fingerprint differs."""
+        """Whether the run or checkpoint `saved` (its `data_fingerprint` and, where it has one,
+        `data_contents`: older versions recorded none) was made on this data; one that recorded
+        neither is taken as it is. The bytes are read only when the cheap fingerprint differs."""
         return (saved.get("data_fingerprint", "") in ("", self.fingerprint)
                 or saved.get("data_contents", "") == self.contents)
 
