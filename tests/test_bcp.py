@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import clcc.methods.bcp as bcp
+from clcc.geometry import box_mask
 from clcc.methods import build_method
 
 from test_methods import SIZE, WIDTHS, _batch
@@ -12,7 +13,7 @@ from test_methods import SIZE, WIDTHS, _batch
 
 def test_box_is_two_thirds_of_the_side():
     torch.manual_seed(0)
-    mask = bcp.box_mask((48, 48))
+    mask = box_mask((48, 48))
     assert mask.shape == (48, 48) and (mask == 0).sum() == 32 * 32
     rows, cols = torch.nonzero(mask == 0, as_tuple=True)
     assert rows.max() - rows.min() == 31 and cols.max() - cols.min() == 31  # one square
@@ -96,7 +97,7 @@ def test_joint_pre_training_mixes_each_pair_both_ways():
     batch = _batch()
     img_a, img_b = batch["image"][:1], batch["image"][1:]
     torch.manual_seed(1)
-    outside = bcp.box_mask((SIZE, SIZE))  # the box the step draws first
+    outside = box_mask((SIZE, SIZE))  # the box the step draws first
     (mixed,), _ = _inputs_and_loss("joint", 0.1)
     assert len(mixed) == 2  # 2 labelled images → 2 mixed ones, not 1
     assert torch.equal(mixed[0], img_a[0] * outside + img_b[0] * (1 - outside))
@@ -128,7 +129,7 @@ def test_la_pre_training_scores_the_whole_mixed_image():
     method = build_method("bcp", SIZE, {**params, "losses": "la"}, widths=WIDTHS).eval()
     batch = _batch()
     torch.manual_seed(3)
-    outside = bcp.box_mask((SIZE, SIZE))
+    outside = box_mask((SIZE, SIZE))
     torch.manual_seed(3)
     loss, _ = method.training_step(batch, 0.1)
     (img_a, img_b), (lab_a, lab_b) = batch["image"].split(1), batch["mask"].split(1)

@@ -3,14 +3,13 @@ import math
 import pytest
 import torch
 
+from clcc.geometry import from_patches, to_patches
 from clcc.labels import BINARY
 from clcc.losses import (
     cross_level_consistency_loss,
     cross_level_contrastive_loss,
     dice_loss,
-    from_patches,
     supervised_loss,
-    to_patches,
 )
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import clcc.methods.fixmatch as fixmatch
-from clcc.data.strong import colour_jitter, cutmix_boxes, gaussian_blur, paste, strong_view
+from clcc.data.strong import colour_jitter, gaussian_blur, strong_view
+from clcc.geometry import cutmix_boxes, paste
 from clcc.labels import BINARY
 from clcc.methods import build_method
 

@@ -238,7 +238,7 @@ def test_foreground_oversampling_centres_the_last_patches_on_foreground():
 def test_clcc_3d_cuts_volumes_into_sub_volumes_and_puts_them_back():
     """n×n×n sub-volumes by hand: sub-volume k of image b is the block at (k // n², k // n % n,
     k % n), row-major as the 2-D patches; `from_patches` reassembles the volume exactly."""
-    from clcc.losses import from_patches, to_patches
+    from clcc.geometry import from_patches, to_patches
 
     x = torch.arange(2 * 1 * 4 * 6 * 8, dtype=torch.float32).reshape(2, 1, 4, 6, 8)
     parts = to_patches(x, 2)
@@ -277,7 +277,7 @@ def test_clcc_3d_pairs_each_sub_volume_vector_with_its_block_of_the_whole():
 
 
 def test_bcp_pastes_a_cube_in_3d():
-    from clcc.methods.bcp import box_mask
+    from clcc.geometry import box_mask
 
     torch.manual_seed(0)
     mask = box_mask((12, 24, 24))

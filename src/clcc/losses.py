@@ -5,13 +5,15 @@ task's supervised loss and the class-wise losses live in `clcc.labels.LabelSpace
   cross-entropy on the logit; `authors_supervised_loss` (the CLCC authors' code) and
   `vnet_supervised_loss` (UA-MT's LA scripts) the forms other code trains with.
 - `cross_level_contrastive_loss`, eq. (1), and `cross_level_consistency_loss`, eq. (2), with the
-  patch geometry (`to_patches`, `from_patches`) they share.
+  patch geometry of `clcc.geometry` (`to_patches`) they share.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from clcc.geometry import to_patches
 
 SMOOTH = 1e-5
 
@@ -54,29 +56,6 @@ def vnet_supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 SUPERVISED_LOSSES = {"paper": supervised_loss, "authors": authors_supervised_loss,
                      "vnet": vnet_supervised_loss}
-
-
-def to_patches(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B,C,H,W) → (B·n²,C,H/n,W/n): n×n non-overlapping patches, row-major per image; a
-    volume (B,C,D,H,W) → (B·n³,C,D/n,H/n,W/n), n×n×n sub-volumes in the same order."""
-    b, c, *sides = x.shape
-    if any(s % n for s in sides):
-        raise ValueError(f"image {'x'.join(map(str, sides))} cannot be cut into "
-                         f"{'x'.join([str(n)] * len(sides))} equal patches")
-    d, parts = len(sides), [s // n for s in sides]
-    split = [v for p in parts for v in (n, p)]  # n, P1, n, P2, …
-    order = [0, *range(2, 2 + 2 * d, 2), 1, *range(3, 3 + 2 * d, 2)]
-    return x.reshape(b, c, *split).permute(order).reshape(b * n**d, c, *parts)
-
-
-def from_patches(p: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of `to_patches`."""
-    bn, c, *parts = p.shape
-    d = len(parts)
-    b = bn // n**d
-    order = [0, d + 1, *(v for k in range(d) for v in (1 + k, d + 2 + k))]
-    return p.reshape(b, *[n] * d, c, *parts).permute(order).reshape(
-        b, c, *(n * q for q in parts))
 
 
 def cross_level_contrastive_loss(

@@ -3,7 +3,8 @@
 As UniMatch's medical pipeline draws them (`dataset/transform.py`, `dataset/acdc.py`), per
 image: colour jitter with probability 0.8 (brightness, contrast, saturation ×U(0.5, 1.5), hue
 shifted by U(−0.25, 0.25) of a turn), Gaussian blur with probability 0.5 (σ ~ U(0.1, 2)), and a
-CutMix box with probability 0.5 (area U(0.02, 0.4) of the image, aspect ratio U(0.3, 1/0.3)).
+CutMix box with probability 0.5 (area U(0.02, 0.4) of the image, aspect ratio U(0.3, 1/0.3);
+`clcc.geometry.cutmix_boxes`, where every box and cube is drawn).
 Written in a few lines of torch rather than with a library: each is one formula, and torch's
 own random generator then draws every choice, so a resumed run replays them exactly (the
 trainer checkpoints that generator). The jitter's four factors are applied in a fixed order
@@ -12,8 +13,8 @@ trainer checkpoints that generator). The jitter's four factors are applied in a 
 Images come and go normalised, as the network takes them (`clcc.data.loaders.to_input`).
 Everything takes volumes (B, C, D, H, W) as it takes images: each channel of a volume, windowed
 to [0, 1] by its own range, gets the jitter's brightness and contrast, a blur along its three
-axes, and a CutMix cube (an adaptation: no author defines 3-D strong views; the cube holds the
-drawn share of the patch's voxels).
+axes, and (in `clcc.geometry`) a CutMix cube (an adaptation: no author defines 3-D strong views;
+the cube holds the drawn share of the patch's voxels).
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from clcc.data.loaders import pixel_statistics
+from clcc.geometry import uniform
 
 GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                            [0.211, -0.523, 0.312]])
 YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)
-
-
-def _uniform(n: int, low: float, high: float) -> torch.Tensor:
-    return torch.empty(n).uniform_(low, high)  # on the CPU generator: resumable
 
 
 def _per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -52,10 +50,10 @@ def colour_jitter(x: torch.Tensor, p: float = 0.8, strength: float = 0.5,
         return colour_jitter(x.expand(-1, 3, *x.shape[2:]), p, strength, hue)[:, :1]
     b = x.shape[0]
     on = _per_image((torch.rand(b) < p).float(), x)
-    brightness = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
-    contrast = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
-    saturation = _per_image(_uniform(b, 1 - strength, 1 + strength), x)
-    angle = _uniform(b, -hue, hue) * 2 * math.pi
+    brightness = _per_image(uniform(b, 1 - strength, 1 + strength), x)
+    contrast = _per_image(uniform(b, 1 - strength, 1 + strength), x)
+    saturation = _per_image(uniform(b, 1 - strength, 1 + strength), x)
+    angle = uniform(b, -hue, hue) * 2 * math.pi
     y = (x * brightness).clamp(0, 1)
     spatial = tuple(range(2, x.dim()))
     mean_grey = (y * _grey_weights(x)).sum(1, keepdim=True).mean(spatial, keepdim=True)
@@ -83,7 +81,7 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = 
     the identity kernel)."""
     b, c = x.shape[:2]
     chosen = (torch.rand(b) < p).float().view(-1, 1)
-    sigmas = _uniform(b, *sigma).view(-1, 1)
+    sigmas = uniform(b, *sigma).view(-1, 1)
     radius = math.ceil(3 * sigma[1])
     taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernels = torch.exp(-0.5 * (taps / sigmas) ** 2)
@@ -99,51 +97,6 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma: tuple[float, float] = 
         shape[axis] = -1
         planes = conv(planes, kernels.view(b * c, 1, *shape), groups=b * c)
     return planes.reshape(x.shape).contiguous(memory_format=_memory_format(x))
-
-
-def cutmix_boxes(b: int, shape: tuple[int, ...], p: float = 0.5,
-                 area: tuple[float, float] = (0.02, 0.4),
-                 ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
-    """(B, *shape) 0/1 masks: with probability `p` one box per image, else none. A square
-    image's box as UniMatch draws it; a volume's, a cube holding the drawn share of voxels."""
-    if len(shape) == 3:
-        return _cutmix_cubes(b, shape, p, area)
-    size = shape[-1]
-    boxes = torch.zeros(b, size, size)
-    for i in range(b):
-        if float(torch.rand(())) > p:
-            continue
-        target = float(_uniform(1, *area)) * size * size
-        while True:
-            r = float(_uniform(1, *ratio))
-            w, h = int(math.sqrt(target / r)), int(math.sqrt(target * r))
-            x0, y0 = int(torch.randint(0, size, ())), int(torch.randint(0, size, ()))
-            if x0 + w <= size and y0 + h <= size:
-                break
-        boxes[i, y0 : y0 + h, x0 : x0 + w] = 1
-    return boxes
-
-
-def _cutmix_cubes(b: int, shape: tuple[int, ...], p: float, area: tuple[float, float]
-                  ) -> torch.Tensor:
-    boxes = torch.zeros(b, *shape)
-    for i in range(b):
-        if float(torch.rand(())) > p:
-            continue
-        side = float(_uniform(1, *area)) ** (1 / 3)  # of each axis: the cube's share
-        sides = [max(1, int(side * s)) for s in shape]
-        starts = [int(torch.randint(0, s - k + 1, ())) for s, k in zip(shape, sides,
-                                                                      strict=True)]
-        boxes[(i, *(slice(a, a + k) for a, k in zip(starts, sides, strict=True)))] = 1
-    return boxes
-
-
-def paste(base: torch.Tensor, source: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """`base` with `source` inside each image's box; (B,H,W) boxes broadcast over channels, so
-    images (B,C,H,W), probability maps and labels mix alike."""
-    inside = boxes.to(base.device, base.dtype)
-    inside = inside.unsqueeze(1) if base.dim() == inside.dim() + 1 else inside
-    return base * (1 - inside) + source * inside
 
 
 def strong_view(x: torch.Tensor, p: float = 0.8, strength: float = 0.5, hue: float = 0.25,

@@ -47,28 +47,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from clcc.geometry import box_mask
 from clcc.labels import BINARY, SMOOTH, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, ema_update, register
 from clcc.metrics import keep_largest_components
 from clcc.models.norm import frozen_bn_statistics
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
-
-
-def box_mask(shape: tuple[int, ...], side: float = 2 / 3) -> torch.Tensor:
-    """`shape` (H, W) or (D, H, W): 0 inside one random box of `side` × each side, 1
-    elsewhere (BCP's `img_mask` in 2-D, its LA script's `context_mask` cube in 3-D)."""
-    if len(shape) == 3:
-        sides = [int(s * side) for s in shape]
-        starts = [int(torch.randint(0, s - k, ())) for s, k in zip(shape, sides, strict=True)]
-        mask = torch.ones(shape)
-        mask[tuple(slice(a, a + k) for a, k in zip(starts, sides, strict=True))] = 0
-        return mask
-    size = shape[-1]
-    patch = int(size * side)
-    top, left = (int(v) for v in torch.randint(0, size - patch, (2,)))
-    mask = torch.ones(size, size)
-    mask[top : top + patch, left : left + patch] = 0
-    return mask
 
 
 def largest_component(labels: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,8 @@ from typing import Literal
 
 import torch
 
-from clcc.losses import (
-    cross_level_consistency_loss,
-    cross_level_contrastive_loss,
-    to_patches,
-)
+from clcc.geometry import to_patches
+from clcc.losses import cross_level_consistency_loss, cross_level_contrastive_loss
 from clcc.methods.base import Batch, Logs, Method, all_images, register
 from clcc.models.heads import ProjectionHead
 from clcc.models.norm import frozen_bn_statistics

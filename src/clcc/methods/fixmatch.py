@@ -29,7 +29,8 @@ from typing import ClassVar, Literal
 
 import torch
 
-from clcc.data.strong import cutmix_boxes, paste, strong_view
+from clcc.data.strong import strong_view
+from clcc.geometry import cutmix_boxes, paste
 from clcc.labels import BINARY, LabelSpace
 from clcc.methods.base import Batch, Logs, Method, register
 from clcc.models.unet import SSL4MIS_DROPOUT, UNet
