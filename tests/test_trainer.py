@@ -309,7 +309,7 @@ def test_the_last_weights_are_tested_beside_the_best(tiny_config, monkeypatch, d
     from clcc.engine.predict import load_trained_model
 
     _, last, runtime = load_trained_model(run / "last.pt", "cpu")
-    data = trainer_module.open_prepared(cfg.data.root, 2, cfg.data.size)
+    data = trainer_module.open_configured(cfg)
     _, expected = evaluate_prepared(last, data, data.subset("test"), runtime)
     assert results["test_last"]["dice"] == pytest.approx(expected["dice"])
     if last_is_best:

@@ -165,9 +165,8 @@ def _results_line(results: dict) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from clcc.data.sources import labelled_pairs
-    from clcc.data.volume_data import open_prepared
     from clcc.engine.evaluate import (
-        check_fits,
+        checkpoint_data,
         evaluate_prepared,
         pool_inputs,
         recalibrate_batchnorm,
@@ -182,17 +181,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ClccError("--native-resolution needs --images and --masks")
     cfg, model, runtime = load_trained_model(args.checkpoint, args.device, args.precision)
     model.labels = at_threshold(model.labels, args.threshold, args.checkpoint)
-    data = None
-    if args.recalibrate_bn or args.images is None:
-        root = Path(args.data or cfg.data.root)
-        if not root.is_dir():
-            hint = (" (the checkpoint's data.root is relative to the folder it was trained "
-                    "from); pass --data") if not root.is_absolute() and not args.data else ""
-            raise ClccError(f"{root}: prepared data set not found{hint}")
-        data = open_prepared(root, cfg.model.spatial_dims, cfg.data.size, cfg.data.resample,
-                             tuple(cfg.data.patch or ()), cfg.data.window_overlap,
-                             cfg.data.spacing)
-        check_fits(model, data, args.checkpoint, root)
+    data = (checkpoint_data(cfg, model, args.checkpoint, args.data)
+            if args.recalibrate_bn or args.images is None else None)
     if cfg.model.spatial_dims == 3 and args.images is not None:
         raise ClccError(f"{args.checkpoint}: a 3-D model is evaluated on a prepared set's "
                         "volumes (--data), without --images")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clcc.config import Config
 from clcc.data.loaders import epoch_generator
 from clcc.data.prepare import PreparedData, _cases, _manifest, _read_list, check_splits
 from clcc.data.sources import Case
@@ -367,3 +368,12 @@ def open_prepared(root: Path, spatial_dims: int, size: int, resample: str = "bil
     if spatial_dims == 3:
         return VolumeData.open_volumes(Path(root), tuple(patch), overlap, spacing)
     return PreparedData.open(Path(root), size, resample)
+
+
+def open_configured(cfg: Config, root: Path | str | None = None) -> PreparedData:
+    """The prepared set at `root` (default: the run's `data.root`) as the run `cfg` trains on
+    and scores it: its network's dimensions, size, resampling, patch, windows and spacing."""
+    data = cfg.data
+    return open_prepared(Path(root or data.root), cfg.model.spatial_dims, data.size,
+                         data.resample, tuple(data.patch or ()), data.window_overlap,
+                         data.spacing)

@@ -13,9 +13,10 @@ from PIL import Image
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
+from clcc.config import Config
 from clcc.data.loaders import to_input
 from clcc.data.prepare import PreparedData
-from clcc.data.volume_data import VolumeData, random_crop, to_shape
+from clcc.data.volume_data import VolumeData, open_configured, random_crop, to_shape
 from clcc.engine.runtime import Runtime
 from clcc.errors import ClccError
 from clcc.files import atomic_path
@@ -148,6 +149,20 @@ def check_fits(model: nn.Module, data: PreparedData, checkpoint: Path, root: Pat
         raise ClccError(f"{checkpoint}: the model segments {', '.join(model.labels.names)} "
                         f"but {root} is labelled {', '.join(data.labels.names)}; evaluate it "
                         "on data with its classes")
+
+
+def checkpoint_data(cfg: Config, model: nn.Module, checkpoint: Path, root: Path | None = None
+                    ) -> PreparedData:
+    """The prepared set to score `checkpoint` on: `root`, else the one it was trained on, opened
+    as it trained; refused when it is missing or does not fit the model (`check_fits`)."""
+    where = Path(root or cfg.data.root)
+    if not where.is_dir():
+        hint = (" (the checkpoint's data.root is relative to the folder it was trained from); "
+                "pass --data") if not where.is_absolute() and root is None else ""
+        raise ClccError(f"{where}: prepared data set not found{hint}")
+    data = open_configured(cfg, where)
+    check_fits(model, data, checkpoint, where)
+    return data
 
 
 def evaluate_prepared(model: nn.Module, data: PreparedData, names: list[str],

@@ -30,7 +30,7 @@ from clcc.config import Config, OptimConfig, config_differences, dump_config
 from clcc.data.augment import augment_batch
 from clcc.data.loaders import TrainBatches, epoch_generator, to_input, to_target
 from clcc.data.prepare import DataIdentity
-from clcc.data.volume_data import PatchBatches, open_prepared
+from clcc.data.volume_data import PatchBatches, open_configured
 from clcc.data.volume_data import to_device as to_volume_device
 from clcc.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clcc.engine.distributed import (
@@ -200,9 +200,7 @@ class Trainer:
 
     def _open_data(self) -> None:
         data = self.cfg.data
-        self.data = open_prepared(Path(data.root), self.cfg.model.spatial_dims, data.size,
-                                  data.resample, tuple(data.patch or ()), data.window_overlap,
-                                  data.spacing)
+        self.data = open_configured(self.cfg)
         self.data_identity = DataIdentity(data.root, data.size, data.selection, data.resample)
         self.data_record = self.data_identity.record()  # the data as training starts
 
