@@ -1,3 +1,4 @@
+import importlib
 import importlib.util
 import json
 import math
@@ -188,10 +189,13 @@ def test_model_name_is_checked_when_the_config_is_read():
     from clcc.models.unet import ARCHITECTURES
 
     hint = typing.get_type_hints(ModelConfig)["name"]
-    assert set(typing.get_args(hint)) == {*ARCHITECTURES, "vnet"}
+    assert set(typing.get_args(hint)) == {*ARCHITECTURES, "vnet", "unet3d-dv"}
     with pytest.raises(ClccError, match=r"model.name must be one of authors\|ssl4mis\|"
-                                        r"ssl4mis-v1\|vnet, got 'vgg'"):
+                                        r"ssl4mis-v1\|vnet\|unet3d-dv, got 'vgg'"):
         load_config(None, ["model.name=vgg"])
+    with pytest.raises(ClccError, match="model.name unet3d-dv is a 3-D network: set "
+                                        "model.spatial_dims=3"):
+        load_config(None, ["model.name=unet3d-dv"])
 
 
 def test_a_checkpoint_of_the_former_ssl4mis_network_still_loads(tmp_path, capsys):
@@ -410,3 +414,55 @@ def test_load_authors_model_reads_a_vnet_saved_under_net(tmp_path):
         ours = load_authors_model(tmp_path / name, LabelSpace(("left atrium",)))
         assert isinstance(ours, VNet) and not ours.training
         assert ours.out_conv.weight.shape == (1, 16, 1, 1, 1)
+
+
+SSL4MIS_DV_PARAMETERS = 5_884_504
+"""Parameters of SSL4MIS's `unet_3D_dv_semi(n_classes=2, in_channels=1)`
+(`code/networks/unet_3D_dv_semi.py`), the network of its 3-D URPC script."""
+
+
+def test_unet3d_dv_has_ssl4mis_parameter_count_heads_and_dropout():
+    from clcc.models.unet3d_dv import DeepSupervisedUNet3D
+
+    net = DeepSupervisedUNet3D(in_channels=1, labels=LabelSpace(("left atrium",)))
+    two_class_heads = sum(w + 1 for w in (16, 32, 64, 128))  # its 4 heads have 2 channels
+    assert sum(p.numel() for p in net.parameters()) + two_class_heads == SSL4MIS_DV_PARAMETERS
+    assert [net.dropout1.p, net.dropout2.p, net.dropout3.p, net.dropout4.p] == [0.5, 0.3, 0.2,
+                                                                               0.1]
+    out = net.eval()(torch.randn(1, 1, 16, 32, 48))
+    assert out.logits.shape == (1, 1, 16, 32, 48) and out.features.shape == (1, 16, 16, 32, 48)
+    assert [a.shape for a in out.aux] == [(1, 1, 16, 32, 48)] * 3
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.randn(1, 1, 8, 32, 48))
+
+
+def test_a_state_dict_of_ssl4mis_unet_3d_dv_semi_predicts_the_same_in_clcc(monkeypatch):
+    """SSL4MIS's own class: its state dict loads by name, and the four heads agree in eval mode
+    and, from one seed, in training mode (the same dropout draws in the same order)."""
+    import sys
+
+    from clcc.models.unet3d_dv import DeepSupervisedUNet3D
+
+    checkout = Path(os.environ.get("SSL4MIS_CHECKOUT",
+                                   Path(__file__).parents[2] / "authors" / "SSL4MIS"))
+    if not (checkout / "code" / "networks" / "unet_3D_dv_semi.py").is_file():
+        pytest.skip(f"no SSL4MIS checkout at {checkout} (set SSL4MIS_CHECKOUT)")
+    monkeypatch.syspath_prepend(str(checkout / "code"))
+    for name in [m for m in sys.modules if m == "networks" or m.startswith("networks.")]:
+        monkeypatch.delitem(sys.modules, name)  # another checkout's `networks` package
+    theirs_class = importlib.import_module("networks.unet_3D_dv_semi").unet_3D_dv_semi
+    for name in [m for m in sys.modules if m == "networks" or m.startswith("networks.")]:
+        del sys.modules[name]  # not left for the next test to find
+    torch.manual_seed(0)
+    theirs = theirs_class(n_classes=3, in_channels=1)
+    ours = DeepSupervisedUNet3D(in_channels=1, labels=LabelSpace(("a", "b")))
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 1, 32, 32, 16)
+    for mode in (False, True):
+        theirs.train(mode), ours.train(mode)
+        torch.manual_seed(1)
+        expected = theirs(x)  # dsv1 … dsv4, finest first
+        torch.manual_seed(1)
+        got = ours(x)
+        for mine, its in zip([got.logits, *reversed(got.aux)], expected, strict=True):
+            assert torch.allclose(mine, its, atol=1e-5)

@@ -38,9 +38,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["authors", "ssl4mis", "ssl4mis-v1", "vnet"] = "authors"  # the CLCC authors'
-    # U-Net, SSL4MIS's, what clcc called SSL4MIS's before it matched it
-    # (clcc.models.unet.ARCHITECTURES), or UA-MT's 3-D V-Net (clcc.models.vnet)
+    name: Literal["authors", "ssl4mis", "ssl4mis-v1", "vnet", "unet3d-dv"] = "authors"  # the
+    # CLCC authors' U-Net, SSL4MIS's, what clcc called SSL4MIS's before it matched it
+    # (clcc.models.unet.ARCHITECTURES), UA-MT's 3-D V-Net (clcc.models.vnet), or SSL4MIS's
+    # 3-D U-Net with deep supervision, its URPC 3-D network (clcc.models.unet3d_dv)
     spatial_dims: Literal[2, 3] = 2  # 3: a 3-D network on whole volumes (`data.patch`)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     dropout: list[float] | None = None  # per encoder level; None = no dropout
@@ -222,9 +223,12 @@ def _check_ranges(cfg: Config) -> Config:
         raise ClccError(f"config optim.weight_decay must be 0 or more, got "
                         f"{cfg.optim.weight_decay}")
     divisor = 2 ** (len(cfg.model.widths) - 1)
-    if cfg.model.name == "vnet" and cfg.model.spatial_dims != 3:
-        raise ClccError("config model.name vnet is a 3-D network: set model.spatial_dims=3 "
-                        "and data.patch")
+    if cfg.model.name in ("vnet", "unet3d-dv") and cfg.model.spatial_dims != 3:
+        raise ClccError(f"config model.name {cfg.model.name} is a 3-D network: set "
+                        "model.spatial_dims=3 and data.patch")
+    if cfg.model.name == "unet3d-dv" and len(cfg.model.widths) != 5:
+        raise ClccError(f"config model.name unet3d-dv has five levels: model.widths must give "
+                        f"five, got {cfg.model.widths}")
     if cfg.model.spatial_dims == 3:
         patch = cfg.data.patch or []
         if len(patch) != 3 or any(p < 1 or p % divisor for p in patch):

@@ -37,8 +37,8 @@ from clcc.errors import ClccError
 from clcc.files import OUTPUT_MARKER, atomic_path, claim, mark, staged_into
 from clcc.labels import LabelSpace
 from clcc.metrics import class_metrics, summarise
+from clcc.models.networks import network
 from clcc.models.unet import UNet, saved_architecture
-from clcc.models.vnet import network
 
 CLASS_COLOURS = np.array([[0, 255, 0], [255, 60, 60], [60, 120, 255], [255, 220, 0],
                           [255, 0, 255], [0, 230, 230], [255, 140, 0], [160, 90, 255]],

@@ -17,8 +17,8 @@ from torch import nn
 
 from clcc.errors import ClccError
 from clcc.hints import conform, kind
+from clcc.models.networks import network
 from clcc.models.unet import UNet
-from clcc.models.vnet import network
 
 Batch = dict[str, torch.Tensor]
 Logs = dict[str, torch.Tensor]

@@ -21,7 +21,7 @@ from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
 from clcc.models.layers import layers
-from clcc.models.unet import SegOutput, UNet
+from clcc.models.unet import SegOutput
 
 STAGES = (1, 2, 3, 3, 3)
 """Convolutions per level, top to bottom (the decoder mirrors the first four)."""
@@ -107,30 +107,32 @@ class VNet(nn.Module):
     def plain_state_dict(self) -> dict[str, torch.Tensor]:
         return self.state_dict()
 
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each level's map, finest first; the last is the bottleneck's."""
+        maps = []
+        for i, name in enumerate(NAMES[:5]):
+            x = getattr(self, f"block_{name}")(x if i == 0 else
+                                               getattr(self, f"block_{NAMES[i - 1]}_dw")(x))
+            maps.append(x)
+        return maps
+
+    def decode(self, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decoder maps from coarsest to finest (the last is full resolution), the bottleneck
+        dropped first."""
+        x, skips, out = self.bottleneck_dropout(maps[-1]), list(maps[:-1]), []
+        for name in NAMES[4:8]:  # up, add the skip, convolve
+            x = getattr(self, f"block_{name}_up")(x) + skips.pop()
+            x = getattr(self, f"block_{NAMES[NAMES.index(name) + 1]}")(x)
+            out.append(x)
+        return out
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """The output convolution behind its channel dropout."""
+        return self.out_conv(self.head_dropout(features))
+
     def forward(self, x: torch.Tensor) -> SegOutput:
         if any(side % self.divisor for side in x.shape[2:]):
             raise ValueError(f"input {tuple(x.shape[2:])} must be divisible by {self.divisor} "
                              "for the V-Net")
-        skips = []
-        for i, name in enumerate(NAMES[:5]):
-            x = getattr(self, f"block_{name}")(x)
-            if i < 4:
-                skips.append(x)
-                x = getattr(self, f"block_{name}_dw")(x)
-        x = self.bottleneck_dropout(x)
-        for name in NAMES[4:8]:  # up, add the skip, convolve
-            x = getattr(self, f"block_{name}_up")(x) + skips.pop()
-            following = NAMES[NAMES.index(name) + 1]
-            x = getattr(self, f"block_{following}")(x)
-        return SegOutput(logits=self.out_conv(self.head_dropout(x)), features=x)
-
-
-def network(model_class: type[nn.Module], architecture: str, **args) -> nn.Module:
-    """The network a method trains: UA-MT's V-Net for `vnet` (a plain segmentation network,
-    so a method that needs a U-Net variant, URPC's pyramid, refuses it), else `model_class`
-    with that U-Net architecture."""
-    if architecture != "vnet":
-        return model_class(architecture=architecture, **args)
-    if model_class is not UNet:
-        raise ValueError(f"the V-Net has no {model_class.__name__}: this method needs a U-Net")
-    return VNet(architecture=architecture, **args)
+        features = self.decode(self.encode(x))[-1]
+        return SegOutput(logits=self.head(features), features=features)
