@@ -41,3 +41,10 @@ def channel_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     """Whole channels zeroed with probability `p` (training mode), of an image batch
     (B, C, H, W) or a volume batch (B, C, D, H, W)."""
     return (F.dropout2d if x.dim() == 4 else F.dropout3d)(x, p, training=True)
+
+
+def check_sides(x: torch.Tensor, divisor: int, network: str) -> None:
+    """Refuse an input whose sides a network's poolings cannot halve down to its bottleneck."""
+    if any(side % divisor for side in x.shape[2:]):
+        raise ValueError(f"input {tuple(x.shape[2:])} must be divisible by {divisor} for "
+                         f"{network}")

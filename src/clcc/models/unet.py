@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
-from clcc.models.layers import CONVOLUTIONS, NORMS, layers
+from clcc.models.layers import CONVOLUTIONS, NORMS, check_sides, layers
 
 
 @dataclass
@@ -209,12 +209,7 @@ class UNet(nn.Module):
         return maps
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        sides = x.shape[2:]
-        if any(side % self.divisor for side in sides):
-            raise ValueError(
-                f"input {tuple(sides)} must be divisible by {self.divisor} "
-                f"for a {len(self.widths)}-level U-Net"
-            )
+        check_sides(x, self.divisor, f"a {len(self.widths)}-level U-Net")
         features = self.decode(self.encode(x))[-1]
         return SegOutput(logits=self.head(features), features=features)
 

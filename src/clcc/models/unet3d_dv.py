@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
+from clcc.models.layers import check_sides
 from clcc.models.unet import SSL4MIS_DROPOUT, SegOutput
 
 
@@ -126,9 +127,7 @@ class DeepSupervisedUNet3D(nn.Module):
         return self.dsv1(self.dropout4(features))
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        if any(side % self.divisor for side in x.shape[2:]):
-            raise ValueError(f"input {tuple(x.shape[2:])} must be divisible by {self.divisor} "
-                             "for unet3d-dv")
+        check_sides(x, self.divisor, "unet3d-dv")
         maps = self.decode(self.encode(x))
         aux = [self.dsv4(maps[0]), self.dsv3(maps[1]), self.dsv2(maps[2])]
         return SegOutput(logits=self.head(maps[3]), features=maps[3], aux=aux)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from clcc.labels import BINARY, LabelSpace
-from clcc.models.layers import layers
+from clcc.models.layers import check_sides, layers
 from clcc.models.unet import SegOutput
 
 STAGES = (1, 2, 3, 3, 3)
@@ -131,8 +131,6 @@ class VNet(nn.Module):
         return self.out_conv(self.head_dropout(features))
 
     def forward(self, x: torch.Tensor) -> SegOutput:
-        if any(side % self.divisor for side in x.shape[2:]):
-            raise ValueError(f"input {tuple(x.shape[2:])} must be divisible by {self.divisor} "
-                             "for the V-Net")
+        check_sides(x, self.divisor, "the V-Net")
         features = self.decode(self.encode(x))[-1]
         return SegOutput(logits=self.head(features), features=features)
