@@ -93,13 +93,16 @@ def test_patch_batches_mix_labelled_and_unlabelled_volumes(la_set):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [["model.name=vnet", "model.widths=[2,4,8,16,32]"],
-                                   ["model.name=ssl4mis", "model.widths=[4,8,16]"]])
+@pytest.mark.parametrize("model", [
+    ["model.name=vnet", "model.widths=[2,4,8,16,32]", "data.patch=[16,16,16]"],
+    ["model.name=ssl4mis", "model.widths=[4,8,16]", "data.patch=[16,16,16]"],
+    ["model.name=unet3d-dv", "model.widths=[2,4,8,16,32]", "data.patch=[32,32,32]"],
+])  # (InstanceNorm needs a bottleneck of more than one voxel)
 def test_a_3d_network_trains_on_patches_and_is_scored_per_volume(la_set, tmp_path, model):
     from clcc.engine.predict import load_trained_model
     from clcc.engine.trainer import train
 
-    cfg = load_config(None, [*TINY, *model, "model.spatial_dims=3", "data.patch=[16,16,16]",
+    cfg = load_config(None, [*TINY, *model, "model.spatial_dims=3",
                              f"data.root={la_set}", f"train.output={tmp_path}",
                              "train.iterations=2", "train.eval_every=2",
                              "data.window_overlap=[0.5,0.25,0.25]"])
