@@ -74,8 +74,7 @@ class OptimConfig:
     warmup_epochs: int = 0  # ... and/or in epochs (the authors' configs: 100 of 300)
     warmup_shape: Literal["linear", "authors"] = "linear"  # or the authors' cosine × T/W
     schedule_unit: Literal["step", "epoch"] = "step"  # step: the schedule advances every step;
-    # epoch: once per
-    # epoch, as the authors' code does
+    # epoch: once per epoch, as the authors' code does
 
 
 @dataclass
@@ -95,8 +94,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the U-Net (minutes of compilation first)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
-                          "max-autotune-no-cudagraphs"] = "default"  # reduce-overhead: CUDA
-    # graphs
+                          "max-autotune-no-cudagraphs"] = "default"  # reduce-overhead:
+    # CUDA graphs
     checkpoint_every: int = 1  # epochs between last.pt writes (a resume restarts from there)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     augment: bool = True  # random flips and 90° rotations, on the device
