@@ -436,6 +436,32 @@ def test_unet3d_dv_has_ssl4mis_parameter_count_heads_and_dropout():
         net(torch.randn(1, 1, 8, 32, 48))
 
 
+def test_load_authors_model_turns_a_unet_3d_dv_semi_checkpoint_and_folds_its_four_heads(
+        tmp_path):
+    """SSL4MIS's 3-D URPC script saves `unet_3D_dv_semi`'s bare state dict, two channels a
+    head, trained on (x, y, z) volumes: loaded as a binary `unet3d-dv` on clcc's (z, x, y), each
+    head's sigmoid is its softmax's foreground channel on the turned volume."""
+    from clcc.models.unet3d_dv import DeepSupervisedUNet3D
+
+    torch.manual_seed(0)
+    theirs = DeepSupervisedUNet3D(in_channels=1, labels=LabelSpace(("left atrium",)))
+    theirs.dsv1 = torch.nn.Conv3d(16, 2, 1)  # the two-class heads of n_classes=2
+    for level, width in ((2, 32), (3, 64), (4, 128)):
+        getattr(theirs, f"dsv{level}").dsv[0] = torch.nn.Conv3d(width, 2, 1)
+    torch.save({f"module.{k}": v for k, v in theirs.state_dict().items()},
+               tmp_path / "unet_3D_dv_semi_best_model.pth")
+    ours = load_authors_model(tmp_path / "unet_3D_dv_semi_best_model.pth",
+                              LabelSpace(("left atrium",)))
+    assert isinstance(ours, DeepSupervisedUNet3D) and not ours.training
+    x = torch.randn(1, 1, 32, 48, 16)  # (x, y, z)
+    expected = theirs.eval()(x)
+    got = ours(x.permute(0, 1, 4, 2, 3))
+    for mine, its in zip([got.logits, *got.aux], [expected.logits, *expected.aux], strict=True):
+        assert mine.shape == (1, 1, 16, 32, 48)
+        assert torch.allclose(torch.sigmoid(mine),
+                              its.softmax(1)[:, 1:].permute(0, 1, 4, 2, 3), atol=1e-5)
+
+
 def test_a_state_dict_of_ssl4mis_unet_3d_dv_semi_predicts_the_same_in_clcc(monkeypatch):
     """SSL4MIS's own class: its state dict loads by name, and the four heads agree in eval mode
     and, from one seed, in training mode (the same dropout draws in the same order)."""

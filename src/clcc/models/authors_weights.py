@@ -20,6 +20,10 @@ script never trains (dropped on loading). Two things differ:
 their volumes are (x, y, z) where clcc's are (D, H, W) = (z, x, y) (the slice axis first), so
 every 3-D kernel turns with them, and their head has two softmax channels where a binary clcc
 model has one logit, which is their difference: softmax([a, b])₁ = sigmoid(b − a).
+
+SSL4MIS's 3-D `unet_3D_dv_semi` (its 3-D URPC script saves its bare state dict) shares clcc's
+`unet3d-dv` names; its volumes are (x, y, z) too (`dataloaders/brats2019.py` crops `(w, h, d)`),
+and each of its four heads is folded as the V-Net's one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 
 from clcc.labels import LabelSpace
 from clcc.models.unet import PyramidUNet, UNet
+from clcc.models.unet3d_dv import DeepSupervisedUNet3D
 from clcc.models.vnet import VNet
 
 _RULES = (
@@ -110,26 +115,39 @@ def vnet_key(key: str) -> str | None:
     return key.removeprefix("encoder.").removeprefix("decoder.")
 
 
-def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
-                   ) -> dict[str, torch.Tensor]:
-    """A UA-MT / BCP V-Net state dict as clcc's V-Net on (z, x, y) volumes: each 5-D kernel's
-    axes (x, y, z) → (z, x, y); for a binary task the two-channel head → one logit."""
-    mapped = {}
-    for key, value in state.items():
-        name = vnet_key(key)
-        if name is not None:
-            mapped[name] = value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else value
-    if labels.binary and mapped["out_conv.weight"].shape[0] == 2:
-        for name in ("out_conv.weight", "out_conv.bias"):
-            mapped[name] = (mapped[name][1] - mapped[name][0])[None]
+def turned(state: dict[str, torch.Tensor], labels: LabelSpace, heads: tuple[str, ...]
+           ) -> dict[str, torch.Tensor]:
+    """A state dict of a network trained on (x, y, z) volumes as one on clcc's (z, x, y): each
+    5-D kernel's axes turned with the volume; for a binary task each two-channel head (a
+    prefix of `heads`) folded into one logit."""
+    mapped = {key: value.permute(0, 1, 4, 2, 3).contiguous() if value.dim() == 5 else value
+              for key, value in state.items()}
+    if labels.binary:
+        for head in heads:
+            if mapped[f"{head}weight"].shape[0] == 2:
+                for name in (f"{head}weight", f"{head}bias"):
+                    mapped[name] = (mapped[name][1] - mapped[name][0])[None]
     return mapped
 
 
-def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNet | VNet:
+def from_uamt_vnet(state: dict[str, torch.Tensor], labels: LabelSpace
+                   ) -> dict[str, torch.Tensor]:
+    """A UA-MT / BCP V-Net state dict as clcc's V-Net on (z, x, y) volumes."""
+    return turned({name: value for key, value in state.items()
+                   if (name := vnet_key(key)) is not None}, labels, ("out_conv.",))
+
+
+DV_HEADS = ("dsv1.", "dsv2.dsv.0.", "dsv3.dsv.0.", "dsv4.dsv.0.")
+"""The four heads of SSL4MIS's `unet_3D_dv_semi`, finest first."""
+
+
+def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1
+                       ) -> UNet | VNet | DeepSupervisedUNet3D:
     """clcc's `ssl4mis` U-Net (its pyramid variant for URPC's weights) holding the weights of
-    an SSL4MIS, UniMatch or BCP (ACDC) checkpoint, its `authors` U-Net holding CLCC-semi's, or
-    its V-Net holding UA-MT's or BCP's (LA): a bare state dict, or one under `state_dict`
-    (SSL4MIS's `util.save_checkpoint`, CLCC-semi's), `model` (UniMatch) or `net` (BCP)."""
+    an SSL4MIS, UniMatch or BCP (ACDC) checkpoint, its `authors` U-Net holding CLCC-semi's,
+    its V-Net holding UA-MT's or BCP's (LA), or its `unet3d-dv` holding SSL4MIS's 3-D URPC
+    network's: a bare state dict, or one under `state_dict` (SSL4MIS's `util.save_checkpoint`,
+    CLCC-semi's), `model` (UniMatch) or `net` (BCP)."""
     with torch.serialization.safe_globals(NUMPY_SCALAR):
         saved = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "net"):
@@ -139,6 +157,11 @@ def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1) -> UNe
         vnet = VNet(in_channels=channels, labels=labels)
         vnet.load_state_dict(from_uamt_vnet(saved, labels))
         return vnet.eval()
+    if any(k.removeprefix("module.").startswith("dsv1.") for k in saved):
+        unet3d = DeepSupervisedUNet3D(in_channels=channels, labels=labels)
+        unet3d.load_state_dict(turned({k.removeprefix("module."): v for k, v in saved.items()},
+                                      labels, DV_HEADS))
+        return unet3d.eval()
     if any(k.removeprefix("module.").startswith("encoder.conv1.conv1.") for k in saved):
         unet = UNet(in_channels=channels, architecture="authors", labels=labels)
         unet.load_state_dict({name: value for key, value in saved.items()
