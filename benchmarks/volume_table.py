@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from clcc.report.stats import selection_interval
 
 
@@ -23,23 +25,33 @@ def best_step(run: Path, best_epoch: int) -> int:
     raise SystemExit(f"{run}: no validation in epoch {best_epoch}")
 
 
+def precision(run: Path, results: dict) -> str:
+    """What the run trained in: recorded in results.json since session 16; before, the config's
+    choice (`auto` was bf16 autocast on the CPUs that have it)."""
+    if "precision" in results:
+        return str(results["precision"])
+    return str(yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="run folders (results.json inside)")
     args = parser.parse_args()
-    print("| method | selection | seed | best on validation: step | test Dice | IoU | HD95 | ASD | "
-          "Dice, largest component | last weights: test Dice | last: Dice, largest component |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | selection | seed | precision | best on validation: step | test Dice | IoU | "
+          "HD95 | ASD | Dice, largest component | last weights: test Dice | "
+          "last: Dice, largest component |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     runs: dict[str, list[tuple[int, float, float]]] = {}  # method: (seed, best, last) each
     for run in sorted(args.runs):
         if not (run / "results.json").is_file():  # trained, not yet scored
-            print(f"| {run.name}: not scored yet | | | | | | | | | | |")
+            print(f"| {run.name}: not scored yet | | | | | | | | | | | |")
             continue
         r = json.loads((run / "results.json").read_text())
         t, tl, method = r["test"], r["test_last"], r["method"]
         best, last = 100 * t["dice"]["mean"], 100 * tl["dice"]["mean"]
         runs.setdefault(method, []).append((r["seed"], best, last))
-        print(f"| {method} | {r['selection']} | {r['seed']} | {best_step(run, r['best_epoch'])} | "
+        print(f"| {method} | {r['selection']} | {r['seed']} | {precision(run, r)} | "
+              f"{best_step(run, r['best_epoch'])} | "
               f"{best:.2f} ± {100 * t['dice']['std']:.2f} | "
               f"{100 * t['iou']['mean']:.2f} | {t['hd95']['mean']:.2f} | "
               f"{t['asd']['mean']:.2f} | {100 * t['dice_lcc']['mean']:.2f} | "

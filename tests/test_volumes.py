@@ -371,8 +371,8 @@ def test_volume_tables_report_jaccard_and_distances_in_voxels():
 def test_the_la_table_reads_each_run_and_intervals_each_method_by_hand(tmp_path, capsys,
                                                                       monkeypatch):
     """benchmarks/volume_table.py makes the LA quick table of docs/results.md: each run's best
-    step from its validations, best and last test Dice, and per method a Student-t interval
-    that says when it mixes seeds."""
+    step from its validations, its precision (recorded, else its config's choice), best and
+    last test Dice, and per method a Student-t interval that says when it mixes seeds."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "volume_table.py"
@@ -387,6 +387,9 @@ def test_the_la_table_reads_each_run_and_intervals_each_method_by_hand(tmp_path,
         results = {"method": method, "selection": selection, "seed": seed, "best_epoch": 2,
                    "test": {k: {"mean": v, "std": 0.1} for k, v in metric.items()},
                    "test_last": {"dice": {"mean": last}, "dice_lcc": {"mean": last}}}
+        if selection == 1:
+            results["precision"] = "fp32"
+        (folder / "config.yaml").write_text("train:\n  precision: auto\n")
         (folder / "results.json").write_text(json.dumps(results))
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
             {"epoch": 1, "step": 4}, {"epoch": 2, "step": 8, "val_step": 8})))
@@ -399,8 +402,9 @@ def test_the_la_table_reads_each_run_and_intervals_each_method_by_hand(tmp_path,
     monkeypatch.setattr("sys.argv", ["volume_table.py", *map(str, runs), str(tmp_path / "f")])
     volume_table.main()
     out = capsys.readouterr().out
-    assert ("| supervised | 1 | 0 | 8 | 40.00 ± 10.00 | 20.00 | 40.00 | 20.00 | 40.00 | 40.00 | "
-            "40.00 |") in out
+    assert ("| supervised | 1 | 0 | fp32 | 8 | 40.00 ± 10.00 | 20.00 | 40.00 | 20.00 | 40.00 | "
+            "40.00 | 40.00 |") in out
+    assert "| supervised | 0 | 0 | auto | 8 | 30.00 ± 10.00 |" in out
     assert "| f: not scored yet |" in out
     # mean 35, sd 7.071, t(0.975, 1) = 12.706: 35 ± 12.706 · 7.071 / √2 = 35 ± 63.53
     assert "supervised, best on validation: 35.00 over 2 selections, 95 % t-interval " \

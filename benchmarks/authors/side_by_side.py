@@ -42,7 +42,10 @@ from recipes import KVASIR_SBS, RECIPES, Protocol, Recipe, bcp_la_reduction  # n
 SHIM = HERE / "shim"
 RECALIBRATED_CSV = "per_volume_recalibrated_bn.csv"
 EVIDENCE_FILES = ("run.json", "train.log", "per_volume.csv", "summary.json", "validation.csv",
-                  "script.diff", "config.yaml", RECALIBRATED_CSV)
+                  "script.diff", "config.yaml", RECALIBRATED_CSV,
+                  # clcc's side: its own record, which the LA quick table reads
+                  "results.json", "metrics.jsonl", "val_per_image.csv", "test_per_image.csv",
+                  "test_last_per_image.csv")
 
 
 def commit_of(checkout: Path) -> str:
