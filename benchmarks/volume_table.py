@@ -26,8 +26,8 @@ def best_step(run: Path, best_epoch: int) -> int:
 
 
 def precision(run: Path, results: dict) -> str:
-    """What the run trained in: recorded in results.json since session 16; before, the config's
-    choice (`auto` was bf16 autocast on the CPUs that have it)."""
+    """What the run trained in, as results.json records it; for a run older than that record,
+    its config's choice (`auto` is bf16 autocast on a CPU that has it)."""
     if "precision" in results:
         return str(results["precision"])
     return str(yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"])
