@@ -15,6 +15,10 @@ import yaml
 
 from clcc.report.stats import selection_interval
 
+COLUMNS = ("method", "selection", "seed", "precision", "best on validation: step", "test Dice",
+           "IoU", "HD95", "ASD", "Dice, largest component", "last weights: test Dice",
+           "last: Dice, largest component")
+
 
 def best_step(run: Path, best_epoch: int) -> int:
     """The step of the validation that chose best.pt."""
@@ -37,14 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="run folders (results.json inside)")
     args = parser.parse_args()
-    print("| method | selection | seed | precision | best on validation: step | test Dice | IoU | "
-          "HD95 | ASD | Dice, largest component | last weights: test Dice | "
-          "last: Dice, largest component |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
     runs: dict[str, list[tuple[int, float, float]]] = {}  # method: (seed, best, last) each
     for run in sorted(args.runs):
         if not (run / "results.json").is_file():  # trained, not yet scored
-            print(f"| {run.name}: not scored yet | | | | | | | | | | | |")
+            print(f"| {run.name}: not scored yet |" + " |" * (len(COLUMNS) - 1))
             continue
         r = json.loads((run / "results.json").read_text())
         t, tl, method = r["test"], r["test_last"], r["method"]
