@@ -153,16 +153,16 @@ def load_authors_model(path: Path, labels: LabelSpace, channels: int = 1
     for key in ("state_dict", "model", "net"):
         if isinstance(saved, dict) and isinstance(saved.get(key), dict):
             saved = saved[key]
+    saved = {k.removeprefix("module."): v for k, v in saved.items()}  # DataParallel's prefix
     if any((vnet_key(k) or "").startswith("block_one.") for k in saved):
         vnet = VNet(in_channels=channels, labels=labels)
         vnet.load_state_dict(from_uamt_vnet(saved, labels))
         return vnet.eval()
-    if any(k.removeprefix("module.").startswith("dsv1.") for k in saved):
+    if "dsv1.weight" in saved:
         unet3d = DeepSupervisedUNet3D(in_channels=channels, labels=labels)
-        unet3d.load_state_dict(turned({k.removeprefix("module."): v for k, v in saved.items()},
-                                      labels, DV_HEADS))
+        unet3d.load_state_dict(turned(saved, labels, DV_HEADS))
         return unet3d.eval()
-    if any(k.removeprefix("module.").startswith("encoder.conv1.conv1.") for k in saved):
+    if any(k.startswith("encoder.conv1.conv1.") for k in saved):
         unet = UNet(in_channels=channels, architecture="authors", labels=labels)
         unet.load_state_dict({name: value for key, value in saved.items()
                               if (name := clcc_semi_key(key)) is not None})
